@@ -1,0 +1,173 @@
+"""Run configuration: plain YAML validated into typed dataclasses, with ``section.key=value`` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: Optional[str] = None
+    val_fraction: float = 0.1
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    encoders: dict = field(default_factory=dict)
+    encoder_options: dict = field(default_factory=dict)
+    fusion: str = "concat"
+    fusion_options: dict = field(default_factory=dict)
+    euler: Optional[bool] = None
+    euler_dim: int = 128
+    euler_dropout: float = 0.5
+    shared_projection: bool = True
+
+
+@dataclass
+class MethodConfig:
+    name: str = "joint"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs"
+    run_dir: Optional[str] = None
+    quiet: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine")
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and values of the wrong type."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(names)}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{where}.{name}" if where != "config" else name
+        if dataclasses.is_dataclass(hint):
+            values[name] = from_dict(hint, value, key)
+        else:
+            values[name] = _coerce(value, hint, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], key)
+    expected = origin or hint
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is dict and value is None:
+        return {}
+    if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.01")
+    path, raw = text.split("=", 1)
+    return path.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults), apply overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    config = from_dict(Config, apply_overrides(data, overrides))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Range checks that a type alone cannot express."""
+    checks = [
+        (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
+        (config.optim.momentum >= 0, f"optim.momentum must be >= 0, got {config.optim.momentum}"),
+        (config.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {config.optim.weight_decay}"),
+        (config.optim.name in OPTIMIZERS, f"unknown optimizer {config.optim.name!r}; valid: {', '.join(OPTIMIZERS)}"),
+        (config.optim.schedule in SCHEDULES, f"unknown schedule {config.optim.schedule!r}; valid: {', '.join(SCHEDULES)}"),
+        (config.optim.step_size >= 1, f"optim.step_size must be >= 1, got {config.optim.step_size}"),
+        (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),
+        (config.train.batch_size >= 1, f"train.batch_size must be >= 1, got {config.train.batch_size}"),
+        (config.train.num_workers >= 0, f"train.num_workers must be >= 0, got {config.train.num_workers}"),
+        (0 <= config.model.euler_dropout < 1, f"model.euler_dropout must be in [0, 1), got {config.model.euler_dropout}"),
+        (config.model.euler_dim >= 1, f"model.euler_dim must be >= 1, got {config.model.euler_dim}"),
+        (0 <= config.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,133 @@
+"""The array-folder format: anyone's data as ``train.npz``, ``test.npz`` and optional ``val.npz``.
+
+Each ``.npz`` holds one float array per modality (first axis = samples) and an integer ``label``
+array. An optional ``meta.json`` gives ``{"modalities": [...], "classes": [...]}``; without it every
+array other than ``label`` is a modality and the classes are ``0..K-1``. Without ``val.npz`` a
+stratified, seeded ``val_fraction`` of train becomes the validation split.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .base import DATASETS, DatasetSplits, Split, stratified_split
+
+LABEL_KEY = "label"
+
+
+def read_meta(root: Path) -> dict:
+    path = root / "meta.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not valid JSON ({error}); fix or delete it") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} must hold a JSON object with 'modalities' and/or 'classes'")
+    return meta
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"missing file {path}; an array folder needs train.npz and test.npz (val.npz optional)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise DataError(f"cannot read {path}: {error}; re-create it with numpy.savez") from None
+
+
+def check_modality(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
+    if array.dtype.kind not in "fiub":
+        raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; modalities must be numeric (float) arrays")
+    if array.ndim < 2:
+        raise DataError(
+            f"{path}: array {name!r} has shape {array.shape}; a modality needs a sample axis plus at least one "
+            "feature axis, e.g. (N, D), (N, C, T) or (N, C, H, W)"
+        )
+    values = array.astype(np.float32, copy=False)
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DataError(
+            f"{path}: array {name!r} has NaN or Inf in {len(bad)} sample(s), first at index {bad[0]}; "
+            "clean or drop those samples"
+        )
+    return torch.from_numpy(np.ascontiguousarray(values))
+
+
+def check_labels(path: Path, array: np.ndarray, num_classes: int | None) -> torch.Tensor:
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise DataError(f"{path}: 'label' must be a 1-D integer array, got dtype {array.dtype} and shape {array.shape}")
+    if len(array) == 0:
+        raise DataError(f"{path}: the split is empty; it needs at least one sample")
+    bad = np.flatnonzero((array < 0) | (array >= (num_classes if num_classes is not None else np.inf)))
+    if len(bad):
+        raise DataError(
+            f"{path}: label {array[bad[0]]} at index {bad[0]} is out of range; labels must be in 0..{num_classes - 1} "
+            f"({num_classes} classes)"
+        )
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def read_split(path: Path, modalities: list[str], num_classes: int | None) -> Split:
+    arrays = read_npz(path)
+    if LABEL_KEY not in arrays:
+        raise DataError(f"{path} has no 'label' array; found {sorted(arrays)}")
+    missing = [m for m in modalities if m not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks modality array(s) {missing}; found {sorted(arrays)}")
+    labels = check_labels(path, arrays[LABEL_KEY], num_classes)
+    counts = {m: len(arrays[m]) for m in modalities}
+    if any(n != len(labels) for n in counts.values()):
+        raise DataError(f"{path}: modality sample counts {counts} differ from the {len(labels)} labels")
+    return Split({m: check_modality(path, m, arrays[m]) for m in modalities}, labels)
+
+
+def modalities_of(root: Path, meta: dict) -> list[str]:
+    if "modalities" in meta:
+        modalities = list(meta["modalities"])
+    else:
+        modalities = [key for key in read_npz(root / "train.npz") if key != LABEL_KEY]
+    if len(modalities) < 2:
+        raise DataError(f"{root}: found modalities {modalities}; multi-modal training needs at least two")
+    return modalities
+
+
+def class_names(root: Path, meta: dict) -> list[str]:
+    if "classes" in meta:
+        return [str(c) for c in meta["classes"]]
+    labels = [read_npz(root / f)[LABEL_KEY] for f in ("train.npz", "test.npz") if (root / f).exists()]
+    return [str(c) for c in range(int(max(int(l.max()) for l in labels if len(l))) + 1)]
+
+
+@DATASETS.register("arrays", "your own data as an array folder: train.npz, test.npz, optional val.npz and meta.json")
+def load_array_folder(root: str | None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
+    if root is None:
+        raise DataError("the 'arrays' dataset needs a folder: pass --data PATH (or data.root in the config)")
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist")
+    meta = read_meta(folder)
+    modalities = modalities_of(folder, meta)
+    classes = class_names(folder, meta)
+    train = read_split(folder / "train.npz", modalities, len(classes))
+    test = read_split(folder / "test.npz", modalities, len(classes))
+    for m in modalities:
+        if train.inputs[m].shape[1:] != test.inputs[m].shape[1:]:
+            raise DataError(
+                f"{folder}: modality {m!r} has sample shape {tuple(train.inputs[m].shape[1:])} in train.npz but "
+                f"{tuple(test.inputs[m].shape[1:])} in test.npz"
+            )
+    if (folder / "val.npz").exists():
+        val = read_split(folder / "val.npz", modalities, len(classes))
+    else:
+        keep, held = stratified_split(train.labels.numpy(), val_fraction, seed)
+        train, val = train.subset(keep), train.subset(held)
+    return DatasetSplits(folder.name, modalities, classes, train, val, test)

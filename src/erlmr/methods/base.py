@@ -1,0 +1,96 @@
+"""The method interface: a training step hook and an optional gradient hook.
+
+A method is one class in one file under ``methods/``, registered in :data:`METHODS`. The trainer calls,
+for every batch::
+
+    result = method.training_step(model, inputs, labels)   # forward + backward: fills .grad
+    method.modify_gradients(model, result, labels)          # optional: rescale / project gradients
+    optimizer.step()
+
+and ``on_epoch_start`` / ``on_epoch_end`` around every epoch; ``predict`` at evaluation. A method's
+options are a dataclass named ``Options`` on the class, filled from ``method.options`` in the config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Collection, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..data.base import DatasetSplits
+from ..model import ModelOutput, MultiModalModel
+from ..registry import Registry
+
+
+@dataclass
+class StepResult:
+    """What one training step produced. ``logs`` hold detached scalars averaged over the epoch."""
+
+    loss: torch.Tensor
+    output: ModelOutput
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class MethodContext:
+    """What a method may need to know about the run besides the model."""
+
+    modalities: list[str]
+    num_classes: int
+    epochs: int
+    batch_size: int
+    device: torch.device
+    splits: DatasetSplits | None = None
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Method:
+    """Plain cross-entropy on the fused logits. Subclasses override ``loss`` or ``training_step``."""
+
+    Options: type = NoOptions
+    #: the model gets the Euler representation when the config does not say otherwise
+    uses_euler: bool = False
+    #: the method only changes gradients, so it may follow another method after a '+'
+    modulates_gradients: bool = False
+
+    def __init__(self, model: MultiModalModel, options: Any, context: MethodContext):
+        self.options = options
+        self.context = context
+        self.epoch = 0
+
+    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+        output = model(inputs)
+        loss = self.loss(output, labels)
+        loss.backward()
+        return StepResult(loss.detach(), output)
+
+    def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.logits, labels)
+
+    def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
+        """Called after the backward pass, before the optimiser step."""
+
+    def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
+        return {}
+
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
+        return model(inputs, absent=absent)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch = state.get("epoch", 0)
+
+
+METHODS: Registry[type[Method]] = Registry("method")

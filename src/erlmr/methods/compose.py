@@ -1,0 +1,80 @@
+"""Build a method from its config name, including compositions such as ``erlmr+ogm_ge``."""
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping
+
+import torch
+
+from ..config import from_dict
+from ..errors import ConfigError
+from ..model import ModelOutput, MultiModalModel
+from .base import METHODS, Method, MethodContext, StepResult
+
+
+class ComposedMethod(Method):
+    """The first method takes the training step; every later one only modulates its gradients."""
+
+    def __init__(self, parts: list[Method]):
+        self.parts = parts
+        self.primary = parts[0]
+        self.uses_euler = parts[0].uses_euler
+
+    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+        return self.primary.training_step(model, inputs, labels)
+
+    def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
+        for part in self.parts:
+            part.modify_gradients(model, result, labels)
+
+    def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
+        for part in self.parts:
+            part.on_epoch_start(model, epoch)
+
+    def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for part in self.parts:
+            logs.update(part.on_epoch_end(model, epoch))
+        return logs
+
+    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+        return self.primary.predict(model, inputs, absent)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): part.state_dict() for i, part in enumerate(self.parts)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for i, part in enumerate(self.parts):
+            part.load_state_dict(state[str(i)])
+
+
+def method_class(name: str) -> type[Method]:
+    """The class of a single method name, or of the primary part of a composition."""
+    return METHODS.get(name.split("+")[0].strip())
+
+
+def build_method(name: str, options: Mapping[str, Any], model: MultiModalModel, context: MethodContext) -> Method:
+    """Instantiate ``name`` (``"a"`` or ``"a+b+..."``) with validated options.
+
+    A single method takes its options directly; a composition takes one mapping per part, keyed by the
+    part's name, e.g. ``{"erlmr": {...}, "ogm_ge": {"alpha": 0.3}}``.
+    """
+    names = [part.strip() for part in name.split("+")]
+    if len(names) == 1:
+        return _instantiate(names[0], options, model, context)
+    classes = [METHODS.get(n) for n in names]
+    followers = [n for n, cls in zip(names[1:], classes[1:]) if not cls.modulates_gradients]
+    if followers:
+        modulators = [n for n in METHODS if METHODS.get(n).modulates_gradients]
+        raise ConfigError(
+            f"cannot compose {name!r}: {followers} do not work by modulating gradients, so they cannot follow "
+            f"another method after '+'; methods that can: {', '.join(modulators) or 'none'}"
+        )
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"options for a composed method are keyed by part name {names}; got {unknown}")
+    return ComposedMethod([_instantiate(n, options.get(n, {}), model, context) for n in names])
+
+
+def _instantiate(name: str, options: Mapping[str, Any], model: MultiModalModel, context: MethodContext) -> Method:
+    cls = METHODS.get(name)
+    return cls(model, from_dict(cls.Options, options, where=f"method.options of {name!r}"), context)

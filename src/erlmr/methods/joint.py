@@ -1,0 +1,7 @@
+"""Joint training: cross-entropy on the fused logits, the baseline every balancing method is compared with."""
+from .base import METHODS, Method
+
+
+@METHODS.register("joint", "plain cross-entropy on the fused logits (the unbalanced baseline)")
+class Joint(Method):
+    """Joint training with one cross-entropy loss on the fused logits."""

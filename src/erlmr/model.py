@@ -1,0 +1,112 @@
+"""A multi-modal classifier: one encoder per modality, an optional Euler representation, a fusion head."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Collection, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import DataError
+from .euler import EulerRepresentation
+from .fusion import FusionHead
+
+
+@dataclass
+class ModelOutput:
+    """Everything one forward pass produces, keyed by modality where per modality."""
+
+    logits: torch.Tensor
+    modality_logits: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor]
+    encoded: dict[str, torch.Tensor]
+    phases: dict[str, torch.Tensor] | None = None
+
+
+class MultiModalModel(nn.Module):
+    """Encoders → (Euler representation | average over positions) → fusion head.
+
+    Without the Euler representation an encoder's feature map ``(B, C, L)`` is averaged over positions
+    into ``(B, C)``. A modality left out of the inputs (or named in ``absent``) is treated as missing:
+    its fusion-head input is all zeros and its encoder does not run.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        encoders: Mapping[str, nn.Module],
+        head: FusionHead,
+        euler: EulerRepresentation | None = None,
+        input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.euler = euler
+        self.head = head
+        self.input_shapes = dict(input_shapes or {})
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+        present = [m for m in self.modalities if m in inputs and m not in absent]
+        if not present:
+            raise DataError(f"no modality given; this model takes {self.modalities}")
+        batch = self._check_inputs(inputs, present)
+        encoded = {m: self.encoders[m](inputs[m]) for m in present}
+        features, phases = self.represent(encoded, batch)
+        fused = self.head([features[m] for m in self.modalities])
+        return ModelOutput(
+            logits=fused.logits,
+            modality_logits=dict(zip(self.modalities, fused.modality_logits)),
+            features=features,
+            encoded=encoded,
+            phases=phases,
+        )
+
+    def represent(
+        self, encoded: Mapping[str, torch.Tensor], batch: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """Fusion-head inputs (zeros for missing modalities) and, with Euler, the phases of present ones."""
+        if self.euler is None:
+            features = {m: x.flatten(2).mean(2) if x.dim() > 2 else x for m, x in encoded.items()}
+            phases = None
+        else:
+            reference = next(iter(encoded.values()))
+            maps = [
+                encoded[m] if m in encoded else reference.new_zeros(batch, *self.euler.in_shapes[i])
+                for i, m in enumerate(self.modalities)
+            ]
+            euler = self.euler(maps)
+            features = {m: f for m, f in zip(self.modalities, euler.features) if m in encoded}
+            phases = {m: p for m, p in zip(self.modalities, euler.phases) if m in encoded}
+        reference = next(iter(features.values()))
+        widths = self.head.in_features
+        full = {
+            m: features[m] if m in features else reference.new_zeros(batch, widths[i])
+            for i, m in enumerate(self.modalities)
+        }
+        return full, phases
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every loss of a multi-task step shares: encoders and the Euler representation."""
+        shared = list(self.encoders.parameters())
+        if self.euler is not None:
+            shared += list(self.euler.parameters())
+        return shared
+
+    def _check_inputs(self, inputs: Mapping[str, torch.Tensor], present: Sequence[str]) -> int:
+        unknown = sorted(set(inputs) - set(self.modalities))
+        if unknown:
+            raise DataError(f"unknown modality {unknown}; this model takes {self.modalities}")
+        sizes = {m: len(inputs[m]) for m in present}
+        if len(set(sizes.values())) != 1:
+            raise DataError(f"modalities have different batch sizes: {sizes}")
+        for m in present:
+            x = inputs[m]
+            expected = self.input_shapes.get(m)
+            if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+                raise DataError(
+                    f"modality {m!r}: expected samples of shape {tuple(expected)}, got batch {tuple(x.shape)}"
+                )
+            if not x.is_floating_point():
+                raise DataError(f"modality {m!r}: expected a floating-point tensor, got {x.dtype}")
+        return next(iter(sizes.values()))
