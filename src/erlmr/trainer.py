@@ -202,6 +202,7 @@ class Trainer:
         )
         self.method = build_method(cfg.method.name, cfg.method.options, self.model, context)
         self.optimizer = make_optimizer(cfg, self.model)
+        self.method.optimizer = self.optimizer
         self.scheduler = make_scheduler(cfg, self.optimizer)
 
     def run(self) -> RunResult:
@@ -249,7 +250,8 @@ class Trainer:
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss or a gradient is NaN/Inf. "
                     "Lower optim.lr or check the inputs; the last good checkpoint is kept in the run folder"
                 )
-            self.optimizer.step()
+            if not self.method.steps_optimizer:
+                self.optimizer.step()
             n = len(labels)
             total_loss += result.loss.detach().cpu() * n
             correct += int((result.output.logits.argmax(1) == labels).sum())

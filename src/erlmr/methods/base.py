@@ -9,6 +9,13 @@ for every batch::
 
 and ``on_epoch_start`` / ``on_epoch_end`` around every epoch; ``predict`` at evaluation. A method's
 options are a dataclass named ``Options`` on the class, filled from ``method.options`` in the config.
+
+A method may add modules to the model in ``__init__`` (an extra head, say, with ``model.add_module``):
+the optimiser is created after the method, and the modules are saved with the model. The trainer sets
+``method.optimizer`` once it exists; a method that takes several optimiser steps per batch (alternating
+updates) sets ``steps_optimizer = True`` and calls ``self.optimizer.step()`` itself.
+Statistics that decide a coefficient (scores, prototypes, running means) go through
+:func:`erlmr.distributed.all_reduce_mean` so that every rank of a distributed run applies the same one.
 """
 from __future__ import annotations
 
@@ -57,11 +64,14 @@ class Method:
     uses_euler: bool = False
     #: the method only changes gradients, so it may follow another method after a '+'
     modulates_gradients: bool = False
+    #: the method calls ``self.optimizer.step()`` itself inside ``training_step``
+    steps_optimizer: bool = False
 
     def __init__(self, model: MultiModalModel, options: Any, context: MethodContext):
         self.options = options
         self.context = context
         self.epoch = 0
+        self.optimizer: torch.optim.Optimizer | None = None
 
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
         output = model(inputs)

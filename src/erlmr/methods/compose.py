@@ -18,6 +18,18 @@ class ComposedMethod(Method):
         self.parts = parts
         self.primary = parts[0]
         self.uses_euler = parts[0].uses_euler
+        self.steps_optimizer = parts[0].steps_optimizer
+        self._optimizer = None
+
+    @property
+    def optimizer(self):
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer) -> None:
+        self._optimizer = optimizer
+        for part in self.parts:
+            part.optimizer = optimizer
 
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
         return self.primary.training_step(model, inputs, labels)
