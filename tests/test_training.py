@@ -160,3 +160,24 @@ def test_erlmr_uses_the_weak_modality_more_than_joint_on_synthetic(run_config):
             accuracies.append(train(config).summary["test"]["modality_accuracy"]["m1"])
         weak[method] = sum(accuracies) / len(accuracies)
     assert weak["erlmr"] > weak["joint"] + 0.05, weak
+
+
+def test_authors_pareto_target_solves_against_twice_the_phase_term(run_config):
+    from erlmr.pareto import min_norm_weights
+
+    trainer = small_trainer(run_config, options={"pareto_target": "authors", "weight_floor": 0.0})
+    model, method = trainer.model.eval(), trainer.method
+    inputs, labels = one_batch(trainer)
+    shared = model.shared_parameters()
+
+    def targets(output, labels):
+        order = list(output.modality_logits)
+        terms = method.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
+        return F.cross_entropy(output.logits, labels), 2 * terms.phase
+
+    output = model(inputs)
+    values = targets(output, labels)
+    flat = [torch.cat([g.flatten() for g in torch.autograd.grad(v, shared, retain_graph=True, materialize_grads=True)]) for v in values]
+    expected = min_norm_weights(flat, torch.stack(values).detach(), "loss+")
+    method.training_step(model, inputs, labels)
+    torch.testing.assert_close(method.last_weights, expected, rtol=1e-3, atol=1e-4)
