@@ -6,8 +6,6 @@ CVPR 2022. Official code: github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
-
 import torch
 
 from ..errors import ConfigError
@@ -79,9 +77,8 @@ class OGM(Method):
         self.coefficients = coefficients.detach()
         result.logs.update({f"{self.name}_coefficient_{m}": k for m, k in zip(self.modalities, self.coefficients)})
 
-    def modulate(self, grads: Iterable[torch.Tensor], coefficient: torch.Tensor) -> None:
+    def modulate(self, grads: list[torch.Tensor], coefficient: torch.Tensor) -> None:
         """Scale one encoder's gradients in place."""
-        grads = list(grads)
         if grads:
             torch._foreach_mul_(grads, coefficient.to(grads[0].device))
 

@@ -5,8 +5,6 @@ CVPR 2022. Official code: github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``--
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 
 from ..model import MultiModalModel
@@ -35,8 +33,7 @@ class OGMGE(OGM):
         super().__init__(model, options, context)
         self.noise = torch.Generator(device=context.device).manual_seed(torch.initial_seed())
 
-    def modulate(self, grads: Iterable[torch.Tensor], coefficient: torch.Tensor) -> None:
-        grads = list(grads)
+    def modulate(self, grads: list[torch.Tensor], coefficient: torch.Tensor) -> None:
         noise = [
             torch.randn(g.shape, generator=self.noise, device=g.device, dtype=g.dtype) * (_std(g) + STD_EPSILON)
             for g in grads
