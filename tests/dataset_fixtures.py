@@ -89,7 +89,8 @@ def write_kinetics_sounds(root: Path) -> dict:
 def write_vggsound(root: Path) -> dict:
     """The official vggsound.csv (no header, quoted comma labels) and OGM-GE's media folders."""
     rows = [("---g-f_I2yQ", 1, "people marching", "train"), ("-0Gfz9zX0Ck", 30, "people marching", "train"),
-            ("-0jeONf82dE", 21, "bee, wasp, etc. buzzing", "train"), ("-1BzXU2b8Ts", 0, "bee, wasp, etc. buzzing", "train"),
+            ("-0jeONf82dE", 21, "bee, wasp, etc. buzzing", "train"),
+            ("-1BzXU2b8Ts", 0, "bee, wasp, etc. buzzing", "train"),
             ("-2Rfm5HGe8c", 12, "people marching", "test"), ("-4rVk5CzBoI", 150, "bee, wasp, etc. buzzing", "test")]
     write_lines(root / "vggsound.csv", [f'{v},{s},"{label}",{split}' if "," in label else f"{v},{s},{label},{split}"
                                         for v, s, label, split in rows])

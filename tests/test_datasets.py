@@ -15,7 +15,6 @@ import torch
 import dataset_fixtures as fx
 from erlmr.cli import main
 from erlmr.data import load_dataset
-from erlmr.data.crema_d import CLASSES as CREMA_CLASSES
 from erlmr.errors import DataError
 
 SMALL_IMAGES = {"image_size": 32}
@@ -23,7 +22,9 @@ SMALL_IMAGES = {"image_size": 32}
 CASES = {
     "crema-d": (fx.write_crema_d, SMALL_IMAGES, {"audio": (1, 257, 188), "visual": (3, 1, 32, 32)}, "width=8"),
     "ave": (fx.write_ave, SMALL_IMAGES, {"audio": (1, 257, 1004), "visual": (3, 3, 32, 32)}, "width=8"),
-    "kinetics-sounds": (fx.write_kinetics_sounds, SMALL_IMAGES, {"audio": (1, 1024, 128), "visual": (3, 3, 32, 32)}, "width=8"),
+    "kinetics-sounds": (
+        fx.write_kinetics_sounds, SMALL_IMAGES, {"audio": (1, 1024, 128), "visual": (3, 3, 32, 32)}, "width=8"
+    ),
     "vggsound": (fx.write_vggsound, SMALL_IMAGES, {"audio": (1, 129, 626), "visual": (3, 3, 32, 32)}, "width=8"),
     "ucf101": (fx.write_ucf101, SMALL_IMAGES, {"rgb": (3, 3, 32, 32), "flow": (2, 3, 32, 32)}, "width=8"),
     "cmu-mosei": (fx.write_cmu_mosei, {}, {"audio": (74, 50), "visual": (35, 50), "text": (300, 50)}, "d_model=16"),
@@ -102,7 +103,9 @@ def test_vggsound_keeps_verbatim_labels_and_finds_zero_padded_names(tmp_path):
     splits = load_dataset("vggsound", str(tmp_path), 0, 0.5, SMALL_IMAGES)
     assert splits.classes == ["people marching", "bee, wasp, etc. buzzing"]
     assert "-0Gfz9zX0Ck_30" in splits.keys["train"] + splits.keys["val"]  # stored as -0Gfz9zX0Ck_000030.wav
-    assert labels_by_key(splits, "test") == {"-2Rfm5HGe8c_12": "people marching", "-4rVk5CzBoI_150": "bee, wasp, etc. buzzing"}
+    assert labels_by_key(splits, "test") == {
+        "-2Rfm5HGe8c_12": "people marching", "-4rVk5CzBoI_150": "bee, wasp, etc. buzzing"
+    }
 
 
 def test_ucf101_matches_folders_without_case_and_carves_val_from_whole_groups(tmp_path):
@@ -320,3 +323,13 @@ def test_skip_bad_reports_how_many_were_skipped(tmp_path, capsys):
 def test_prepare_refuses_a_dataset_without_files(tmp_path, capsys):
     assert main(["data", "prepare", "synthetic", "--root", str(tmp_path)]) == 2
     assert "no cache to prepare" in capsys.readouterr().err
+
+
+def test_bad_option_values_are_refused(tmp_path):
+    from erlmr.errors import ConfigError
+
+    fx.write_crema_d(tmp_path)
+    with pytest.raises(ConfigError, match="crema-d option frames must be a positive integer, got 0"):
+        load_crema(tmp_path, frames=0)
+    with pytest.raises(ConfigError, match="unknown option.*image_sise"):
+        load_crema(tmp_path, image_sise=32)

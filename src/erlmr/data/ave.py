@@ -22,7 +22,7 @@ from dataclasses import asdict
 from ..errors import DataError
 from .base import DATASETS
 from .media import SpectrogramRecipe, class_index, read_frames, read_lines
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [
     "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
@@ -47,7 +47,8 @@ def read_list(path, split: str) -> list[tuple[str, str, tuple[float, float] | No
         try:
             start, end = float(fields[3]), float(fields[4])
         except ValueError:
-            raise DataError(f"{where}: the event start and end must be seconds, got {fields[3]!r}, {fields[4]!r}") from None
+            times = f"{fields[3]!r}, {fields[4]!r}"
+            raise DataError(f"{where}: the event start and end must be seconds, got {times}") from None
         rows.append((fields[1], fields[0], (start, end) if end > start else None, where))
     return rows
 
@@ -64,6 +65,7 @@ def load_ave(
     skip_bad: bool = False,
 ) -> RecordedSplits:
     """``val_fraction`` is unused: AVE ships its own validation list."""
+    require_positive("ave", frames=frames, image_size=image_size)
     folder = dataset_root(root, "ave")
     audio_root, frames_root = folder / "Audios", folder / "Image-01-FPS-SE"
     listed = {split: read_list(folder / name, split) for split, name in LISTS.items()}

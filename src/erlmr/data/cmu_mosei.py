@@ -5,8 +5,8 @@ Fusion Graph", ACL 2018. The features are the widely used MulT pickles (Tsai et 
 github.com/yaohungt/Multimodal-Transformer): ``mosei_senti_data.pkl`` (word-aligned, 50 steps) or
 ``mosei_senti_data_noalign.pkl``, a dict of ``train`` / ``valid`` / ``test`` splits, each holding
 ``text`` (N, T, 300) GloVe, ``audio`` (N, T, 74) COVAREP, ``vision`` (N, T, 35) Facet, ``labels``
-(N, 1, 1) sentiment in [-3, 3] and ``id``. The official folds are split by video. BalanceBenchmark (github.com/GeWu-Lab/BalanceBenchmark) reads
-the same files.
+(N, 1, 1) sentiment in [-3, 3] and ``id``; the official folds are split by video. BalanceBenchmark
+(github.com/GeWu-Lab/BalanceBenchmark) reads the same files.
 
 Binary sentiment as the balancing benchmarks train it: negative (< 0) vs non-negative (>= 0);
 ``exclude_zero=true`` drops the neutral (0) samples instead, the "non-zero" protocol. Non-finite feature

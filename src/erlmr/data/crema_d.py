@@ -18,7 +18,7 @@ from dataclasses import asdict
 from ..errors import DataError
 from .base import DATASETS
 from .media import SpectrogramRecipe, class_index, read_frames, read_lines
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
 AUDIO = SpectrogramRecipe(sample_rate=22050, seconds=3.0, n_fft=512, hop_length=353)
@@ -39,6 +39,7 @@ def load_crema_d(
     cache_dir: str | None = None,
     skip_bad: bool = False,
 ) -> RecordedSplits:
+    require_positive("crema-d", frames=frames, image_size=image_size, fps=fps)
     folder = dataset_root(root, "crema-d")
     audio_root, frames_root = folder / audio_dir, folder / f"Image-{fps:02d}-FPS"
     records = []

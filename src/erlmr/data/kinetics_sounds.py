@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DataError
 from .base import DATASETS
 from .media import class_index, read_frames, read_lines, require_file
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [str(c) for c in range(31)]
 FBANK_SHAPE = (1024, 128)
@@ -46,6 +46,7 @@ def load_kinetics_sounds(
     cache_dir: str | None = None,
     skip_bad: bool = False,
 ) -> RecordedSplits:
+    require_positive("kinetics-sounds", frames=frames, image_size=image_size)
     folder = dataset_root(root, "kinetics-sounds")
     audio_root, frames_root = folder / audio_dir, folder / visual_dir
     lists = {"train": folder / "my_train.txt", "test": folder / "my_test.txt"}
@@ -57,7 +58,8 @@ def load_kinetics_sounds(
                 raise DataError(f"{path}, line {number}: expected 'clip,10,label', got {line!r}")
             clip = fields[0]
             label = class_index(CLASSES, fields[2], f"{path}, line {number}")
-            records.append(Record(clip, label, split, clip, f"clip {clip} ({audio_root / clip}.npy, {frames_root / clip})"))
+            source = f"clip {clip} ({audio_root / clip}.npy, {frames_root / clip})"
+            records.append(Record(clip, label, split, clip, source))
 
     def decode(record: Record) -> dict:
         return {

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import DatasetSplits, Split, stratified_split
 
 FORMAT_VERSION = 1
@@ -110,6 +110,13 @@ def dataset_root(root: str | os.PathLike | None, name: str) -> Path:
     if not folder.exists():
         raise DataError(f"missing folder {folder} (the {name} dataset root)")
     return folder
+
+
+def require_positive(dataset: str, **options: Any) -> None:
+    """Integer options (frames, image size, window, ...) must be positive integers."""
+    for name, value in options.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{dataset} option {name} must be a positive integer, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DataError
 from .base import DATASETS
 from .media import find_dir, list_images, pick_evenly, read_frames, read_image, read_lines
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 GROUP = re.compile(r"_g(\d+)_c\d+$")
 
@@ -95,6 +95,7 @@ def load_ucf101(
     cache_dir: str | None = None,
     skip_bad: bool = False,
 ) -> RecordedSplits:
+    require_positive("ucf101", frames=frames, image_size=image_size)
     folder = dataset_root(root, "ucf101")
     if split not in (1, 2, 3):
         raise DataError(f"UCF101 has the official splits 1, 2 and 3, got split={split}")

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DataError
 from .base import DATASETS
 from .media import load_mat, require_dir
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [
     "Walking Forward", "Walking Left", "Walking Right", "Walking Upstairs", "Walking Downstairs", "Running Forward",
@@ -42,9 +42,8 @@ def load_usc_had(
     cache_dir: str | None = None,
     skip_bad: bool = False,
 ) -> RecordedSplits:
+    require_positive("usc-had", window=window, stride=stride)
     folder = require_dir(dataset_root(root, "usc-had"), "the USC-HAD dataset root")
-    if window < 3 or stride < 1:
-        raise DataError(f"usc-had needs window >= 3 and stride >= 1, got window={window}, stride={stride}")
     test = {int(s) for s in test_subjects}
     records = []
     for subject_dir in sorted(p for p in folder.iterdir() if p.is_dir() and SUBJECT.fullmatch(p.name)):

@@ -23,7 +23,7 @@ import torch
 from ..errors import ConfigError, DataError
 from .base import DATASETS
 from .media import load_mat, pick_evenly, require_dir
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [
     "right arm swipe to the left", "right arm swipe to the right", "right hand wave", "two hand front clap",
@@ -79,6 +79,7 @@ def load_utd_mhad(
     cache_dir: str | None = None,
     skip_bad: bool = False,
 ) -> RecordedSplits:
+    require_positive("utd-mhad", steps=steps, frames=frames, image_size=image_size)
     folder = dataset_root(root, "utd-mhad")
     modalities = list(modalities)
     unknown = sorted(set(modalities) - set(FOLDERS))

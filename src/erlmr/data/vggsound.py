@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import DataError
 from .base import DATASETS
 from .media import SpectrogramRecipe, class_index, read_frames, read_lines
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
 
 AUDIO = SpectrogramRecipe(sample_rate=16000, seconds=5.0, n_fft=256, hop_length=128)
 SPLIT_NAMES = ("train", "test")
@@ -47,6 +47,7 @@ def load_vggsound(
     cache_dir: str | None = None,
     skip_bad: bool = False,
 ) -> RecordedSplits:
+    require_positive("vggsound", frames=frames, image_size=image_size)
     folder = dataset_root(root, "vggsound")
     path = folder / csv_file
     rows = []

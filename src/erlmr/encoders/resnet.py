@@ -28,7 +28,9 @@ class BasicBlock(nn.Module):
         )
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -73,7 +75,7 @@ class ResNet18(nn.Module):
         return self.pool(maps).flatten(2)
 
 
-@ENCODERS.register("resnet18", "ResNet-18 for spectrograms/images (C, H, W) or frames (C, F, H, W), output (8·width, grid²)")
+@ENCODERS.register("resnet18", "ResNet-18 for (C, H, W) spectrograms/images or (C, F, H, W) frames → (8·width, grid²)")
 def resnet18(input_shape: tuple[int, ...], width: int = 64, grid: int = 2, layout: str = "CFHW") -> nn.Module:
     """``width`` is the first stage's channels (64 in ResNet-18); ``layout`` names the axes of a 4-D frame
     stack. ``in_channels`` comes from the sample shape."""
