@@ -130,6 +130,18 @@ def command_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_data_avdigits(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.avdigits import build_avdigits, default_avdigits_dir
+
+    out = Path(args.out) if args.out else default_avdigits_dir(args.clips, args.seed)
+    build_avdigits(out, clips=args.clips, seed=args.seed, workers=args.workers)
+    print(f"AV-digits ({args.clips} clips, seed {args.seed}) written to {out}")
+    print(f"train on it with: erlmr train --dataset avdigits --set data.root={out}")
+    return 0
+
+
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="dataset tools")
     actions = data.add_subparsers(dest="data_command", required=True)
@@ -141,6 +153,12 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                          help="a dataset option, e.g. --set image_size=112; train with the same options")
     prepare.set_defaults(run=command_data_prepare)
+    avdigits = actions.add_parser("avdigits", help="build the AV-digits audio-visual set (needs espeak-ng)")
+    avdigits.add_argument("--out", help="folder to write (default $ERLMR_DATA/avdigits-CLIPS-SEED, ~/.cache/erlmr)")
+    avdigits.add_argument("--clips", type=int, default=2000, help="number of clips (default 2000)")
+    avdigits.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    avdigits.add_argument("--workers", type=int, default=2, help="espeak-ng processes in parallel (default 2)")
+    avdigits.set_defaults(run=command_data_avdigits)
 
 
 def build_parser() -> argparse.ArgumentParser:

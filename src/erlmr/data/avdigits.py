@@ -67,14 +67,19 @@ def default_avdigits_dir(clips: int = 2000, seed: int = 0) -> Path:
     return Path(os.environ.get("ERLMR_DATA", "~/.cache/erlmr")).expanduser() / f"avdigits-{clips}-{seed}"
 
 
-def ensure_avdigits(root: str | Path | None = None, clips: int = 2000, seed: int = 0) -> Path:
-    """The array folder at ``root`` (None: the default cache folder), built first if it is absent."""
-    folder = Path(root) if root is not None else default_avdigits_dir(clips, seed)
+def ensure_avdigits(root: str | Path | None = None, clips: int | None = None, seed: int | None = None) -> Path:
+    """The array folder at ``root`` (None: the default cache folder), built first if it is absent.
+
+    ``clips`` and ``seed`` default to 2000 and 0 for a build; for an existing folder, None accepts what
+    it holds and a value must match it.
+    """
+    build_clips, build_seed = (2000 if clips is None else clips), (0 if seed is None else seed)
+    folder = Path(root) if root is not None else default_avdigits_dir(build_clips, build_seed)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
-        return build_avdigits(folder, clips=clips, seed=seed)
+        return build_avdigits(folder, clips=build_clips, seed=build_seed)
     meta = json.loads(meta_path.read_text())
-    if (meta["clips"], meta["seed"]) != (clips, seed):
+    if (clips is not None and meta["clips"] != clips) or (seed is not None and meta["seed"] != seed):
         raise DataError(
             f"{folder} holds AV-digits built with clips={meta['clips']}, seed={meta['seed']} but "
             f"clips={clips}, build_seed={seed} was asked for; pass matching options or another root"
@@ -288,10 +293,13 @@ def load_avdigits(
     val_fraction: float = 0.1,
     audio_snr_db: float | None = -20.0,
     image_sigma: float = 4.0,
-    clips: int = 2000,
-    build_seed: int = 0,
+    clips: int | None = None,
+    build_seed: int | None = None,
 ) -> DatasetSplits:
     """Load AV-digits with seeded load-time noise; ``root`` None means the default cache folder, built if absent.
+
+    ``clips`` and ``build_seed`` choose the build (default 2000 clips, seed 0); with an existing ``root``
+    they may be left out.
 
     ``audio_snr_db`` is the per-clip signal-to-noise ratio of added white noise (None or inf: no noise);
     ``image_sigma`` the standard deviation of pixel noise on the 0..16 scale. Audio becomes a standardised
