@@ -180,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ErlmrError as error:
         print(f"erlmr: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return 0
     except KeyboardInterrupt:
         print("erlmr: interrupted", file=sys.stderr)
         return 130

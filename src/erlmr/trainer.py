@@ -12,6 +12,7 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm import tqdm
@@ -112,9 +113,11 @@ def evaluate(
     """Fused accuracy and macro-F1, and each present modality's accuracy from its own logits."""
     model.eval()
     fused, per_modality, labels_all = [], {m: [] for m in model.modalities if m not in absent}, []
+    total_loss = 0.0
     for inputs, labels in make_loader(split, batch_size, False, 0, 0, False):
         inputs, labels = to_device(inputs, labels, device)
         output = method.predict(model, inputs, absent)
+        total_loss += float(F.cross_entropy(output.logits, labels, reduction="sum"))
         fused.append(output.logits.argmax(1).cpu())
         for m in per_modality:
             per_modality[m].append(output.modality_logits[m].argmax(1).cpu())
@@ -122,6 +125,7 @@ def evaluate(
     predictions, labels = torch.cat(fused), torch.cat(labels_all)
     return {
         "accuracy": accuracy(predictions, labels),
+        "loss": total_loss / max(len(labels), 1),
         "macro_f1": macro_f1(predictions, labels, model.head.num_classes),
         "modality_accuracy": {m: accuracy(torch.cat(p), labels) for m, p in per_modality.items()},
         "predictions": predictions,
@@ -219,20 +223,26 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.open(run_dir / "tensorboard")
         self.peak_memory = PeakMemory(self.device)
-        best_accuracy, best_epoch = -1.0, -1
+        best_score, best_epoch = (-1.0, 0.0), -1
         for epoch in range(cfg.train.epochs):
             record = self.train_epoch(epoch, metrics_path)
             val = evaluate(self.model, self.method, self.splits.val, cfg.train.batch_size, self.device)
             imbalance = imbalance_report(self.model, self.method, self.splits.val, cfg.train.batch_size, self.device)
             record.update(
-                val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], val_modality_accuracy=val["modality_accuracy"],
-                val_contribution=imbalance["contribution"], val_imbalance_degree=imbalance["imbalance_degree"],
+                val_accuracy=val["accuracy"],
+                val_loss=val["loss"],
+                val_macro_f1=val["macro_f1"],
+                val_modality_accuracy=val["modality_accuracy"],
+                val_contribution=imbalance["contribution"],
+                val_imbalance_degree=imbalance["imbalance_degree"],
             )
             self.append_metrics(metrics_path, record)
             state = self.state(epoch)
             save_checkpoint(run_dir / "last.pt", state)
-            if val["accuracy"] > best_accuracy:
-                best_accuracy, best_epoch = val["accuracy"], epoch
+            # Higher val accuracy wins; on a tie (common on small val splits) the lower val loss does.
+            score = (val["accuracy"], -val["loss"])
+            if score > best_score:
+                best_score, best_epoch = score, epoch
                 save_checkpoint(run_dir / "best.pt", state)
         summary = self.finish(run_dir, best_epoch)
         return RunResult(run_dir, summary)
