@@ -96,7 +96,7 @@ def relative_step_times(rows: Sequence[dict]) -> list[float | None]:
 
 def table_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
     """(row key, heading) of the summary table: fused and per-modality accuracy, imbalance, cost."""
-    modality_columns = [(key, f"acc {key[4:]}") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")]
+    modality_columns = [(key, f"{key[4:]} accuracy") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")]
     return [
         ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns,
         ("imbalance_degree", "imbalance degree"), ("step_time_vs_joint", "step time ÷ joint"),

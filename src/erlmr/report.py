@@ -50,6 +50,13 @@ def plot_band(axes, series: tuple[np.ndarray, np.ndarray], label: str, **style) 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def label_axes(axes, legend: bool = True, **labels) -> None:
+    axes.set(**labels)
+    axes.grid(alpha=0.3)
+    if legend:
+        axes.legend(fontsize="small")
+
+
 def panel_grid(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
     columns = min(count, 3)
     rows = -(-count // columns)
@@ -70,9 +77,7 @@ def validation_accuracy_figure(methods: MethodRuns) -> Figure:
             series = epoch_series(runs, lambda r, m=modality: r.get("val_modality_accuracy", {}).get(m))
             if series is not None:
                 plot_band(axes, series, modality)
-        axes.set(title=method, xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1.02))
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+        label_axes(axes, title=method, xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1.02))
     return figure
 
 
@@ -83,9 +88,7 @@ def imbalance_curve_figure(methods: MethodRuns) -> Figure:
         series = epoch_series(runs, lambda r: r.get("val_imbalance_degree"))
         if series is not None:
             plot_band(axes, series, method)
-    axes.set(xlabel="epoch", ylabel="imbalance degree (validation)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    label_axes(axes, xlabel="epoch", ylabel="imbalance degree (validation)")
     return figure
 
 
@@ -108,9 +111,7 @@ def contribution_figure(methods: MethodRuns) -> Figure:
                  yerr=[s for _, s in stats], capsize=3, label=modality)
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xticks(positions, list(methods), rotation=20, ha="right")
-    axes.set(ylabel="Shapley contribution to test accuracy")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
+    label_axes(axes, ylabel="Shapley contribution to test accuracy")
     return figure
 
 
@@ -126,8 +127,7 @@ def cost_figure(methods: MethodRuns) -> Figure:
         acc_mean, acc_std = mean_and_std([run.summary["test"]["accuracy"] for run in runs])
         axes.errorbar(time_mean, acc_mean, xerr=time_std, yerr=acc_std, fmt="o", capsize=3, label=method)
         axes.annotate(method, (time_mean, acc_mean), textcoords="offset points", xytext=(5, 5), fontsize="small")
-    axes.set(xlabel="training step time (ms)", ylabel="test accuracy")
-    axes.grid(alpha=0.3)
+    label_axes(axes, legend=False, xlabel="training step time (ms)", ylabel="test accuracy")
     return figure
 
 
@@ -147,11 +147,8 @@ def erlmr_figure(methods: MethodRuns) -> Figure:
             series = epoch_series(runs, lambda r, k=key: r.get("method", {}).get(k))
             if series is not None:
                 plot_band(weight_axes, series, f"{method}: {key.removeprefix('pareto_weight_')}", linestyle=style)
-    cosine_axes.set(xlabel="epoch", ylabel="phase cosine (train mean)", title="phase alignment")
-    weight_axes.set(xlabel="epoch", ylabel="Pareto weight (train mean)", title="fusion CE vs MMC weight", ylim=(0, 1))
-    for axes in (cosine_axes, weight_axes):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+    label_axes(cosine_axes, xlabel="epoch", ylabel="phase cosine (train mean)", title="phase alignment")
+    label_axes(weight_axes, xlabel="epoch", ylabel="Pareto weight (train mean)", title="fusion CE vs MMC weight", ylim=(-0.03, 1.03))
     return figure
 
 

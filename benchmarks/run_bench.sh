@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The committed benchmark: every registered method on avdigits (default imbalance: visual dominant),
+# avdigits with the imbalance reversed (clean audio, noisy images) and basicmotions, 3 seeds each.
+# Resumable: finished runs are skipped, so re-running finishes an interrupted bench.
+# Writes benchmarks/results/{avdigits,avdigits_reversed,basicmotions}/ (results.csv, results.md, bench.json,
+# run folders), benchmarks/results/report/ (report.html + PNGs) and benchmarks/results/README.md.
+# Settings (environment): OUT, SEEDS, JOBS (runs at once, default 2), METHODS (default: all registered),
+# DEVICE (default auto), EPOCHS_AVDIGITS, EPOCHS_BASICMOTIONS.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+OUT=${OUT:-benchmarks/results}
+SEEDS=${SEEDS:-3}
+JOBS=${JOBS:-2}
+DEVICE=${DEVICE:-auto}
+EPOCHS_AVDIGITS=${EPOCHS_AVDIGITS:-30}
+EPOCHS_BASICMOTIONS=${EPOCHS_BASICMOTIONS:-100}
+METHODS=${METHODS:-$("$PYTHON" -c 'from erlmr.methods import METHODS; print(",".join(METHODS))')}
+erlmr() { "$PYTHON" -m erlmr "$@"; }
+bench() { erlmr bench --methods "$METHODS" --seeds "$SEEDS" --jobs "$JOBS" --device "$DEVICE" "$@"; }
+
+echo "methods: $METHODS"
+bench --datasets avdigits --epochs "$EPOCHS_AVDIGITS" --out "$OUT/avdigits"
+bench --datasets avdigits --epochs "$EPOCHS_AVDIGITS" --out "$OUT/avdigits_reversed" \
+    --set data.options.audio_snr_db=10 --set data.options.image_sigma=10
+bench --datasets basicmotions --epochs "$EPOCHS_BASICMOTIONS" --out "$OUT/basicmotions"
+erlmr report "$OUT" --out "$OUT/report"
+{
+    echo "# Benchmark: every method on avdigits (default and reversed imbalance) and basicmotions"
+    echo
+    echo "Made by \`bash benchmarks/run_bench.sh\` (SEEDS=$SEEDS JOBS=$JOBS DEVICE=$DEVICE" \
+         "EPOCHS_AVDIGITS=$EPOCHS_AVDIGITS EPOCHS_BASICMOTIONS=$EPOCHS_BASICMOTIONS). Plots: report/report.html."
+    for part in avdigits avdigits_reversed basicmotions; do
+        echo
+        tail -n +3 "$OUT/$part/results.md"
+    done
+} > "$OUT/README.md"
+echo "done: $OUT/README.md, $OUT/report/report.html"
