@@ -17,7 +17,9 @@ EPOCHS_AVDIGITS=${EPOCHS_AVDIGITS:-30}
 EPOCHS_BASICMOTIONS=${EPOCHS_BASICMOTIONS:-100}
 METHODS=${METHODS:-$("$PYTHON" -c 'from erlmr.methods import METHODS; print(",".join(METHODS))')}
 erlmr() { "$PYTHON" -m erlmr "$@"; }
-bench() { erlmr bench --methods "$METHODS" --seeds "$SEEDS" --jobs "$JOBS" --device "$DEVICE" "$@"; }
+# A failed run (listed in results.md) does not stop the other benches; the script exits 1 at the end.
+status=0
+bench() { erlmr bench --methods "$METHODS" --seeds "$SEEDS" --jobs "$JOBS" --device "$DEVICE" "$@" || status=1; }
 
 echo "methods: $METHODS"
 bench --datasets avdigits --epochs "$EPOCHS_AVDIGITS" --out "$OUT/avdigits"
@@ -36,3 +38,4 @@ erlmr report "$OUT" --out "$OUT/report"
     done
 } > "$OUT/README.md"
 echo "done: $OUT/README.md, $OUT/report/report.html"
+exit $status

@@ -160,5 +160,5 @@ def machine_description(devices: Sequence[str]) -> str:
     """The host and the software versions, plus the devices the runs reported."""
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; runs on {', '.join(devices)}"
+        f"torch {torch.__version__}; runs on {', '.join(devices) or 'n/a'}"
     )
