@@ -137,11 +137,11 @@ def test_training_records_imbalance_step_time_and_cost(erlmr_run):
 
 def test_flops_per_sample_counts_every_matrix_product():
     config = load_config(None, SMALL + ["model.encoders={m0: mlp, m1: mlp}", "model.encoder_options={m0: {hidden: 16}, m1: {hidden: 16}}"])
-    splits = Trainer(config).splits
-    model = build_model(config.model, splits, use_euler=False)
+    trainer = Trainer(config)
+    model = build_model(config.model, trainer.splits, use_euler=False)
     # per modality: two 8→16→16 linear layers and the head's 16→4 slice; 2 FLOPs per multiply-add
     expected = 2 * 2 * (8 * 16 + 16 * 16 + 16 * 4)
-    assert flops_per_sample(model, splits.test, torch.device("cpu")) == expected
+    assert flops_per_sample(model, trainer.method, trainer.splits.test, torch.device("cpu")) == expected
 
 
 def test_step_timer_leaves_out_the_first_step():
@@ -225,15 +225,20 @@ def test_bench_table_reports_step_time_relative_to_joint():
 
 def test_bench_runs_the_grid_in_processes_and_skips_finished_runs(tmp_path, monkeypatch):
     overrides = [k for k in SMALL if not k.startswith("data.dataset")] + ["train.epochs=1"]
-    table, failures = bench.run_bench(["synthetic"], ["joint", "no_such_method"], 1, tmp_path, None, overrides, jobs=2, progress=False)
+    methods = bench.parse_methods("joint,unimodal[modality=m1],no_such_method")
+    assert methods == ["joint", "unimodal[modality=m1]", "no_such_method"]
+    table, failures = bench.run_bench(["synthetic"], methods, 1, tmp_path, None, overrides, jobs=2, progress=False)
     assert list(failures) == [("synthetic", "no_such_method", 0)]
     assert "unknown method 'no_such_method'" in failures[("synthetic", "no_such_method", 0)]
     summary_path = tmp_path / "synthetic" / "joint" / "seed0" / "summary.json"
     stamp = summary_path.stat().st_mtime_ns
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 2 and csv_lines[1].startswith('"synthetic (dim=8, test_size=120, train_size=160)",joint,0,')
+    assert len(csv_lines) == 3 and csv_lines[1].startswith('"synthetic (dim=8, test_size=120, train_size=160)",joint,0,')
     markdown = (tmp_path / "results.md").read_text()
     assert "| joint | 1 |" in markdown and "1.00 ± 0.00" in markdown and "no_such_method" in markdown
+    assert "| unimodal (modality=m1) | 1 |" in markdown
+    unimodal = json.loads((tmp_path / "synthetic" / "unimodal_modality=m1" / "seed0" / "summary.json").read_text())
+    assert unimodal["test"]["contribution"]["m0"] == 0.0  # unimodal on m1 never looks at m0
     assert "- command: `erlmr bench`" in markdown and "- machine: " in markdown
 
     class NoProcesses:
@@ -244,6 +249,15 @@ def test_bench_runs_the_grid_in_processes_and_skips_finished_runs(tmp_path, monk
     table, failures = bench.run_bench(["synthetic"], ["joint"], 1, tmp_path, None, overrides, progress=False)
     assert failures == {} and "| joint | 1 |" in table
     assert summary_path.stat().st_mtime_ns == stamp
+
+
+def test_bench_method_options_need_the_documented_form():
+    assert bench.method_overrides("unimodal[modality=audio]") == ["method.name=unimodal", "method.options.modality=audio"]
+    assert bench.method_overrides("erlmr+ogm_ge") == ["method.name=erlmr+ogm_ge"]
+    for bad in ("unimodal[modality]", "joint]", "a b"):
+        with pytest.raises(ConfigError, match=r"NAME\[option=value,...\]"):
+            bench.method_overrides(bad)
+    assert bench.run_dir_for(Path("o"), "d", "erlmr+ogm_ge", 0) == Path("o/d/erlmr_ogm_ge/seed0")
 
 
 def test_tensorboard_mirrors_the_epoch_records(tmp_path):

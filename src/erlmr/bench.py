@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,14 +21,30 @@ from .checkpoint import atomic_write, write_json
 from .config import load_config
 from .cost import machine_description
 from .errors import ConfigError, ErlmrError
-from .runs import dataset_label
+from .runs import dataset_label, method_label
 from .trainer import train
 
 JOINT = "joint"
 
 
+def parse_methods(text: str) -> list[str]:
+    """Split ``"joint,unimodal[modality=audio],erlmr"`` at the commas outside brackets."""
+    return [m.strip() for m in re.split(r",(?![^\[]*\])", text) if m.strip()]
+
+
+def method_overrides(spec: str) -> list[str]:
+    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+    match = re.fullmatch(r"\s*([\w+]+)\s*(?:\[(.*)\])?\s*", spec)
+    pairs = [p.strip() for p in (match.group(2) or "").split(",") if p.strip()] if match else []
+    if match is None or any("=" not in p for p in pairs):
+        raise ConfigError(
+            f"grid method {spec!r} must look like NAME or NAME[option=value,...], e.g. unimodal[modality=audio]"
+        )
+    return [f"method.name={match.group(1)}", *(f"method.options.{p}" for p in pairs)]
+
+
 def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
-    return out / dataset / method.replace("+", "_") / f"seed{seed}"
+    return out / dataset / re.sub(r"[^\w.=-]+", "_", method).strip("_") / f"seed{seed}"
 
 
 def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
@@ -36,7 +53,7 @@ def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | 
     if summary_path.exists():
         return json.loads(summary_path.read_text())
     grid_keys = [
-        f"data.dataset={dataset}", f"method.name={method}", f"train.seed={seed}", f"train.run_dir={run_dir}",
+        f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
     ]
     return train(load_config(base_config, list(overrides) + grid_keys)).summary
@@ -60,7 +77,7 @@ def summary_row(summary: dict) -> dict:
     test, cost = summary["test"], summary.get("cost", {})
     row = {
         "dataset": dataset_label(summary),
-        "method": summary["method"],
+        "method": method_label(summary),
         "seed": summary["seed"],
         "accuracy": test["accuracy"],
         "macro_f1": test["macro_f1"],
@@ -201,6 +218,8 @@ def run_bench(
     """
     if not datasets or not methods or seeds < 1 or jobs < 1:
         raise ConfigError("bench needs at least one dataset, one method, --seeds >= 1 and --jobs >= 1")
+    for method in methods:
+        method_overrides(method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]

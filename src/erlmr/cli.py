@@ -93,11 +93,11 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import parse_methods, run_bench
 
     table, failures = run_bench(
         datasets=[d for d in args.datasets.split(",") if d],
-        methods=[m for m in args.methods.split(",") if m],
+        methods=parse_methods(args.methods),
         seeds=args.seeds,
         out=args.out,
         base_config=args.config,

@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import Split
+from .methods import Method
 from .model import MultiModalModel
 
 MIB = 2**20
@@ -27,14 +28,15 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def flops_per_sample(model: MultiModalModel, split: Split, device: torch.device, batch: int = 8) -> float:
-    """Floating-point operations of one inference forward pass of the model, per sample, as counted by
-    ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions; 2 per multiply-add)."""
+def flops_per_sample(model: MultiModalModel, method: Method, split: Split, device: torch.device, batch: int = 8) -> float:
+    """Floating-point operations of one prediction (``method.predict``, all modalities present) per sample,
+    as counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions; 2 per
+    multiply-add)."""
     model.eval()
     inputs, _ = split.__getitems__(range(min(batch, len(split))))
     inputs = {m: x.to(device) for m, x in inputs.items()}
     with FlopCounterMode(display=False) as counter:
-        model(inputs)
+        method.predict(model, inputs)
     return counter.get_total_flops() / len(next(iter(inputs.values())))
 
 
@@ -130,11 +132,11 @@ class PeakMemory:
 
 
 def cost_report(
-    model: MultiModalModel, split: Split, device: torch.device, step_timer: StepTimer, memory: dict
+    model: MultiModalModel, method: Method, split: Split, device: torch.device, step_timer: StepTimer, memory: dict
 ) -> dict[str, float | int | str | None]:
     return {
         "parameters": parameter_count(model),
-        "flops_per_sample": flops_per_sample(model, split, device),
+        "flops_per_sample": flops_per_sample(model, method, split, device),
         "step_time_s": step_timer.mean(),
         **memory,
         "device": device_name(device),

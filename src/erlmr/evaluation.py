@@ -13,6 +13,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 import torch
 
 from .data import Split
+from .errors import DataError
 from .methods import Method
 from .methods.compose import ComposedMethod
 from .metrics import imbalance_degree, shapley_values
@@ -51,6 +52,19 @@ def head_logits(model: MultiModalModel, encoded: Mapping[str, torch.Tensor], sub
     return model.head(inputs).logits
 
 
+def method_logits(
+    model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], subset: Collection[str], everything: bool
+) -> torch.Tensor:
+    """``method.predict`` with only ``subset`` present. A method that then has no modality left (e.g.
+    unimodal without its own) predicts like the empty set: the head fed zeros."""
+    try:
+        return method.predict(model, inputs, [m for m in model.modalities if m not in subset]).logits
+    except DataError:
+        if everything:
+            raise
+        return head_logits(model, {}, (), len(next(iter(inputs.values()))))
+
+
 @torch.no_grad()
 def subset_accuracies(
     model: MultiModalModel,
@@ -76,7 +90,7 @@ def subset_accuracies(
             if reuse or not subset:
                 logits = head_logits(model, encoded, subset, len(labels))
             else:
-                logits = method.predict(model, inputs, [m for m in model.modalities if m not in subset]).logits
+                logits = method_logits(model, method, inputs, subset, subset == subsets[-1])
             correct[subset] += int((logits.argmax(1) == labels).sum())
     return {subset: count / max(len(split), 1) for subset, count in correct.items()}
 

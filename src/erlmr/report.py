@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .bench import JOINT, summary_row, summary_tables
-from .runs import FinishedRun, dataset_label, find_runs
+from .runs import FinishedRun, dataset_label, find_runs, method_label
 
 MethodRuns = dict[str, list[FinishedRun]]
 
@@ -27,7 +27,7 @@ def group_runs(runs: Sequence[FinishedRun]) -> dict[str, MethodRuns]:
     """dataset label → method → its runs (one per seed), in first-seen order with joint first."""
     groups: dict[str, MethodRuns] = {}
     for run in runs:
-        groups.setdefault(dataset_label(run.summary), {}).setdefault(run.summary["method"], []).append(run)
+        groups.setdefault(dataset_label(run.summary), {}).setdefault(method_label(run.summary), []).append(run)
     return {label: dict(sorted(methods.items(), key=lambda item: item[0] != JOINT)) for label, methods in groups.items()}
 
 

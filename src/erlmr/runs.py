@@ -20,12 +20,18 @@ class FinishedRun:
     epochs: list[dict]
 
 
+def with_options(name: str, options: dict | None) -> str:
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else name
+
+
 def dataset_label(summary: dict) -> str:
     """The dataset name, with its ``data.options`` when any were set: runs on variants stay apart."""
-    options = summary.get("data_options") or {}
-    if not options:
-        return summary["dataset"]
-    return f"{summary['dataset']} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+    return with_options(summary["dataset"], summary.get("data_options"))
+
+
+def method_label(summary: dict) -> str:
+    """The method name, with its ``method.options`` when any were set, e.g. ``unimodal (modality=audio)``."""
+    return with_options(summary["method"], summary.get("method_options"))
 
 
 def read_epochs(run_dir: Path) -> list[dict]:

@@ -342,6 +342,7 @@ class Trainer:
             "modalities": self.splits.modalities,
             "classes": self.splits.classes,
             "data_options": cfg.data.options,
+            "method_options": cfg.method.options,
             "val": {
                 "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "modality_accuracy": val["modality_accuracy"],
                 **val_imbalance,
@@ -351,7 +352,7 @@ class Trainer:
                 **test_imbalance,
                 "confusion_matrix": confusion_matrix(test["predictions"], test["labels"], self.splits.num_classes).tolist(),
             },
-            "cost": cost_report(self.model, self.splits.train, self.device, self.step_timer, memory),
+            "cost": cost_report(self.model, self.method, self.splits.train, self.device, self.step_timer, memory),
         }
         write_json(run_dir / "summary.json", summary)
         if self.tensorboard is not None:
