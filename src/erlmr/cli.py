@@ -1,8 +1,9 @@
-"""The ``erlmr`` command line: train, list, bench, data."""
+"""The ``erlmr`` command line: train, list, bench, eval, report, data."""
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Sequence
 
@@ -44,6 +45,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="exact run folder to write")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log the per-epoch metrics for TensorBoard under RUN_DIR/tensorboard")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set method.options.pareto_mode=features")
 
@@ -58,6 +61,8 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
             overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
     if getattr(args, "quiet", False):
         overrides.append("train.quiet=true")
+    if getattr(args, "tensorboard", False):
+        overrides.append("train.tensorboard=true")
     return overrides + list(args.set)
 
 
@@ -88,17 +93,51 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import parse_methods, run_bench
 
-    table = run_bench(
+    table, failures = run_bench(
         datasets=[d for d in args.datasets.split(",") if d],
-        methods=[m for m in args.methods.split(",") if m],
+        methods=parse_methods(args.methods),
         seeds=args.seeds,
         out=args.out,
         base_config=args.config,
         overrides=overrides_from(args),
+        jobs=args.jobs,
+        command=shlex.join(["erlmr", *args.argv]),
+        progress=not args.quiet,
     )
     print(table)
+    print(f"results: {args.out}/results.md, {args.out}/results.csv")
+    return 1 if failures else 0
+
+
+def format_evaluation(result: dict) -> str:
+    def listing(values: dict) -> str:
+        return "  ".join(f"{m} {v:.3f}" for m, v in values.items())
+
+    dropped = f"  missing (zeroed): {', '.join(result['dropped'])}" if result["dropped"] else ""
+    lines = [
+        f"{result['run']}: test split of {result['data']} ({result['samples']} samples){dropped}",
+        f"accuracy {result['accuracy']:.3f}  macro-F1 {result['macro_f1']:.3f}",
+        f"per-modality accuracy:    {listing(result['modality_accuracy'])}",
+        f"contribution (Shapley):   {listing(result['contribution'])}  imbalance degree {result['imbalance_degree']:.3f}",
+        f"accuracy without one:     {listing(result['missing_modality_accuracy'])}",
+    ]
+    return "\n".join(lines)
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from .runs import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.data, args.drop_modality, args.device)
+    print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"report: {write_report(args.source, args.out)}")
     return 0
 
 
@@ -173,14 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", required=True, help="comma-separated dataset names")
     bench.add_argument("--methods", required=True, help="comma-separated method names")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     add_train_flags(bench)
     bench.set_defaults(run=command_bench, out="bench")
+    evaluation = commands.add_parser("eval", help="evaluate a saved run on its test split and print the metrics")
+    evaluation.add_argument("run_dir", help="a run folder written by 'erlmr train' or 'erlmr bench'")
+    evaluation.add_argument("--data", help="evaluate on this array folder's test split instead (same modalities)")
+    evaluation.add_argument("--drop-modality", action="append", default=[], metavar="NAME",
+                            help="treat this modality as missing (its fusion input zeroed); repeatable")
+    evaluation.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluation.set_defaults(run=command_eval)
+    report = commands.add_parser("report", help="write an HTML report with plots of a run or bench folder")
+    report.add_argument("source", help="a run folder or a bench output folder")
+    report.add_argument("--out", help="folder for report.html and the PNG plots (default SOURCE/report)")
+    report.set_defaults(run=command_report)
     add_data_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except ErlmrError as error:

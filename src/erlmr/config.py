@@ -60,6 +60,7 @@ class TrainConfig:
     run_dir: Optional[str] = None
     quiet: bool = False
     num_workers: int = 0
+    tensorboard: bool = False
 
 
 @dataclass

@@ -19,14 +19,17 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
 from .config import Config, ModelConfig, from_dict, load_config, validate
+from .cost import PeakMemory, StepTimer, cost_report
 from .data import DatasetSplits, Split, load_dataset
 from .encoders import build_encoder, default_encoder_for
 from .errors import ConfigError, TrainingDivergedError
 from .euler import EulerRepresentation
+from .evaluation import imbalance_report
 from .fusion import FUSIONS
 from .methods import Method, MethodContext, build_method, method_class
-from .metrics import accuracy, macro_f1
+from .metrics import accuracy, confusion_matrix, macro_f1
 from .model import MultiModalModel
+from .tensorboard_logging import TensorBoardLogger
 
 
 @dataclass
@@ -208,6 +211,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.model)
         self.method.optimizer = self.optimizer
         self.scheduler = make_scheduler(cfg, self.optimizer)
+        self.step_timer = StepTimer(self.device)
+        self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
 
     def run(self) -> RunResult:
         cfg = self.config
@@ -215,15 +220,21 @@ class Trainer:
         atomic_write(run_dir / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False)), mode="w")
         metrics_path = run_dir / "metrics.jsonl"
         metrics_path.write_text("")
+        if self.tensorboard is not None:
+            self.tensorboard.open(run_dir / "tensorboard")
+        self.peak_memory = PeakMemory(self.device)
         best_score, best_epoch = (-1.0, 0.0), -1
         for epoch in range(cfg.train.epochs):
             record = self.train_epoch(epoch, metrics_path)
             val = evaluate(self.model, self.method, self.splits.val, cfg.train.batch_size, self.device)
+            imbalance = imbalance_report(self.model, self.method, self.splits.val, cfg.train.batch_size, self.device)
             record.update(
                 val_accuracy=val["accuracy"],
                 val_loss=val["loss"],
                 val_macro_f1=val["macro_f1"],
                 val_modality_accuracy=val["modality_accuracy"],
+                val_contribution=imbalance["contribution"],
+                val_imbalance_degree=imbalance["imbalance_degree"],
             )
             self.append_metrics(metrics_path, record)
             state = self.state(epoch)
@@ -249,6 +260,7 @@ class Trainer:
         log_sums: dict[str, torch.Tensor] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=cfg.train.quiet, leave=False)
         for step, (inputs, labels) in enumerate(bar):
+            self.step_timer.start()
             inputs, labels = to_device(inputs, labels, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             result = self.method.training_step(self.model, inputs, labels)
@@ -261,6 +273,7 @@ class Trainer:
                 )
             if not self.method.steps_optimizer:
                 self.optimizer.step()
+            self.step_timer.stop()
             n = len(labels)
             total_loss += result.loss.detach().cpu() * n
             correct += int((result.output.logits.argmax(1) == labels).sum())
@@ -277,6 +290,7 @@ class Trainer:
             "train_accuracy": correct / max(seen, 1),
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": time.perf_counter() - started,
+            "step_time_s": self.step_timer.epoch_mean(),
         }
         method_logs = {k: float(v) / max(seen, 1) for k, v in log_sums.items()}
         method_logs.update(self.method.on_epoch_end(self.model, epoch))
@@ -292,6 +306,8 @@ class Trainer:
     def append_metrics(self, path: Path, record: dict) -> None:
         with path.open("a") as file:
             file.write(_json_line(record))
+        if self.tensorboard is not None and "error" not in record:
+            self.tensorboard.log(record)
 
     def state(self, epoch: int) -> dict:
         return {
@@ -307,11 +323,16 @@ class Trainer:
 
     def finish(self, run_dir: Path, best_epoch: int) -> dict:
         cfg = self.config
+        memory = self.peak_memory.measure()
         best = load_checkpoint(run_dir / "best.pt", self.device)
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
         val = evaluate(self.model, self.method, self.splits.val, cfg.train.batch_size, self.device)
         test = evaluate(self.model, self.method, self.splits.test, cfg.train.batch_size, self.device)
+        val_imbalance, test_imbalance = (
+            imbalance_report(self.model, self.method, split, cfg.train.batch_size, self.device)
+            for split in (self.splits.val, self.splits.test)
+        )
         summary = {
             "method": cfg.method.name,
             "dataset": cfg.data.dataset,
@@ -320,10 +341,22 @@ class Trainer:
             "epochs": cfg.train.epochs,
             "modalities": self.splits.modalities,
             "classes": self.splits.classes,
-            "val": {"accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "modality_accuracy": val["modality_accuracy"]},
-            "test": {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "modality_accuracy": test["modality_accuracy"]},
+            "data_options": cfg.data.options,
+            "method_options": cfg.method.options,
+            "val": {
+                "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "modality_accuracy": val["modality_accuracy"],
+                **val_imbalance,
+            },
+            "test": {
+                "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "modality_accuracy": test["modality_accuracy"],
+                **test_imbalance,
+                "confusion_matrix": confusion_matrix(test["predictions"], test["labels"], self.splits.num_classes).tolist(),
+            },
+            "cost": cost_report(self.model, self.method, self.splits.train, self.device, self.step_timer, memory),
         }
         write_json(run_dir / "summary.json", summary)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         return summary
 
 
