@@ -96,7 +96,10 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
             values[name] = from_dict(hint, value, key)
         else:
             values[name] = _coerce(value, hint, key)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as error:  # a range check in the dataclass's __post_init__
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
