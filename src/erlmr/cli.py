@@ -1,4 +1,4 @@
-"""The ``erlmr`` command line: train, list, bench."""
+"""The ``erlmr`` command line: train, list, bench, data."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,47 @@ def command_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_data_prepare(args: argparse.Namespace) -> int:
+    import inspect
+
+    from .config import parse_override
+    from .data import DATASETS, load_dataset
+    from .errors import ConfigError
+
+    if "cache" not in inspect.signature(DATASETS.get(args.name)).parameters:
+        raise ConfigError(f"dataset {args.name!r} is read directly from its files; it has no cache to prepare")
+    options = {}
+    for text in args.set:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    options["cache"] = True
+    if args.skip_bad:
+        options["skip_bad"] = True
+    if args.cache_dir:
+        options["cache_dir"] = args.cache_dir
+    splits = load_dataset(args.name, args.root, 0, 0.1, options)
+    shapes = "  ".join(f"{m} {tuple(s)}" for m, s in splits.input_shapes().items())
+    print(f"{args.name}: {len(splits.train) + len(splits.val)} train / {len(splits.test)} test samples, "
+          f"{splits.num_classes} classes; {shapes}")
+    if getattr(splits, "skipped", None):
+        print(f"skipped {len(splits.skipped)} bad sample(s), the first: {splits.skipped[0]}")
+    print(f"cache: {splits.cache}")
+    return 0
+
+
+def add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="dataset tools")
+    actions = data.add_subparsers(dest="data_command", required=True)
+    prepare = actions.add_parser("prepare", help="decode a raw dataset folder once into a memory-mapped cache")
+    prepare.add_argument("name", help="registered dataset name, e.g. crema-d")
+    prepare.add_argument("--root", required=True, help="the dataset folder, laid out as docs/datasets.md shows")
+    prepare.add_argument("--cache-dir", help="where to write the cache (default ROOT/.erlmr-cache)")
+    prepare.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and report how many")
+    prepare.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                         help="a dataset option, e.g. --set image_size=112; train with the same options")
+    prepare.set_defaults(run=command_data_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erlmr", description="Balanced multi-modal learning: ERL-MR and its baselines")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     add_train_flags(bench)
     bench.set_defaults(run=command_bench, out="bench")
+    add_data_commands(commands)
     return parser
 
 
@@ -135,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ErlmrError as error:
         print(f"erlmr: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return 0
     except KeyboardInterrupt:
         print("erlmr: interrupted", file=sys.stderr)
         return 130

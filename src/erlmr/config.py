@@ -53,7 +53,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 32
+    batch_size: int = 16
     seed: int = 0
     device: str = "auto"
     out: str = "runs"

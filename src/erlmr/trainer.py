@@ -13,6 +13,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm import tqdm
@@ -170,9 +171,11 @@ def evaluate(
     """Fused accuracy and macro-F1, and each present modality's accuracy from its own logits."""
     model.eval()
     fused, per_modality, labels_all = [], {m: [] for m in model.modalities if m not in absent}, []
+    total_loss = 0.0
     for inputs, labels in make_loader(split, batch_size, False, 0, 0, False):
         inputs, labels = to_device(inputs, labels, device)
         output = method.predict(model, inputs, absent)
+        total_loss += float(F.cross_entropy(output.logits, labels, reduction="sum"))
         fused.append(output.logits.argmax(1).cpu())
         for m in per_modality:
             per_modality[m].append(output.modality_logits[m].argmax(1).cpu())
@@ -180,6 +183,7 @@ def evaluate(
     predictions, labels = torch.cat(fused), torch.cat(labels_all)
     return {
         "accuracy": accuracy(predictions, labels),
+        "loss": total_loss / max(len(labels), 1),
         "macro_f1": macro_f1(predictions, labels, model.head.num_classes),
         "modality_accuracy": {m: accuracy(torch.cat(p), labels) for m, p in per_modality.items()},
         "predictions": predictions,
@@ -286,7 +290,7 @@ class Trainer:
         self.method.optimizer = self.optimizer
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.next_epoch = 0
-        self.best_accuracy, self.best_epoch = -1.0, -1
+        self.best_score, self.best_epoch = (-1.0, 0.0), -1
         self.resumed = False
         self.mid_epoch_checkpoint: dict | None = None
         self.stop = StopSignals()
@@ -324,7 +328,7 @@ class Trainer:
         check_model_fits(path, checkpoint["model"], self.model)
         position = checkpoint["resume"]
         self.next_epoch = position["epoch"]
-        self.best_accuracy, self.best_epoch = position["best_accuracy"], position["best_epoch"]
+        self.best_score, self.best_epoch = tuple(position["best_score"]), position["best_epoch"]
         if position["step"]:
             # Applied once that epoch has started, so that on_epoch_start's side effects happen first.
             self.mid_epoch_checkpoint = checkpoint
@@ -360,16 +364,20 @@ class Trainer:
                 record = self.train_epoch(epoch, metrics_path)
                 val = evaluate(self.model, self.method, self.splits.val, cfg.train.batch_size, self.device)
                 record.update(
-                    val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], val_modality_accuracy=val["modality_accuracy"]
+                    val_accuracy=val["accuracy"],
+                    val_loss=val["loss"],
+                    val_macro_f1=val["macro_f1"],
+                    val_modality_accuracy=val["modality_accuracy"],
                 )
                 self.append_metrics(metrics_path, record)
-                self.save_epoch(epoch, val["accuracy"], metrics_path)
+                # Higher val accuracy wins; on a tie (common on small val splits) the lower val loss does.
+                self.save_epoch(epoch, (val["accuracy"], -val["loss"]), metrics_path)
                 if self.stop.received is not None:
                     raise self.stop.interrupted(run_dir, f"after epoch {epoch + 1}")
         summary = self.finish(run_dir, self.best_epoch)
         return RunResult(run_dir, summary)
 
-    def save_epoch(self, epoch: int, val_accuracy: float, metrics_path: Path) -> None:
+    def save_epoch(self, epoch: int, val_score: tuple[float, float], metrics_path: Path) -> None:
         """Write best.pt (when validation improved) and then last.pt, the checkpoint a resume starts from;
         a model whose weights are no longer finite is never written over a good checkpoint."""
         if not all_finite([t for t in self.model.state_dict().values() if t.is_floating_point()]):
@@ -378,9 +386,9 @@ class Trainer:
                 f"training diverged in epoch {epoch + 1}: a weight became NaN/Inf. Lower optim.lr or check the "
                 "inputs; the last good checkpoint is kept in the run folder"
             )
-        improved = val_accuracy > self.best_accuracy
+        improved = val_score > self.best_score
         if improved:
-            self.best_accuracy, self.best_epoch = val_accuracy, epoch
+            self.best_score, self.best_epoch = val_score, epoch
         state = self.state(epoch)
         if improved:
             self.save(metrics_path.parent / "best.pt", state)
@@ -490,7 +498,7 @@ class Trainer:
             "resume": {
                 "epoch": epoch if steps_done else epoch + 1,
                 "step": steps_done,
-                "best_accuracy": self.best_accuracy,
+                "best_score": self.best_score,
                 "best_epoch": self.best_epoch,
                 "rng": capture_rng(self.device.type == "cuda"),
                 "totals": None if totals is None else dataclasses.asdict(totals),

@@ -27,32 +27,51 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 @dataclass
 class Split:
-    """One split: a float tensor per modality (first axis = samples) and integer labels."""
+    """One split: a float tensor per modality (first axis = samples) and integer labels.
+
+    ``rows``, when given, says which rows of the tensors belong to the split: sample ``i`` is row
+    ``rows[i]``. Several splits can then share one large store (e.g. a memory-mapped cache) without
+    copying it, and :meth:`subset` of such a split stays a view. Batches are gathered per call and
+    converted to float32, so a store may hold a compact float16 copy.
+    """
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.labels = torch.as_tensor(self.labels, dtype=torch.long)
         counts = {name: len(x) for name, x in self.inputs.items()}
-        if any(n != len(self.labels) for n in counts.values()):
-            raise DataError(
-                f"modalities have different sample counts {counts} but there are {len(self.labels)} labels; "
-                "every modality array needs one row per label"
-            )
+        if self.rows is None:
+            if any(n != len(self.labels) for n in counts.values()):
+                raise DataError(
+                    f"modalities have different sample counts {counts} but there are {len(self.labels)} labels; "
+                    "every modality array needs one row per label"
+                )
+            return
+        self.rows = torch.as_tensor(self.rows, dtype=torch.long)
+        if len(self.rows) != len(self.labels):
+            raise DataError(f"a split with {len(self.labels)} labels needs as many rows, got {len(self.rows)}")
+        if len(self.rows) and (int(self.rows.min()) < 0 or int(self.rows.max()) >= min(counts.values())):
+            raise DataError(f"split rows must lie in 0..{min(counts.values()) - 1} (modality sample counts {counts})")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return {name: x[index] for name, x in self.inputs.items()}, self.labels[index]
+        rows = index if self.rows is None else self.rows[index]
+        return {name: x[rows].float() for name, x in self.inputs.items()}, self.labels[index]
 
     def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return {name: x[i] for name, x in self.inputs.items()}, self.labels[i]
+        row = i if self.rows is None else int(self.rows[i])
+        return {name: x[row].float() for name, x in self.inputs.items()}, self.labels[i]
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "Split":
-        inputs, labels = self.__getitems__(indices)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.rows is not None:
+            return Split(self.inputs, self.labels[index], self.rows[index])
+        inputs, labels = self.__getitems__(index)
         return Split(inputs, labels)
 
 

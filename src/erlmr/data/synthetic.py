@@ -24,7 +24,7 @@ def load_synthetic(
     root: str | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
-    strengths: list = (2.5, 0.8),
+    strengths: list = (2.5, 1.2),
     dim: int = 32,
     num_classes: int = 4,
     train_size: int = 1000,

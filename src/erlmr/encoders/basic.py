@@ -1,4 +1,8 @@
-"""Small encoders for vectors, sequences and images, picked by default from a sample's shape."""
+"""Small encoders for vectors, sequences and images, picked by default from a sample's shape.
+
+Their defaults all give 256 features per sample (MLP: 256; 1-D CNN: 64 channels × 4 positions; 2-D CNN:
+64 channels × 2×2 positions), so that any mix of them can share the Euler representation's projection.
+"""
 from __future__ import annotations
 
 import torch
@@ -29,7 +33,7 @@ class MLPEncoder(nn.Module):
 
 
 @ENCODERS.register("mlp", "multi-layer perceptron for (D,) vectors")
-def mlp(input_shape: tuple[int, ...], hidden: int = 64, layers: int = 2, dropout: float = 0.0) -> nn.Module:
+def mlp(input_shape: tuple[int, ...], hidden: int = 256, layers: int = 2, dropout: float = 0.0) -> nn.Module:
     _require_rank("mlp", input_shape, 1, "(D,)")
     if not 0 <= dropout < 1:
         raise ConfigError(f"encoder 'mlp': dropout must be in [0, 1), got {dropout}")
@@ -71,7 +75,7 @@ def cnn1d(
 
 @ENCODERS.register("cnn2d", "small 2-D CNN for (C, H, W) images or spectrograms, output (channels, positions)")
 def cnn2d(
-    input_shape: tuple[int, ...], channels: int = 32, layers: int = 3, kernel: int = 3, positions: int = 2
+    input_shape: tuple[int, ...], channels: int = 64, layers: int = 3, kernel: int = 3, positions: int = 2
 ) -> nn.Module:
     _require_rank("cnn2d", input_shape, 3, "(C, H, W)")
     return ConvEncoder(2, input_shape[0], channels, layers, kernel, (positions, positions))

@@ -21,6 +21,7 @@ from ..pareto import NORMALIZATIONS, min_norm_weights
 from .base import METHODS, Method, MethodContext, StepResult
 
 PARETO_MODES = ("params", "features")
+PARETO_TARGETS = ("mmc", "authors")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class ERLMROptions(CheckedOptions):
     cosine: str = one_of("sample", COSINE_AXES)
     pareto: bool = True
     pareto_mode: str = one_of("params", PARETO_MODES)
+    pareto_target: str = one_of("mmc", PARETO_TARGETS)
     normalization: str = one_of("loss+", NORMALIZATIONS)
     weight_floor: float = ranged(0.001, ge=0, lt=0.5)
     fusion_weight: float = ranged(1.0, ge=0)
@@ -47,6 +49,10 @@ class ERLMR(Method):
     the gradients with respect to the modality features, which only need a backward pass through the
     head, followed by one ordinary backward pass of the weighted loss. With ``pareto=False`` the loss is
     ``fusion_weight·CE + mmc_weight·MMC``.
+
+    ``pareto_target`` says whose gradient the weights are solved against: ``"mmc"`` (the MMC loss that
+    is optimised, as the paper describes) or ``"authors"`` (twice the phase term alone, as the authors'
+    code does; the weights still multiply the full MMC loss).
     """
 
     Options = ERLMROptions
@@ -65,13 +71,14 @@ class ERLMR(Method):
         fusion_ce = F.cross_entropy(output.logits, labels)
         terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
         losses = [fusion_ce, terms.total]
+        targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
         if not self.options.pareto:
             weights = self.last_weights.to(fusion_ce.device)
             (weights[0] * fusion_ce + weights[1] * terms.total).backward()
         elif self.options.pareto_mode == "params":
-            weights = self._weighted_backward_on_params(model, losses)
+            weights = self._weighted_backward_on_params(model, losses, targets)
         else:
-            weights = self._weighted_backward_on_features(model, losses, [output.features[m] for m in order])
+            weights = self._weighted_backward_on_features(model, losses, targets, [output.features[m] for m in order])
         self.last_weights = weights.detach().cpu()
         loss = (weights[0] * fusion_ce + weights[1] * terms.total).detach()
         logs = {
@@ -88,15 +95,17 @@ class ERLMR(Method):
         floor = self.options.weight_floor
         return weights.clamp(floor, 1 - floor).to(losses[0].device)
 
-    def _weighted_backward_on_params(self, model: MultiModalModel, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _weighted_backward_on_params(
+        self, model: MultiModalModel, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
         params = [p for p in model.parameters() if p.requires_grad]
         shared_ids = {id(p) for p in model.shared_parameters()}
-        grads = [
-            torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, materialize_grads=True)
-            for i, loss in enumerate(losses)
+        grads = [torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True) for loss in losses]
+        solve_grads = grads if targets is losses else [
+            torch.autograd.grad(t, params, retain_graph=True, materialize_grads=True) for t in targets
         ]
-        flat = [torch.cat([g.flatten() for g, p in zip(per_loss, params) if id(p) in shared_ids]) for per_loss in grads]
-        weights = self._solve(flat, losses)
+        flat = [torch.cat([g.flatten() for g, p in zip(per_loss, params) if id(p) in shared_ids]) for per_loss in solve_grads]
+        weights = self._solve(flat, targets)
         combined = torch._foreach_mul(list(grads[0]), weights[0])
         torch._foreach_add_(combined, torch._foreach_mul(list(grads[1]), weights[1]))
         for p, g in zip(params, combined):
@@ -104,10 +113,14 @@ class ERLMR(Method):
         return weights
 
     def _weighted_backward_on_features(
-        self, model: MultiModalModel, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]
+        self,
+        model: MultiModalModel,
+        losses: Sequence[torch.Tensor],
+        targets: Sequence[torch.Tensor],
+        features: Sequence[torch.Tensor],
     ) -> torch.Tensor:
-        grads = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, features, retain_graph=True)]) for loss in losses]
-        weights = self._solve(grads, losses)
+        grads = [torch.cat([g.flatten() for g in torch.autograd.grad(t, features, retain_graph=True)]) for t in targets]
+        weights = self._solve(grads, targets)
         (weights[0] * losses[0] + weights[1] * losses[1]).backward()
         return weights
 
