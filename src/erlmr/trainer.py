@@ -422,9 +422,13 @@ class Trainer:
         for step, (inputs, labels) in enumerate(bar, start=first_step):
             inputs, labels = to_device(inputs, labels, self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            result = self.method.training_step(self.model, inputs, labels)
-            self.method.modify_gradients(self.model, result, labels)
-            if not torch.isfinite(result.loss) or not gradients_finite(self.model):
+            try:
+                result = self.method.training_step(self.model, inputs, labels)
+                self.method.modify_gradients(self.model, result, labels)
+                finite = bool(torch.isfinite(result.loss)) and gradients_finite(self.model)
+            except TrainingDivergedError:  # the method met a NaN/Inf itself, e.g. in gradients it combines
+                finite = False
+            if not finite:
                 self.append_metrics(metrics_path, {"epoch": epoch, "step": step, "error": "non-finite loss or gradient"})
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss or a gradient is NaN/Inf. "

@@ -46,7 +46,7 @@ def mutate(draw, files: dict) -> None:
         array = draw(hnp.arrays(dtype, array.shape)) if dtype in ("<U2", "M8[s]") else array.astype(dtype)
     elif kind == "rank":
         array = array.reshape(-1) if draw(st.booleans()) else array[..., None, None]
-    elif kind in ("nonfinite", "huge") and len(array) and array.ndim > 1:
+    elif kind in ("nonfinite", "huge") and array.size and array.ndim > 1:
         array = array.astype(np.float64)
         array.reshape(len(array), -1)[row, 0] = 1e300 if kind == "huge" else draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     elif kind == "rows":
@@ -56,6 +56,8 @@ def mutate(draw, files: dict) -> None:
         return
     elif kind == "drop":
         del files[name][key]
+        return
+    elif kind.startswith("label") and "label" not in files[name]:
         return
     elif kind == "label_range":
         array = files[name]["label"].copy()

@@ -42,7 +42,7 @@ def test_nan_in_inputs_names_the_file_array_and_sample(tmp_path):
     a = np.ones((40, 6), np.float32)
     a[[7, 30], 2] = np.nan
     root = write_folder(tmp_path / "data", **{"train.npz": {"a": a}})
-    with pytest.raises(DataError, match=r"train\.npz: array 'a' has NaN or Inf .* in 2 sample\(s\), first at index 7"):
+    with pytest.raises(DataError, match=r"train\.npz: array 'a' has NaN or Inf in 2 sample\(s\), first at index 7"):
         erlmr.train(arrays_config(root, tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # refused before a run folder is made
 

@@ -19,9 +19,9 @@ from erlmr.checkpoint import load_checkpoint
 from erlmr.cli import main
 from erlmr.errors import CheckpointError, ConfigError, TrainingInterrupted
 from erlmr.methods import METHODS
-from erlmr.trainer import make_loader
+from erlmr.trainer import evaluate, make_loader
 
-from .conftest import epoch_records, send_signal, small_config
+from .conftest import SMALL_RUN, epoch_records, send_signal, small_config
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +56,32 @@ def test_signal_mid_epoch_saves_and_resume_matches_uninterrupted_run(tmp_path, a
     assert_same_run(erlmr.resume(run_dir), uninterrupted)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_resumes_exactly(tmp_path, at_step, monkeypatch, method):
-    """Each method's state_dict must hold all it keeps between steps (prototypes, running means, scores...)."""
+#: options some methods need on the small synthetic run
+METHOD_OPTIONS = {"unimodal": {"modality": "m0"}}
+
+
+@pytest.mark.parametrize("method", [*sorted(METHODS), "erlmr+ogm_ge"])
+def test_every_method_resumes_exactly_and_loads_for_prediction(tmp_path, at_step, monkeypatch, method):
+    """Each method's state_dict must hold all it keeps between steps (prototypes, running means, scores,
+    private RNGs...); and a trained run of it must load without its dataset and predict without m1."""
+    def config(run_dir):
+        return small_config(run_dir, method={"name": method, "options": METHOD_OPTIONS.get(method, {})}, train={"epochs": 2})
+
     try:
-        full = erlmr.train(small_config(tmp_path / "full", method={"name": method}, train={"epochs": 2}))
+        full = erlmr.train(config(tmp_path / "full"))
     except ConfigError as error:
         pytest.skip(f"{method} does not train on the small synthetic run: {error}")
     at_step(20, send_signal(signal.SIGTERM))
     with pytest.raises(TrainingInterrupted):
-        erlmr.train(small_config(tmp_path / "stopped", method={"name": method}, train={"epochs": 2}))
+        erlmr.train(config(tmp_path / "stopped"))
     monkeypatch.undo()
     assert_same_run(erlmr.resume(tmp_path / "stopped"), full)
+
+    run = erlmr.load_run(full.run_dir)
+    test = erlmr.data.load_dataset("synthetic", None, 0, 0.1, SMALL_RUN["data"]["options"]).test
+    assert evaluate(run.model, run.method, test, 64, torch.device("cpu"))["accuracy"] == full.summary["test"]["accuracy"]
+    if run.method.supports_missing_modalities:
+        assert erlmr.predict(run, {"m0": test.inputs["m0"]}).probabilities.shape == (200, 4)
 
 
 def test_cli_exits_128_plus_the_signal_and_says_how_to_resume(tmp_path, at_step, monkeypatch, capsys, uninterrupted):

@@ -63,8 +63,8 @@ def check_modality(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
     bad = nonfinite_rows(values)
     if len(bad):
         raise DataError(
-            f"{path}: array {name!r} has NaN or Inf (or a value beyond float32's range) in {len(bad)} sample(s), "
-            f"first at index {bad[0]}; clean or drop those samples"
+            f"{path}: array {name!r} has NaN or Inf in {len(bad)} sample(s), first at index {bad[0]}; clean or drop "
+            "those samples (a value beyond float32's range counts as Inf)"
         )
     return torch.from_numpy(np.ascontiguousarray(values))
 
