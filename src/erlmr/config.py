@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -116,6 +117,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return {}
     if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+    if expected is float and math.isnan(value):
+        raise ConfigError(f"{key} is NaN; give a number")
     return value
 
 

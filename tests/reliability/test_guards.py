@@ -119,7 +119,8 @@ def test_split_refuses_modalities_with_different_sample_counts():
     "section, values, message",
     [
         ("optim", {"lr": -0.1}, r"optim\.lr must be > 0, got -0\.1"),
-        ("optim", {"lr": float("nan")}, r"optim\.lr must be > 0, got nan"),
+        ("optim", {"lr": float("nan")}, r"optim\.lr is NaN; give a number"),
+        ("method", {"options": {"mmc_weight": float("nan")}}, r"method\.options of 'erlmr'\.mmc_weight is NaN"),
         ("model", {"euler_dropout": 1.0}, r"model\.euler_dropout must be in \[0, 1\), got 1\.0"),
         ("model", {"encoder_options": {"m0": {"dropout": 1.5}}}, r"encoder 'mlp': dropout must be in \[0, 1\), got 1\.5"),
         ("method", {"options": {"phase_weight": -1.0}}, r"method\.options of 'erlmr': option phase_weight must be >= 0, got -1\.0"),
