@@ -315,6 +315,11 @@ class Trainer:
             raise CheckpointError(f"{run_dir} is not a run folder (it has no config.yaml); pass the folder of a training run")
         if (run_dir / "summary.json").exists():
             raise ConfigError(f"run {run_dir} has already completed (it has a summary.json); there is nothing to resume")
+        if not (run_dir / "last.pt").exists():
+            raise CheckpointError(
+                f"run {run_dir} has no last.pt: it stopped before its first checkpoint, so there is nothing to resume; "
+                "train it again with the same command"
+            )
         trainer = cls(load_config(config_path, [*overrides, f"train.run_dir={json.dumps(str(run_dir))}"]))
         trainer.load_resume_state(run_dir / "last.pt")
         return trainer

@@ -15,6 +15,7 @@ SMALL_RUN = {
     "data": {"dataset": "synthetic", "options": {"train_size": 400, "test_size": 200}},
     "method": {"name": "erlmr"},
     "model": {"euler_dim": 32},
+    "optim": {"lr": 0.1},
     "train": {"epochs": 3, "batch_size": 32, "device": "cpu", "quiet": True},
 }
 

@@ -87,7 +87,7 @@ def test_every_method_resumes_exactly_and_loads_for_prediction(tmp_path, at_step
 def test_cli_exits_128_plus_the_signal_and_says_how_to_resume(tmp_path, at_step, monkeypatch, capsys, uninterrupted):
     at_step(5, send_signal(signal.SIGINT))
     args = ["train", "--dataset", "synthetic", "--set", "data.options.train_size=400", "--set", "data.options.test_size=200",
-            "--set", "model.euler_dim=32", "--epochs", "3", "--batch-size", "32", "--device", "cpu", "--quiet"]
+            "--set", "model.euler_dim=32", "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--device", "cpu", "--quiet"]
     assert main([*args, "--run-dir", str(tmp_path / "run"), "--method", "erlmr"]) == 128 + signal.SIGINT
     assert f"training stopped by SIGINT at epoch 1, step 5" in capsys.readouterr().err
     monkeypatch.undo()
@@ -176,7 +176,7 @@ def test_resume_refuses_an_edited_config(stopped_run):
     config = yaml.safe_load((stopped_run / "config.yaml").read_text())
     config["optim"]["lr"] = 0.5
     (stopped_run / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(CheckpointError, match=r"last\.pt was written by a different configuration.*optim\.lr: 0\.01 in the checkpoint, 0\.5 now"):
+    with pytest.raises(CheckpointError, match=r"last\.pt was written by a different configuration.*optim\.lr: 0\.1 in the checkpoint, 0\.5 now"):
         erlmr.resume(stopped_run)
 
 
@@ -198,6 +198,27 @@ def test_resume_refuses_weights_of_another_model(stopped_run):
         erlmr.resume(stopped_run)
 
 
+def test_resume_refuses_a_checkpoint_trained_on_other_data(stopped_run):
+    state = load_checkpoint(stopped_run / "last.pt")
+    state["spec"]["input_shapes"]["m0"] = (31,)
+    torch.save(state, stopped_run / "last.pt")
+    with pytest.raises(CheckpointError, match=r"was trained on other data: input_shapes\.m0: \(31,\) in the checkpoint, \(32,\) now"):
+        erlmr.resume(stopped_run)
+
+
+def test_best_pt_can_stand_in_for_a_damaged_last_pt(tmp_path):
+    """best.pt holds the full training state too: copied over last.pt, the run replays the later epochs."""
+    import shutil
+
+    full = erlmr.train(small_config(tmp_path / "full", method={"name": "joint"}))
+    assert full.summary["best_epoch"] == 0  # so that two epochs are replayed
+    run_dir = tmp_path / "run"
+    shutil.copytree(full.run_dir, run_dir)
+    (run_dir / "summary.json").unlink()
+    shutil.copy(run_dir / "best.pt", run_dir / "last.pt")
+    assert_same_run(erlmr.resume(run_dir), full)
+
+
 def test_resume_refuses_a_truncated_checkpoint(stopped_run):
     path = stopped_run / "last.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -212,6 +233,9 @@ def test_resume_refuses_flags_that_change_results_and_finished_runs(stopped_run,
         erlmr.resume(uninterrupted.run_dir)
     with pytest.raises(CheckpointError, match="not a run folder"):
         erlmr.resume(stopped_run / "missing")
+    (stopped_run / "last.pt").unlink()
+    with pytest.raises(CheckpointError, match="has no last.pt: it stopped before its first checkpoint"):
+        erlmr.resume(stopped_run)
 
 
 def test_a_new_run_never_overwrites_an_unfinished_one(stopped_run):
