@@ -294,7 +294,6 @@ class Trainer:
         self.resumed = False
         self.mid_epoch_checkpoint: dict | None = None
         self.stop = StopSignals()
-        self.run_dir: Path | None = None
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: Sequence[str] = ()) -> "Trainer":
@@ -356,7 +355,7 @@ class Trainer:
 
     def run(self) -> RunResult:
         cfg = self.config
-        run_dir = self.run_dir = make_run_dir(cfg, 3 * self.checkpoint_bytes(), resuming=self.resumed)
+        run_dir = make_run_dir(cfg, 3 * self.checkpoint_bytes(), resuming=self.resumed)
         metrics_path = run_dir / "metrics.jsonl"
         if self.resumed:
             kept = metrics_before(metrics_path, self.next_epoch)
