@@ -38,7 +38,7 @@ def cli_train(name: str, root: Path, run_dir: Path, extra: list[str] = ()) -> di
     sets = [f"data.options.{k}={v}" for k, v in options.items()]
     if encoder_option:
         sets += [f"model.encoder_options.{m}.{encoder_option}" for m in shapes]
-    argv = ["train", "--dataset", name, "--data", str(root), "--epochs", "1", "--batch-size", "4", "--quiet",
+    argv = ["train", "--dataset", name, "--data", str(root), "--epochs", "1", "--batch-size", "2", "--quiet",
             "--run-dir", str(run_dir), *extra]
     for item in sets:
         argv += ["--set", item]

@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Sequence
 
-from .errors import ErlmrError
+from .errors import ConfigError, ErlmrError, TrainingInterrupted
 
 # Flags that are shorthands for config keys: flag dest -> dotted config key.
 TRAIN_FLAGS = {
@@ -68,10 +68,14 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 def command_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .trainer import train
+    from .trainer import resume, train
 
-    config = load_config(args.config, overrides_from(args))
-    result = train(config)
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume reads the config from the run folder (config.yaml); drop --config")
+        result = resume(args.resume, overrides_from(args))
+    else:
+        result = train(load_config(args.config, overrides_from(args)))
     test = result.summary["test"]
     per_modality = "  ".join(f"{m} {a:.3f}" for m, a in test["modality_accuracy"].items())
     print(f"test accuracy {test['accuracy']:.3f}  macro-F1 {test['macro_f1']:.3f}  per modality: {per_modality}")
@@ -205,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one model and write a run folder")
     add_train_flags(train)
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run from its folder (its config.yaml and last.pt)")
     train.set_defaults(run=command_train)
     listing = commands.add_parser("list", help="list registered methods, datasets, encoders and fusion heads")
     listing.set_defaults(run=command_list)
@@ -237,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.run(args)
+    except TrainingInterrupted as error:
+        print(f"erlmr: {error}", file=sys.stderr)
+        return 128 + error.signal_number
     except ErlmrError as error:
         print(f"erlmr: error: {error}", file=sys.stderr)
         return 2

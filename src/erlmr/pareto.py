@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingDivergedError
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -95,7 +95,7 @@ def min_norm_weights(
     if len(matrix) == 0:
         raise ConfigError("min_norm_weights needs at least one gradient")
     if not torch.isfinite(matrix).all():
-        raise ConfigError("min_norm_weights got a gradient containing NaN or Inf")
+        raise TrainingDivergedError("min_norm_weights got a gradient containing NaN or Inf")
     loss_tensor = None if losses is None else torch.as_tensor(losses, dtype=torch.float64).detach().reshape(-1)
     if loss_tensor is not None and len(loss_tensor) != len(matrix):
         raise ConfigError(f"got {len(matrix)} gradients but {len(loss_tensor)} losses")

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .checks import check_splits
 
 DatasetLoader = Callable[..., "DatasetSplits"]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
@@ -111,7 +112,8 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: i
 
 
 def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, options: Mapping[str, object]) -> DatasetSplits:
-    """Look ``name`` up in :data:`DATASETS`, check ``options`` against its signature, and load it."""
+    """Look ``name`` up in :data:`DATASETS`, check ``options`` against its signature, load it and check
+    every split (:func:`~erlmr.data.checks.check_splits`)."""
     loader = DATASETS.get(name)
     params = inspect.signature(loader).parameters
     valid = [p for p in params if p not in ("root", "seed", "val_fraction")]
@@ -121,7 +123,5 @@ def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, op
             f"unknown option(s) {unknown} for dataset {name!r}; valid options: {', '.join(valid) or 'none'}"
         )
     splits = loader(root=root, seed=seed, val_fraction=val_fraction, **options)
-    for split_name in ("train", "val", "test"):
-        if len(getattr(splits, split_name)) == 0:
-            raise DataError(f"dataset {name!r} has an empty {split_name} split; it needs at least one sample")
+    check_splits(name, splits)
     return splits

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..losses import COSINE_AXES, MMCLoss
 from ..model import MultiModalModel
+from ..options import CheckedOptions, one_of, ranged
 from ..pareto import NORMALIZATIONS, min_norm_weights
 from .base import METHODS, Method, MethodContext, StepResult
 
@@ -24,17 +25,17 @@ PARETO_TARGETS = ("mmc", "authors")
 
 
 @dataclass
-class ERLMROptions:
-    phase_weight: float = 1.0
-    modality_ce_weight: float = 1.0
-    cosine: str = "sample"
+class ERLMROptions(CheckedOptions):
+    phase_weight: float = ranged(1.0, ge=0)
+    modality_ce_weight: float = ranged(1.0, ge=0)
+    cosine: str = one_of("sample", COSINE_AXES)
     pareto: bool = True
-    pareto_mode: str = "params"
-    pareto_target: str = "mmc"
-    normalization: str = "loss+"
-    weight_floor: float = 0.001
-    fusion_weight: float = 1.0
-    mmc_weight: float = 1.0
+    pareto_mode: str = one_of("params", PARETO_MODES)
+    pareto_target: str = one_of("mmc", PARETO_TARGETS)
+    normalization: str = one_of("loss+", NORMALIZATIONS)
+    weight_floor: float = ranged(0.001, ge=0, lt=0.5)
+    fusion_weight: float = ranged(1.0, ge=0)
+    mmc_weight: float = ranged(1.0, ge=0)
 
 
 @METHODS.register("erlmr", "ERL-MR: Euler features, MMC loss, Pareto weights of fusion CE vs MMC (Han et al., MM 2024)")
@@ -61,16 +62,6 @@ class ERLMR(Method):
         super().__init__(model, options, context)
         if model.euler is None:
             raise ConfigError("method 'erlmr' needs the Euler representation; do not set model.euler: false")
-        if options.pareto_mode not in PARETO_MODES:
-            raise ConfigError(f"unknown pareto_mode {options.pareto_mode!r}; valid: {', '.join(PARETO_MODES)}")
-        if options.pareto_target not in PARETO_TARGETS:
-            raise ConfigError(f"unknown pareto_target {options.pareto_target!r}; valid: {', '.join(PARETO_TARGETS)}")
-        if options.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"unknown normalization {options.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
-        if options.cosine not in COSINE_AXES:
-            raise ConfigError(f"unknown cosine {options.cosine!r}; valid: {', '.join(COSINE_AXES)}")
-        if not 0 <= options.weight_floor < 0.5:
-            raise ConfigError(f"weight_floor must be in [0, 0.5), got {options.weight_floor}")
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
 

@@ -94,8 +94,6 @@ class GBlending(Method):
             raise ConfigError(f"gblending super_epoch must be >= 1 epoch, got {options.super_epoch}")
         if options.overfit_floor <= 0:
             raise ConfigError(f"gblending overfit_floor must be > 0, got {options.overfit_floor}")
-        if context.splits is None:
-            raise ConfigError("gblending estimates its weights on the validation split; give MethodContext the splits")
         heads = len(context.modalities) + 1
         self.weights = torch.full((heads,), 1.0 / heads)
         self.snapshot: LossSnapshot | None = None
@@ -106,6 +104,8 @@ class GBlending(Method):
 
     def measure(self, model: MultiModalModel) -> LossSnapshot:
         splits, context = self.context.splits, self.context
+        if splits is None:
+            raise ConfigError("gblending estimates its weights on the validation split; give MethodContext the splits")
         return LossSnapshot(
             head_losses(model, splits.train, context.batch_size, context.device).cpu(),
             head_losses(model, splits.val, context.batch_size, context.device).cpu(),

@@ -142,9 +142,13 @@ class MLA(Method):
         self.batch_index = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "projection": self.projection.cpu(), "updates": self.updates}
+        return {
+            **super().state_dict(), "projection": self.projection.cpu(), "updates": self.updates,
+            "batch_index": self.batch_index,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.projection = state.get("projection", self.projection).to(self.context.device)
         self.updates = state.get("updates", self.updates)
+        self.batch_index = state.get("batch_index", self.batch_index)

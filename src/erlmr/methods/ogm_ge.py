@@ -42,6 +42,14 @@ class OGMGE(OGM):
         if grads:
             torch._foreach_add_(grads, noise)
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "noise": self.noise.get_state()}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        if "noise" in state:
+            self.noise.set_state(state["noise"].cpu())
+
 
 def _std(tensor: torch.Tensor) -> torch.Tensor:
     """The (unbiased) standard deviation, 0 for a single element instead of NaN."""
