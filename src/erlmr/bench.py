@@ -28,8 +28,17 @@ JOINT = "joint"
 
 
 def parse_methods(text: str) -> list[str]:
-    """Split ``"joint,unimodal[modality=audio],erlmr"`` at the commas outside brackets."""
-    return [m.strip() for m in re.split(r",(?![^\[]*\])", text) if m.strip()]
+    """Split ``"joint,unimodal[modality=audio],erlmr"`` at the commas outside brackets; ``all`` stands for
+    every registered method that needs no option (so not ``unimodal``, which needs its modality)."""
+    methods = [m.strip() for m in re.split(r",(?![^\[]*\])", text) if m.strip()]
+    expanded = [name for m in methods for name in (methods_without_required_options() if m == "all" else [m])]
+    return list(dict.fromkeys(expanded))
+
+
+def methods_without_required_options() -> list[str]:
+    from .methods import METHODS
+
+    return [JOINT] + [name for name in METHODS if name != JOINT and not METHODS.get(name).needs_options]
 
 
 def method_overrides(spec: str) -> list[str]:

@@ -179,6 +179,9 @@ def command_data_avdigits(args: argparse.Namespace) -> int:
     from .data.avdigits import build_avdigits, default_avdigits_dir
 
     out = Path(args.out) if args.out else default_avdigits_dir(args.clips, args.seed)
+    if args.if_missing and (out / "meta.json").exists():
+        print(f"AV-digits already built in {out}")
+        return 0
     build_avdigits(out, clips=args.clips, seed=args.seed, workers=args.workers)
     print(f"AV-digits ({args.clips} clips, seed {args.seed}) written to {out}")
     print(f"train on it with: erlmr train --dataset avdigits --set data.root={out}")
@@ -201,6 +204,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     avdigits.add_argument("--clips", type=int, default=2000, help="number of clips (default 2000)")
     avdigits.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     avdigits.add_argument("--workers", type=int, default=2, help="espeak-ng processes in parallel (default 2)")
+    avdigits.add_argument("--if-missing", action="store_true", help="do nothing when the folder is already built")
     avdigits.set_defaults(run=command_data_avdigits)
 
 

@@ -75,6 +75,8 @@ class Method:
     uses_euler: bool = False
     #: the method only changes gradients, so it may follow another method after a '+'
     modulates_gradients: bool = False
+    #: the method cannot run on its default options (``bench --methods all`` leaves it out)
+    needs_options: bool = False
     #: the method calls ``self.optimizer.step()`` itself inside ``training_step``
     steps_optimizer: bool = False
     #: ``predict`` works with some modalities absent (the model zero-fills their fusion inputs)

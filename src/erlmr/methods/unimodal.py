@@ -31,6 +31,7 @@ class Unimodal(Method):
     """
 
     Options = UnimodalOptions
+    needs_options = True
 
     def __init__(self, model: MultiModalModel, options: UnimodalOptions, context: MethodContext):
         super().__init__(model, options, context)
