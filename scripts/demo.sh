@@ -11,6 +11,6 @@ source scripts/setup.sh
 .venv/bin/erlmr data avdigits --clips 2000 --seed 0 --if-missing
 OUT=${OUT:-runs/demo}
 .venv/bin/erlmr bench --datasets avdigits --methods "all,unimodal[modality=audio],unimodal[modality=visual]" \
-    --seeds 3 --epochs 15 --jobs 2 --out "$OUT" "$@"
+    --seeds 3 --epochs 20 --jobs 2 --out "$OUT" "$@"
 .venv/bin/erlmr report "$OUT" --out "$OUT/report" >/dev/null
 echo "plots: $OUT/report/report.html; per-modality validation accuracy over epochs: $OUT/report/avdigits-val-accuracy.png"
