@@ -14,24 +14,32 @@ from .errors import ConfigError
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
-def normalize_gradients(
-    grads: torch.Tensor, losses: torch.Tensor | None, normalization: str, eps: float = 1e-12
-) -> torch.Tensor:
-    """Scale each row of ``grads`` (M, P) as MGDA-UB does: by its L2 norm, its loss, both, or not at all."""
+def gradient_scales(norms: torch.Tensor, losses: torch.Tensor | None, normalization: str) -> torch.Tensor:
+    """What MGDA-UB divides each gradient by: 1, its L2 norm, its loss, or both (``"loss+"``)."""
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"unknown gradient normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
     if normalization in ("loss", "loss+") and losses is None:
         raise ConfigError(f"gradient normalization {normalization!r} needs the losses")
     if normalization == "none":
-        return grads
-    norms = grads.norm(dim=1)
+        return torch.ones_like(norms)
     if normalization == "l2":
-        scale = norms
-    elif normalization == "loss":
-        scale = losses
-    else:
-        scale = losses * norms
+        return norms
+    losses = losses.to(norms)
+    return losses if normalization == "loss" else losses * norms
+
+
+def normalize_gradients(
+    grads: torch.Tensor, losses: torch.Tensor | None, normalization: str, eps: float = 1e-12
+) -> torch.Tensor:
+    """Scale each row of ``grads`` (M, P) as MGDA-UB does: by its L2 norm, its loss, both, or not at all."""
+    scale = gradient_scales(grads.norm(dim=1), losses, normalization)
     return grads / scale.clamp_min(eps).unsqueeze(1)
+
+
+def normalize_gram(gram: torch.Tensor, losses: torch.Tensor | None, normalization: str, eps: float = 1e-12) -> torch.Tensor:
+    """The Gram matrix of :func:`normalize_gradients`' output, computed from the Gram matrix ``G = g gᵀ`` alone."""
+    scale = gradient_scales(gram.diagonal().clamp_min(0).sqrt(), losses, normalization).clamp_min(eps)
+    return gram / (scale.unsqueeze(1) * scale.unsqueeze(0))
 
 
 def min_norm_point(gram: torch.Tensor, iterations: int = 500) -> torch.Tensor:
@@ -43,16 +51,16 @@ def min_norm_point(gram: torch.Tensor, iterations: int = 500) -> torch.Tensor:
     m = gram.shape[0]
     gram = gram.double()
     if m == 1:
-        return torch.ones(1, dtype=gram.dtype)
+        return gram.new_ones(1)
     if m == 2:
+        # Branch-free, so that on a GPU the weights never wait for the host.
         g11, g12, g22 = gram[0, 0], gram[0, 1], gram[1, 1]
         denominator = g11 + g22 - 2 * g12
-        if denominator <= 0:
-            return torch.full((2,), 0.5, dtype=gram.dtype)
-        first = ((g22 - g12) / denominator).clamp(0.0, 1.0)
+        first = ((g22 - g12) / denominator.clamp_min(1e-300)).clamp(0.0, 1.0)
+        first = torch.where(denominator > 0, first, first.new_tensor(0.5))
         return torch.stack([first, 1 - first])
     step = 1.0 / (2 * torch.linalg.eigvalsh(gram).max().clamp_min(1e-30))
-    w = torch.full((m,), 1.0 / m, dtype=gram.dtype)
+    w = gram.new_full((m,), 1.0 / m)
     momentum_point, t = w.clone(), 1.0
     for _ in range(iterations):
         w_next = project_to_simplex(momentum_point - step * 2 * gram @ momentum_point)
@@ -66,7 +74,7 @@ def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
     """Euclidean projection onto {w ≥ 0, Σw = 1} (Held, Wolfe & Crowder 1974; sort-based)."""
     u, _ = torch.sort(v, descending=True)
     cumulative = torch.cumsum(u, dim=0) - 1
-    ranks = torch.arange(1, len(v) + 1, dtype=v.dtype)
+    ranks = torch.arange(1, len(v) + 1, dtype=v.dtype, device=v.device)
     support = (u - cumulative / ranks) > 0
     rho = int(torch.nonzero(support).max())
     theta = cumulative[rho] / (rho + 1)
@@ -94,10 +102,23 @@ def min_norm_weights(
     matrix = matrix.detach().reshape(len(matrix), -1).double()
     if len(matrix) == 0:
         raise ConfigError("min_norm_weights needs at least one gradient")
-    if not torch.isfinite(matrix).all():
+    return min_norm_weights_from_gram(matrix @ matrix.T, losses, normalization)
+
+
+def min_norm_weights_from_gram(
+    gram: torch.Tensor, losses: Sequence[float] | torch.Tensor | None = None, normalization: str = "none"
+) -> torch.Tensor:
+    """:func:`min_norm_weights` from the Gram matrix ``G[i, j] = ⟨g_i, g_j⟩`` of the M gradients.
+
+    The solution depends on the gradients only through ``G``, so callers can form it without ever
+    stacking the gradients into one matrix, or sum it over the ranks of a distributed run.
+    """
+    gram = gram.detach().double()
+    if not torch.isfinite(gram).all():
         raise ConfigError("min_norm_weights got a gradient containing NaN or Inf")
-    loss_tensor = None if losses is None else torch.as_tensor(losses, dtype=torch.float64).detach().reshape(-1)
-    if loss_tensor is not None and len(loss_tensor) != len(matrix):
-        raise ConfigError(f"got {len(matrix)} gradients but {len(loss_tensor)} losses")
-    matrix = normalize_gradients(matrix, loss_tensor, normalization)
-    return min_norm_point(matrix @ matrix.T).float()
+    loss_tensor = None
+    if losses is not None:
+        loss_tensor = torch.as_tensor(losses, dtype=torch.float64).detach().reshape(-1).to(gram.device)
+        if len(loss_tensor) != len(gram):
+            raise ConfigError(f"got {len(gram)} gradients but {len(loss_tensor)} losses")
+    return min_norm_point(normalize_gram(gram, loss_tensor, normalization)).float()

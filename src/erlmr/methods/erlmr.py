@@ -7,16 +7,18 @@ github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representat
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum, gradient_sync_disabled, world_size
 from ..errors import ConfigError
 from ..losses import COSINE_AXES, MMCLoss
 from ..model import MultiModalModel
-from ..pareto import NORMALIZATIONS, min_norm_weights
+from ..pareto import NORMALIZATIONS, min_norm_weights_from_gram
 from .base import METHODS, Method, MethodContext, StepResult
 
 PARETO_MODES = ("params", "features")
@@ -67,19 +69,23 @@ class ERLMR(Method):
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
 
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
-        output = model(inputs)
-        order = model.modalities
-        fusion_ce = F.cross_entropy(output.logits, labels)
-        terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
-        losses = [fusion_ce, terms.total]
-        if not self.options.pareto:
-            weights = self.last_weights.to(fusion_ce.device)
-            (weights[0] * fusion_ce + weights[1] * terms.total).backward()
-        elif self.options.pareto_mode == "params":
-            weights = self._weighted_backward_on_params(model, losses)
-        else:
-            weights = self._weighted_backward_on_features(model, losses, [output.features[m] for m in order])
-        self.last_weights = weights.detach().cpu()
+        on_params = self.options.pareto and self.options.pareto_mode == "params"
+        # Gradients on the parameters come from backward passes that DDP must not reduce on its own: this
+        # step reduces them itself, once, after both are taken (see _weighted_backward_on_params).
+        with gradient_sync_disabled(model) if on_params else nullcontext():
+            output = model(inputs)
+            order = model.modalities
+            fusion_ce = F.cross_entropy(output.logits, labels)
+            terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
+            losses = [fusion_ce, terms.total]
+            if not self.options.pareto:
+                weights = self.last_weights.to(fusion_ce.device)
+                (weights[0] * fusion_ce + weights[1] * terms.total).backward()
+            elif on_params:
+                weights = self._weighted_backward_on_params(model, losses)
+            else:
+                weights = self._weighted_backward_on_features(losses, [output.features[m] for m in order])
+        self.last_weights = weights.detach()
         loss = (weights[0] * fusion_ce + weights[1] * terms.total).detach()
         logs = {
             "pareto_weight_fusion": weights[0].detach(),
@@ -90,31 +96,58 @@ class ERLMR(Method):
         }
         return StepResult(loss, output, logs)
 
-    def _solve(self, grads: Sequence[torch.Tensor], losses: Sequence[torch.Tensor]) -> torch.Tensor:
-        weights = min_norm_weights(grads, torch.stack([l.detach() for l in losses]), self.options.normalization)
+    def _solve(self, gram: torch.Tensor, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Min-norm weights of the two losses from the Gram matrix of their (globally reduced) gradients."""
+        loss_values = all_reduce_mean(torch.stack([loss.detach() for loss in losses]))
+        weights = min_norm_weights_from_gram(gram, loss_values, self.options.normalization)
         floor = self.options.weight_floor
         return weights.clamp(floor, 1 - floor).to(losses[0].device)
 
     def _weighted_backward_on_params(self, model: MultiModalModel, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Both losses' gradients on every parameter, then their min-norm combination as ``.grad``.
+
+        Two backward passes, the least an exact solution needs; everything after them runs on whole
+        lists of gradients with ``torch._foreach_*`` kernels and in place, so the step holds two
+        gradients at most and copies none (a distributed run copies both into one buffer to reduce them
+        with a single all-reduce). The Gram matrix over the shared parameters comes from three norms by
+        the polarisation identity, taken on unit-norm gradients so that it is as exact as the cosine.
+        """
         params = [p for p in model.parameters() if p.requires_grad]
-        shared_ids = {id(p) for p in model.shared_parameters()}
         grads = [
-            torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, materialize_grads=True)
+            list(torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, materialize_grads=True))
             for i, loss in enumerate(losses)
         ]
-        flat = [torch.cat([g.flatten() for g, p in zip(per_loss, params) if id(p) in shared_ids]) for per_loss in grads]
-        weights = self._solve(flat, losses)
-        combined = torch._foreach_mul(list(grads[0]), weights[0])
-        torch._foreach_add_(combined, torch._foreach_mul(list(grads[1]), weights[1]))
-        for p, g in zip(params, combined):
+        all_reduce_mean_lists(grads)
+        shared_ids = {id(p) for p in model.shared_parameters()}
+        shared = [i for i, p in enumerate(params) if id(p) in shared_ids]
+        norms = [squared_norm([g[i] for i in shared]).sqrt().clamp_min(1e-30) for g in grads]
+        for g, norm in zip(grads, norms):
+            torch._foreach_mul_(g, (1 / norm).to(g[0].dtype))
+        torch._foreach_add_(grads[0], grads[1])  # grads[0] now holds u0 + u1, the sum of the unit gradients
+        cosine = (squared_norm([grads[0][i] for i in shared]) - 2) / 2
+        cross = norms[0] * norms[1] * cosine
+        gram = torch.stack([torch.stack([norms[0] ** 2, cross]), torch.stack([cross, norms[1] ** 2])])
+        weights = self._solve(gram, losses)
+        # w0·g0 + w1·g1 = (w0·n0)·(u0 + u1) + (w1·n1 − w0·n0)·u1, formed in place.
+        scale_sum, scale_second = weights[0] * norms[0], weights[1] * norms[1] - weights[0] * norms[0]
+        torch._foreach_mul_(grads[0], scale_sum.to(grads[0][0].dtype))
+        torch._foreach_mul_(grads[1], scale_second.to(grads[1][0].dtype))
+        torch._foreach_add_(grads[0], grads[1])
+        for p, g in zip(params, grads[0]):
             p.grad = g if p.grad is None else p.grad + g
         return weights
 
-    def _weighted_backward_on_features(
-        self, model: MultiModalModel, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        grads = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, features, retain_graph=True)]) for loss in losses]
-        weights = self._solve(grads, losses)
+    def _weighted_backward_on_features(self, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Weights from the gradients with respect to the fusion-head inputs (MGDA-UB), then one backward.
+
+        A rank's feature gradients are the rows of the global ones for its share of the batch, scaled by
+        the world size (each rank's loss is a mean over its share), so the global Gram matrix is the sum
+        over ranks of the local ones divided by the world size squared.
+        """
+        grads = [torch.autograd.grad(loss, features, retain_graph=True, materialize_grads=True) for loss in losses]
+        flat = torch.stack([torch.cat([g.flatten() for g in per_loss]) for per_loss in grads]).double()
+        gram = all_reduce_sum(flat @ flat.T) / world_size() ** 2
+        weights = self._solve(gram, losses)
         (weights[0] * losses[0] + weights[1] * losses[1]).backward()
         return weights
 
@@ -124,3 +157,9 @@ class ERLMR(Method):
     def load_state_dict(self, state: Mapping) -> None:
         super().load_state_dict(state)
         self.last_weights = state.get("last_weights", self.last_weights)
+
+
+
+def squared_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ‖t‖² over a list of tensors, in float64, from one multi-tensor norm kernel."""
+    return torch.stack(torch._foreach_norm(tensors)).double().pow(2).sum()
