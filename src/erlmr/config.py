@@ -60,6 +60,8 @@ class TrainConfig:
     run_dir: Optional[str] = None
     quiet: bool = False
     num_workers: int = 0
+    amp: Optional[bool] = None
+    compile: bool = False
 
 
 @dataclass

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import acceleration, ddp
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
 from .config import Config, ModelConfig, from_dict, load_config, validate
 from .data import DatasetSplits, Split, load_dataset
@@ -81,15 +82,12 @@ def collate_batch(batch: Any) -> Any:
     return batch
 
 
-def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool) -> DataLoader:
-    if shuffle:
-        generator = torch.Generator().manual_seed(seed)
-        sampler = RandomSampler(split, generator=generator)
-    else:
-        sampler = SequentialSampler(split)
-    # A last batch of one sample breaks batch norm in training; drop it then.
-    drop_last = shuffle and len(split) % batch_size == 1 and len(split) > batch_size
-    batches = BatchSampler(sampler, batch_size, drop_last=drop_last)
+def make_loader(
+    split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """Batches of the in-memory split, each gathered in one indexing operation; ``batch_size`` is the
+    global batch, of which this rank gets its share (see :class:`erlmr.ddp.ShardedBatchSampler`)."""
+    batches = ddp.ShardedBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size)
     return DataLoader(split, batch_sampler=batches, collate_fn=collate_batch, num_workers=num_workers, pin_memory=pin)
 
 
@@ -191,7 +189,9 @@ class Trainer:
         self.config = as_config(config)
         cfg = self.config
         seed_everything(cfg.train.seed)
-        self.device = resolve_device(cfg.train.device)
+        self.cluster = ddp.join_from_env(resolve_device(cfg.train.device), cfg.train.batch_size)
+        self.device = self.cluster.device
+        self.amp = acceleration.resolve_amp(cfg.train.amp, self.device)
         self.splits = load_dataset(cfg.data.dataset, cfg.data.root, cfg.train.seed, cfg.data.val_fraction, cfg.data.options)
         cls = method_class(cfg.method.name)
         use_euler = cls.uses_euler if cfg.model.euler is None else cfg.model.euler
@@ -205,11 +205,15 @@ class Trainer:
             splits=self.splits,
         )
         self.method = build_method(cfg.method.name, cfg.method.options, self.model, context)
+        # The model training steps run through: DDP across ranks and/or compiled; self.model stays the bare one.
+        self.step_model = acceleration.compiled(ddp.wrap_model(self.model, self.cluster), cfg.train.compile)
         self.optimizer = make_optimizer(cfg, self.model)
         self.method.optimizer = self.optimizer
         self.scheduler = make_scheduler(cfg, self.optimizer)
 
     def run(self) -> RunResult:
+        if not self.cluster.is_main:
+            return self.follow_main()
         cfg = self.config
         run_dir = make_run_dir(cfg)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False)), mode="w")
@@ -234,24 +238,32 @@ class Trainer:
                 best_score, best_epoch = score, epoch
                 save_checkpoint(run_dir / "best.pt", state)
         summary = self.finish(run_dir, best_epoch)
-        return RunResult(run_dir, summary)
+        return ddp.share_from_main(RunResult(run_dir, summary), self.cluster)
 
-    def train_epoch(self, epoch: int, metrics_path: Path) -> dict[str, Any]:
+    def follow_main(self) -> RunResult:
+        """A rank other than 0 only trains; rank 0 evaluates, writes the run folder and shares its result."""
+        for epoch in range(self.config.train.epochs):
+            self.train_epoch(epoch, None)
+        return ddp.share_from_main(None, self.cluster)
+
+    def train_epoch(self, epoch: int, metrics_path: Path | None) -> dict[str, Any]:
         cfg = self.config
         self.model.train()
         self.method.on_epoch_start(self.model, epoch)
         loader = make_loader(
             self.splits.train, cfg.train.batch_size, True, cfg.train.seed * 100_003 + epoch,
-            cfg.train.num_workers, self.device.type == "cuda",
+            cfg.train.num_workers, self.device.type == "cuda", self.cluster.rank, self.cluster.world_size,
         )
         started = time.perf_counter()
         total_loss, correct, seen = torch.zeros(()), 0, 0
         log_sums: dict[str, torch.Tensor] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=cfg.train.quiet, leave=False)
+        quiet = cfg.train.quiet or not self.cluster.is_main
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=quiet, leave=False)
         for step, (inputs, labels) in enumerate(bar):
             inputs, labels = to_device(inputs, labels, self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            result = self.method.training_step(self.model, inputs, labels)
+            with acceleration.autocast(self.device, self.amp):
+                result = self.method.training_step(self.step_model, inputs, labels)
             self.method.modify_gradients(self.model, result, labels)
             if not torch.isfinite(result.loss) or not gradients_finite(self.model):
                 self.append_metrics(metrics_path, {"epoch": epoch, "step": step, "error": "non-finite loss or gradient"})
@@ -267,10 +279,14 @@ class Trainer:
             seen += n
             for key, value in result.logs.items():
                 log_sums[key] = log_sums.get(key, 0) + value.detach().cpu() * n
-            if not cfg.train.quiet:
+            if not quiet:
                 bar.set_postfix(loss=f"{float(total_loss) / seen:.4f}", acc=f"{correct / seen:.3f}")
         if self.scheduler is not None:
             self.scheduler.step()
+        ddp.check_replicas_agree(self.model, self.cluster, epoch)
+        sums = ddp.sum_over_ranks({"loss": total_loss, "correct": correct, "seen": seen, **log_sums}, self.cluster)
+        total_loss, correct, seen = sums.pop("loss"), sums.pop("correct"), sums.pop("seen")
+        log_sums = sums
         record = {
             "epoch": epoch,
             "train_loss": float(total_loss) / max(seen, 1),
@@ -282,14 +298,16 @@ class Trainer:
         method_logs.update(self.method.on_epoch_end(self.model, epoch))
         if method_logs:
             record["method"] = method_logs
-        if not cfg.train.quiet:
+        if not quiet:
             tqdm.write(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
                 f"train acc {record['train_accuracy']:.3f}"
             )
         return record
 
-    def append_metrics(self, path: Path, record: dict) -> None:
+    def append_metrics(self, path: Path | None, record: dict) -> None:
+        if path is None:  # a rank other than 0: it writes nothing
+            return
         with path.open("a") as file:
             file.write(_json_line(record))
 
@@ -339,5 +357,7 @@ def _json_line(record: dict) -> str:
 
 
 def train(config: Config | Mapping | str | Path) -> RunResult:
-    """Train as configured and return the run folder and its summary (see README for the folder)."""
+    """Train as configured and return the run folder and its summary (see README for the folder).
+
+    Under torchrun every rank returns rank 0's result (see :mod:`erlmr.ddp`)."""
     return Trainer(config).run()
