@@ -22,6 +22,7 @@ torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the trainer then join
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -77,8 +78,16 @@ def join_from_env(device: torch.device, batch_size: int) -> Cluster:
         # Joined once per process and left at exit: several runs in one process (erlmr bench) share the
         # group, since torchrun's rendezvous does not serve a second join.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(dist.destroy_process_group)
+        atexit.register(_leave_process_group)
     return Cluster(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def _leave_process_group() -> None:
+    # Collect finished runs' DDP wrappers first: destroyed after the group, during interpreter shutdown,
+    # their reducers can abort the process.
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launched_rank() -> int:
