@@ -14,32 +14,39 @@ from .errors import ConfigError
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
-def gradient_scales(norms: torch.Tensor, losses: torch.Tensor | None, normalization: str) -> torch.Tensor:
-    """What MGDA-UB divides each gradient by: 1, its L2 norm, its loss, or both (``"loss+"``)."""
+def gradient_scale(norm: float, loss: float | None, normalization: str) -> float:
+    """What MGDA-UB divides one gradient by: 1, its L2 norm, its loss, or both (``"loss+"``)."""
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"unknown gradient normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
-    if normalization in ("loss", "loss+") and losses is None:
+    if normalization in ("loss", "loss+") and loss is None:
         raise ConfigError(f"gradient normalization {normalization!r} needs the losses")
     if normalization == "none":
-        return torch.ones_like(norms)
+        return 1.0
     if normalization == "l2":
-        return norms
-    losses = losses.to(norms)
-    return losses if normalization == "loss" else losses * norms
+        return norm
+    return loss if normalization == "loss" else loss * norm
+
+
+def _scales(norms: Sequence[float], losses: Sequence[float] | None, normalization: str, eps: float) -> list[float]:
+    per_loss = [None] * len(norms) if losses is None else [float(loss) for loss in losses]
+    return [max(gradient_scale(n, loss, normalization), eps) for n, loss in zip(norms, per_loss)]
 
 
 def normalize_gradients(
     grads: torch.Tensor, losses: torch.Tensor | None, normalization: str, eps: float = 1e-12
 ) -> torch.Tensor:
     """Scale each row of ``grads`` (M, P) as MGDA-UB does: by its L2 norm, its loss, both, or not at all."""
-    scale = gradient_scales(grads.norm(dim=1), losses, normalization)
-    return grads / scale.clamp_min(eps).unsqueeze(1)
+    scales = _scales(grads.norm(dim=1).tolist(), losses, normalization, eps)
+    return grads / grads.new_tensor(scales).unsqueeze(1)
 
 
-def normalize_gram(gram: torch.Tensor, losses: torch.Tensor | None, normalization: str, eps: float = 1e-12) -> torch.Tensor:
-    """The Gram matrix of :func:`normalize_gradients`' output, computed from the Gram matrix ``G = g gᵀ`` alone."""
-    scale = gradient_scales(gram.diagonal().clamp_min(0).sqrt(), losses, normalization).clamp_min(eps)
-    return gram / (scale.unsqueeze(1) * scale.unsqueeze(0))
+def two_task_weight(g11: float, g12: float, g22: float) -> float:
+    """Weight of the first of two gradients in their min-norm point, from their inner products
+    (Sener & Koltun, Algorithm 1); 0.5 when the two are equal."""
+    denominator = g11 + g22 - 2 * g12
+    if denominator <= 0:
+        return 0.5
+    return min(max((g22 - g12) / denominator, 0.0), 1.0)
 
 
 def min_norm_point(gram: torch.Tensor, iterations: int = 500) -> torch.Tensor:
@@ -53,12 +60,9 @@ def min_norm_point(gram: torch.Tensor, iterations: int = 500) -> torch.Tensor:
     if m == 1:
         return gram.new_ones(1)
     if m == 2:
-        # Branch-free, so that on a GPU the weights never wait for the host.
-        g11, g12, g22 = gram[0, 0], gram[0, 1], gram[1, 1]
-        denominator = g11 + g22 - 2 * g12
-        first = ((g22 - g12) / denominator.clamp_min(1e-300)).clamp(0.0, 1.0)
-        first = torch.where(denominator > 0, first, first.new_tensor(0.5))
-        return torch.stack([first, 1 - first])
+        (g11, g12), (_, g22) = gram.tolist()
+        first = two_task_weight(g11, g12, g22)
+        return gram.new_tensor([first, 1 - first])
     step = 1.0 / (2 * torch.linalg.eigvalsh(gram).max().clamp_min(1e-30))
     w = gram.new_full((m,), 1.0 / m)
     momentum_point, t = w.clone(), 1.0
@@ -95,7 +99,7 @@ def min_norm_weights(
             (gradient / (loss · ‖gradient‖)), applied before solving, as in MGDA-UB.
 
     Returns:
-        A float tensor of M non-negative weights summing to 1, to multiply the losses (or the raw
+        A float CPU tensor of M non-negative weights summing to 1, to multiply the losses (or the raw
         gradients) with.
     """
     matrix = grads if isinstance(grads, torch.Tensor) else torch.stack([g.detach().flatten() for g in grads])
@@ -106,19 +110,18 @@ def min_norm_weights(
 
 
 def min_norm_weights_from_gram(
-    gram: torch.Tensor, losses: Sequence[float] | torch.Tensor | None = None, normalization: str = "none"
+    gram: torch.Tensor, losses: Sequence[float] | torch.Tensor | None = None, normalization: str = "none", eps: float = 1e-12
 ) -> torch.Tensor:
     """:func:`min_norm_weights` from the Gram matrix ``G[i, j] = ⟨g_i, g_j⟩`` of the M gradients.
 
     The solution depends on the gradients only through ``G``, so callers can form it without ever
-    stacking the gradients into one matrix, or sum it over the ranks of a distributed run.
+    stacking the gradients into one matrix, or sum it over the ranks of a distributed run. The M x M
+    problem is solved on the CPU; the weights come back there.
     """
-    gram = gram.detach().double()
-    if not torch.isfinite(gram).all():
+    values = gram.detach().double().cpu()
+    if not torch.isfinite(values).all():
         raise ConfigError("min_norm_weights got a gradient containing NaN or Inf")
-    loss_tensor = None
-    if losses is not None:
-        loss_tensor = torch.as_tensor(losses, dtype=torch.float64).detach().reshape(-1).to(gram.device)
-        if len(loss_tensor) != len(gram):
-            raise ConfigError(f"got {len(gram)} gradients but {len(loss_tensor)} losses")
-    return min_norm_point(normalize_gram(gram, loss_tensor, normalization)).float()
+    if losses is not None and len(losses) != len(values):
+        raise ConfigError(f"got {len(values)} gradients but {len(losses)} losses")
+    scales = values.new_tensor(_scales(values.diagonal().clamp_min(0).sqrt().tolist(), losses, normalization, eps))
+    return min_norm_point(values / torch.outer(scales, scales)).float()

@@ -79,29 +79,33 @@ class ERLMR(Method):
             terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
             losses = [fusion_ce, terms.total]
             if not self.options.pareto:
-                weights = self.last_weights.to(fusion_ce.device)
-                (weights[0] * fusion_ce + weights[1] * terms.total).backward()
+                weights = self.last_weights
+                (float(weights[0]) * fusion_ce + float(weights[1]) * terms.total).backward()
             elif on_params:
                 weights = self._weighted_backward_on_params(model, losses)
             else:
                 weights = self._weighted_backward_on_features(losses, [output.features[m] for m in order])
-        self.last_weights = weights.detach()
-        loss = (weights[0] * fusion_ce + weights[1] * terms.total).detach()
+        self.last_weights = weights
+        w_fusion, w_mmc = weights.tolist()
         logs = {
-            "pareto_weight_fusion": weights[0].detach(),
-            "pareto_weight_mmc": weights[1].detach(),
+            "pareto_weight_fusion": weights[0],
+            "pareto_weight_mmc": weights[1],
             "phase_cosine": terms.phase_cosine.detach(),
             "fusion_ce": fusion_ce.detach(),
             "mmc_loss": terms.total.detach(),
         }
-        return StepResult(loss, output, logs)
+        return StepResult((w_fusion * fusion_ce + w_mmc * terms.total).detach(), output, logs)
 
-    def _solve(self, gram: torch.Tensor, losses: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Min-norm weights of the two losses from the Gram matrix of their (globally reduced) gradients."""
-        loss_values = all_reduce_mean(torch.stack([loss.detach() for loss in losses]))
-        weights = min_norm_weights_from_gram(gram, loss_values, self.options.normalization)
+    def _solve(self, gram: Sequence[Sequence[float]], loss_values: Sequence[float]) -> torch.Tensor:
+        """Min-norm weights (a float32 CPU tensor) from the Gram matrix of the two globally reduced gradients.
+
+        The scalars come to the host once per step: a 2x2 problem is not worth dozens of device kernels.
+        """
+        weights = min_norm_weights_from_gram(
+            torch.tensor(gram, dtype=torch.float64), torch.tensor(loss_values, dtype=torch.float64), self.options.normalization
+        )
         floor = self.options.weight_floor
-        return weights.clamp(floor, 1 - floor).to(losses[0].device)
+        return weights.clamp(floor, 1 - floor)
 
     def _weighted_backward_on_params(self, model: MultiModalModel, losses: Sequence[torch.Tensor]) -> torch.Tensor:
         """Both losses' gradients on every parameter, then their min-norm combination as ``.grad``.
@@ -109,8 +113,8 @@ class ERLMR(Method):
         Two backward passes, the least an exact solution needs; everything after them runs on whole
         lists of gradients with ``torch._foreach_*`` kernels and in place, so the step holds two
         gradients at most and copies none (a distributed run copies both into one buffer to reduce them
-        with a single all-reduce). The Gram matrix over the shared parameters comes from three norms by
-        the polarisation identity, taken on unit-norm gradients so that it is as exact as the cosine.
+        with a single all-reduce). The Gram matrix over the shared parameters comes from norms by the
+        polarisation identity, taken on unit-norm gradients so that it is as exact as their cosine.
         """
         params = [p for p in model.parameters() if p.requires_grad]
         grads = [
@@ -120,18 +124,19 @@ class ERLMR(Method):
         all_reduce_mean_lists(grads)
         shared_ids = {id(p) for p in model.shared_parameters()}
         shared = [i for i, p in enumerate(params) if id(p) in shared_ids]
-        norms = [squared_norm([g[i] for i in shared]).sqrt().clamp_min(1e-30) for g in grads]
-        for g, norm in zip(grads, norms):
-            torch._foreach_mul_(g, (1 / norm).to(g[0].dtype))
+        squares = squared_norms([[g[i] for i in shared] for g in grads])
+        norm_0, norm_1, *loss_values = to_host(squares.sqrt(), mean_losses(losses))
+        norm_0, norm_1 = max(norm_0, 1e-30), max(norm_1, 1e-30)
+        torch._foreach_mul_(grads[0], 1 / norm_0)
+        torch._foreach_mul_(grads[1], 1 / norm_1)
         torch._foreach_add_(grads[0], grads[1])  # grads[0] now holds u0 + u1, the sum of the unit gradients
-        cosine = (squared_norm([grads[0][i] for i in shared]) - 2) / 2
-        cross = norms[0] * norms[1] * cosine
-        gram = torch.stack([torch.stack([norms[0] ** 2, cross]), torch.stack([cross, norms[1] ** 2])])
-        weights = self._solve(gram, losses)
+        (sum_square,) = to_host(squared_norms([[grads[0][i] for i in shared]]))
+        cross = norm_0 * norm_1 * (sum_square - 2) / 2
+        weights = self._solve([[norm_0**2, cross], [cross, norm_1**2]], loss_values)
         # w0·g0 + w1·g1 = (w0·n0)·(u0 + u1) + (w1·n1 − w0·n0)·u1, formed in place.
-        scale_sum, scale_second = weights[0] * norms[0], weights[1] * norms[1] - weights[0] * norms[0]
-        torch._foreach_mul_(grads[0], scale_sum.to(grads[0][0].dtype))
-        torch._foreach_mul_(grads[1], scale_second.to(grads[1][0].dtype))
+        w_0, w_1 = weights.tolist()
+        torch._foreach_mul_(grads[0], w_0 * norm_0)
+        torch._foreach_mul_(grads[1], w_1 * norm_1 - w_0 * norm_0)
         torch._foreach_add_(grads[0], grads[1])
         for p, g in zip(params, grads[0]):
             p.grad = g if p.grad is None else p.grad + g
@@ -145,10 +150,14 @@ class ERLMR(Method):
         over ranks of the local ones divided by the world size squared.
         """
         grads = [torch.autograd.grad(loss, features, retain_graph=True, materialize_grads=True) for loss in losses]
-        flat = torch.stack([torch.cat([g.flatten() for g in per_loss]) for per_loss in grads]).double()
-        gram = all_reduce_sum(flat @ flat.T) / world_size() ** 2
-        weights = self._solve(gram, losses)
-        (weights[0] * losses[0] + weights[1] * losses[1]).backward()
+        flat = torch.stack([torch.cat([g.flatten() for g in per_loss]) for per_loss in grads])
+        gram = flat @ flat.T
+        if world_size() > 1:
+            gram = all_reduce_sum(gram.double()) / world_size() ** 2
+        values = to_host(gram, mean_losses(losses))
+        weights = self._solve([values[0:2], values[2:4]], values[4:])
+        w_0, w_1 = weights.tolist()
+        (w_0 * losses[0] + w_1 * losses[1]).backward()
         return weights
 
     def state_dict(self) -> dict:
@@ -160,6 +169,18 @@ class ERLMR(Method):
 
 
 
-def squared_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Σ‖t‖² over a list of tensors, in float64, from one multi-tensor norm kernel."""
-    return torch.stack(torch._foreach_norm(tensors)).double().pow(2).sum()
+def squared_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Σ‖t‖² over each group of tensors, in float64, from one multi-tensor norm kernel for all groups."""
+    sizes = [len(group) for group in groups]
+    norms = torch.stack(torch._foreach_norm([t for group in groups for t in group])).double()
+    return torch.stack([part.square().sum() for part in norms.split(sizes)])
+
+
+def mean_losses(losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The loss values averaged over ranks (each rank's loss is the mean over its share of the batch)."""
+    return all_reduce_mean(torch.stack([loss.detach() for loss in losses]))
+
+
+def to_host(*tensors: torch.Tensor) -> list[float]:
+    """The values of several small device tensors, in one transfer."""
+    return torch.cat([t.detach().double().reshape(-1) for t in tensors]).tolist()
