@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from erlmr import ConfigError, min_norm_weights
+from erlmr import ConfigError, TrainingDivergedError, min_norm_weights
 from erlmr.pareto import normalize_gradients
 
 
@@ -48,5 +48,5 @@ def test_bad_inputs_are_clear_errors():
         min_norm_weights([torch.ones(2), torch.ones(2)], normalization="max")
     with pytest.raises(ConfigError, match="needs the losses"):
         min_norm_weights([torch.ones(2), torch.ones(2)], normalization="loss")
-    with pytest.raises(ConfigError, match="NaN"):
+    with pytest.raises(TrainingDivergedError, match="NaN"):
         min_norm_weights([torch.tensor([float("nan"), 1.0]), torch.ones(2)])

@@ -3,17 +3,57 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import multiprocessing
+import os
+import re
 import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import atomic_write
+import torch
+from tqdm import tqdm
+
+from .checkpoint import atomic_write, write_json
 from .config import load_config
+from .cost import machine_description
+from .errors import ConfigError, ErlmrError
+from .runs import dataset_label, method_label
 from .trainer import train
+
+JOINT = "joint"
+
+
+def parse_methods(text: str) -> list[str]:
+    """Split ``"joint,unimodal[modality=audio],erlmr"`` at the commas outside brackets; ``all`` stands for
+    every registered method that needs no option (so not ``unimodal``, which needs its modality)."""
+    methods = [m.strip() for m in re.split(r",(?![^\[]*\])", text) if m.strip()]
+    expanded = [name for m in methods for name in (methods_without_required_options() if m == "all" else [m])]
+    return list(dict.fromkeys(expanded))
+
+
+def methods_without_required_options() -> list[str]:
+    from .methods import METHODS
+
+    return [JOINT] + [name for name in METHODS if name != JOINT and not METHODS.get(name).needs_options]
+
+
+def method_overrides(spec: str) -> list[str]:
+    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+    match = re.fullmatch(r"\s*([\w+]+)\s*(?:\[(.*)\])?\s*", spec)
+    pairs = [p.strip() for p in (match.group(2) or "").split(",") if p.strip()] if match else []
+    if match is None or any("=" not in p for p in pairs):
+        raise ConfigError(
+            f"grid method {spec!r} must look like NAME or NAME[option=value,...], e.g. unimodal[modality=audio]"
+        )
+    return [f"method.name={match.group(1)}", *(f"method.options.{p}" for p in pairs)]
 
 
 def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
-    return out / dataset / method.replace("+", "_") / f"seed{seed}"
+    return out / dataset / re.sub(r"[^\w.=-]+", "_", method).strip("_") / f"seed{seed}"
 
 
 def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
@@ -21,45 +61,154 @@ def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | 
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())
-    grid_keys = [f"data.dataset={dataset}", f"method.name={method}", f"train.seed={seed}", f"train.run_dir={run_dir}"]
+    grid_keys = [
+        f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
+        "train.quiet=true",
+    ]
     return train(load_config(base_config, list(overrides) + grid_keys)).summary
 
 
+def attempt(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
+    """Run one grid entry; the error message if it failed (a diverged run must not stop the grid)."""
+    try:
+        run_one(out, dataset, method, seed, base_config, overrides)
+    except ErlmrError as error:
+        return str(error)
+    return None
+
+
+def limit_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
 def summary_row(summary: dict) -> dict:
+    """One CSV row: test metrics, contributions, missing-modality accuracy and cost of one run."""
+    test, cost = summary["test"], summary.get("cost", {})
     row = {
-        "dataset": summary["dataset"],
-        "method": summary["method"],
+        "dataset": dataset_label(summary),
+        "method": method_label(summary),
         "seed": summary["seed"],
-        "accuracy": summary["test"]["accuracy"],
-        "macro_f1": summary["test"]["macro_f1"],
+        "accuracy": test["accuracy"],
+        "macro_f1": test["macro_f1"],
     }
-    row.update({f"acc_{m}": a for m, a in summary["test"]["modality_accuracy"].items()})
+    row.update({f"acc_{m}": a for m, a in test["modality_accuracy"].items()})
+    row.update({f"contribution_{m}": c for m, c in test.get("contribution", {}).items()})
+    row["imbalance_degree"] = test.get("imbalance_degree")
+    row.update({f"acc_without_{m}": a for m, a in test.get("missing_modality_accuracy", {}).items()})
+    for key in ("parameters", "flops_per_sample", "step_time_s", "peak_memory_mb"):
+        row[key] = cost.get(key)
     return row
 
 
-def mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float | None], digits: int = 3) -> str:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "n/a"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def relative_step_times(rows: Sequence[dict]) -> list[float | None]:
+    """Each run's step time divided by the mean step time of ``joint`` on the same dataset (None without joint)."""
+    joint_means = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        times = [r["step_time_s"] for r in rows if r["dataset"] == dataset and r["method"] == JOINT and r["step_time_s"]]
+        joint_means[dataset] = statistics.mean(times) if times else None
+    return [
+        r["step_time_s"] / joint_means[r["dataset"]] if r["step_time_s"] and joint_means[r["dataset"]] else None
+        for r in rows
+    ]
+
+
+def table_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    """(row key, heading) of the summary table: fused and per-modality accuracy, imbalance, cost."""
+    modality_columns = [(key, f"{key[4:]} accuracy") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")]
+    return [
+        ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns,
+        ("imbalance_degree", "imbalance degree"), ("step_time_vs_joint", "step time ÷ joint"),
+    ]
+
+
+def summary_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per dataset: the headings and, per method, its cells (mean ± std over seeds)."""
+    rows = [dict(r, step_time_vs_joint=ratio) for r, ratio in zip(rows, relative_step_times(rows))]
+    tables = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        subset = [r for r in rows if r["dataset"] == dataset]
+        columns = table_columns(subset)
+        lines = []
+        for method in dict.fromkeys(r["method"] for r in subset):
+            runs = [r for r in subset if r["method"] == method]
+            cells = [mean_std([r.get(key) for r in runs], 2 if key == "step_time_vs_joint" else 3) for key, _ in columns]
+            lines.append([method, str(len(runs)), *cells])
+        tables[dataset] = (["method", "seeds", *(heading for _, heading in columns)], lines)
+    return tables
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    """One table per dataset: mean ± std over seeds of every numeric column, one line per method."""
+    """One table per dataset: mean ± std over seeds, one line per method."""
     sections = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        subset = [r for r in rows if r["dataset"] == dataset]
-        columns = [c for c in subset[0] if c not in ("dataset", "method", "seed")]
-        lines = [
-            f"### {dataset}",
-            "",
-            "| method | seeds | " + " | ".join(columns) + " |",
-            "|---|---|" + "---|" * len(columns),
-        ]
-        for method in dict.fromkeys(r["method"] for r in subset):
-            runs = [r for r in subset if r["method"] == method]
-            cells = [mean_std([r[c] for r in runs]) for c in columns]
-            lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
-        sections.append("\n".join(lines))
+    for dataset, (headings, lines) in summary_tables(rows).items():
+        text = [f"### {dataset}", "", "| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+        text += ["| " + " | ".join(cells) + " |" for cells in lines]
+        sections.append("\n".join(text))
     return "\n\n".join(sections) + "\n"
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def write(file) -> None:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    atomic_write(path, write, mode="w")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def process_context() -> multiprocessing.context.BaseContext:
+    """A fork server that has imported the trainer once, so that each run starts fast from a clean
+    single-threaded process (spawn where fork servers do not exist)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # torch imports its compiler stack (seconds) when the first optimiser is made: once here, not per run.
+    context.set_forkserver_preload(["erlmr.trainer", "torch._dynamo"])
+    return context
+
+
+def run_grid(
+    entries: Sequence[tuple[str, str, int]],
+    out: Path,
+    base_config: str | None,
+    overrides: Sequence[str],
+    jobs: int,
+    progress: bool,
+) -> dict[tuple[str, str, int], str]:
+    """Train every unfinished entry, ``jobs`` at a time; the failed entries' messages.
+
+    Every run gets a fresh process (and an even share of the cores), so that its peak memory and step
+    time do not depend on the runs before it.
+    """
+    todo = [e for e in entries if not (run_dir_for(out, *e) / "summary.json").exists()]
+    failures = {}
+    with tqdm(total=len(entries), initial=len(entries) - len(todo), desc="bench", unit="run", disable=not progress) as bar:
+        if not todo:
+            return failures
+        fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+        threads = max(1, usable_cores() // jobs)
+        context = process_context()
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads, initargs=(threads,), **fresh) as pool:
+            futures = {pool.submit(attempt, out, *entry, base_config, overrides): entry for entry in todo}
+            for future in as_completed(futures):
+                if (error := future.result()) is not None:
+                    failures[futures[future]] = error
+                bar.update()
+    return failures
 
 
 def run_bench(
@@ -69,23 +218,49 @@ def run_bench(
     out: str | Path,
     base_config: str | None = None,
     overrides: Sequence[str] = (),
-) -> str:
+    jobs: int = 1,
+    command: str | None = None,
+    progress: bool = True,
+) -> tuple[str, dict[tuple[str, str, int], str]]:
+    """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md`` and ``bench.json``.
+
+    Returns the markdown tables and the failed entries with their error messages.
+    """
+    if not datasets or not methods or seeds < 1 or jobs < 1:
+        raise ConfigError("bench needs at least one dataset, one method, --seeds >= 1 and --jobs >= 1")
+    for method in methods:
+        method_overrides(method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [
-        summary_row(run_one(out, dataset, method, seed, base_config, overrides))
-        for dataset in datasets
-        for method in methods
-        for seed in range(seeds)
+    entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
+    failures = run_grid(entries, out, base_config, overrides, jobs, progress)
+    summaries = [
+        json.loads(path.read_text())
+        for entry in entries
+        if (path := run_dir_for(out, *entry) / "summary.json").exists()
     ]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-
-    def write_csv(file) -> None:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-    atomic_write(out / "results.csv", write_csv, mode="w")
-    table = markdown_table(rows)
-    atomic_write(out / "results.md", lambda f: f.write(table), mode="w")
-    return table
+    rows = [summary_row(s) for s in summaries]
+    machine = machine_description(sorted({s.get("cost", {}).get("device", "unknown") for s in summaries}))
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = [
+        "# Benchmark results",
+        "",
+        f"- command: `{command or 'erlmr bench'}`",
+        f"- machine: {machine}",
+        f"- date: {date}",
+        "- cells: mean ± std over seeds of test-split metrics; imbalance degree = mean |difference| of the "
+        "modalities' Shapley contributions to accuracy; step time ÷ joint = mean training step time relative "
+        "to joint on the same dataset (docs/metrics.md)",
+        "",
+    ]
+    table = markdown_table(rows) if rows else "No finished run.\n"
+    if failures:
+        table += "\n### Failed runs\n\n" + "".join(f"- {'/'.join(map(str, e))}: {m}\n" for e, m in failures.items())
+    if rows:
+        write_csv(out / "results.csv", rows)
+    atomic_write(out / "results.md", lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
+    write_json(out / "bench.json", {
+        "command": command, "machine": machine, "date": date, "datasets": list(datasets), "methods": list(methods),
+        "seeds": seeds, "overrides": list(overrides), "failed": ["/".join(map(str, e)) for e in failures],
+    })
+    return table, failures

@@ -25,6 +25,21 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; skipped where folders cannot be opened (Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename itself is still atomic
+    finally:
+        os.close(handle)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -1,12 +1,13 @@
-"""The ``erlmr`` command line: train, list, bench."""
+"""The ``erlmr`` command line: train, list, bench, eval, report, data."""
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Sequence
 
-from .errors import ErlmrError
+from .errors import ConfigError, ErlmrError, TrainingInterrupted
 
 # Flags that are shorthands for config keys: flag dest -> dotted config key.
 TRAIN_FLAGS = {
@@ -44,6 +45,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="exact run folder to write")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log the per-epoch metrics for TensorBoard under RUN_DIR/tensorboard")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set method.options.pareto_mode=features")
 
@@ -58,16 +61,22 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
             overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
     if getattr(args, "quiet", False):
         overrides.append("train.quiet=true")
+    if getattr(args, "tensorboard", False):
+        overrides.append("train.tensorboard=true")
     return overrides + list(args.set)
 
 
 def command_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .ddp import launched_rank
-    from .trainer import train
+    from .trainer import resume, train
 
-    config = load_config(args.config, overrides_from(args))
-    result = train(config)
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume reads the config from the run folder (config.yaml); drop --config")
+        result = resume(args.resume, overrides_from(args))
+    else:
+        result = train(load_config(args.config, overrides_from(args)))
     if launched_rank() != 0:  # under torchrun, rank 0 alone reports
         return 0
     test = result.summary["test"]
@@ -91,18 +100,115 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import parse_methods, run_bench
 
-    table = run_bench(
+    table, failures = run_bench(
         datasets=[d for d in args.datasets.split(",") if d],
-        methods=[m for m in args.methods.split(",") if m],
+        methods=parse_methods(args.methods),
         seeds=args.seeds,
         out=args.out,
         base_config=args.config,
         overrides=overrides_from(args),
+        jobs=args.jobs,
+        command=shlex.join(["erlmr", *args.argv]),
+        progress=not args.quiet,
     )
     print(table)
+    print(f"results: {args.out}/results.md, {args.out}/results.csv")
+    return 1 if failures else 0
+
+
+def format_evaluation(result: dict) -> str:
+    def listing(values: dict) -> str:
+        return "  ".join(f"{m} {v:.3f}" for m, v in values.items())
+
+    dropped = f"  missing (zeroed): {', '.join(result['dropped'])}" if result["dropped"] else ""
+    lines = [
+        f"{result['run']}: test split of {result['data']} ({result['samples']} samples){dropped}",
+        f"accuracy {result['accuracy']:.3f}  macro-F1 {result['macro_f1']:.3f}",
+        f"per-modality accuracy:    {listing(result['modality_accuracy'])}",
+        f"contribution (Shapley):   {listing(result['contribution'])}  imbalance degree {result['imbalance_degree']:.3f}",
+        f"accuracy without one:     {listing(result['missing_modality_accuracy'])}",
+    ]
+    return "\n".join(lines)
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from .runs import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.data, args.drop_modality, args.device)
+    print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
     return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"report: {write_report(args.source, args.out)}")
+    return 0
+
+
+def command_data_prepare(args: argparse.Namespace) -> int:
+    import inspect
+
+    from .config import parse_override
+    from .data import DATASETS, load_dataset
+    from .errors import ConfigError
+
+    if "cache" not in inspect.signature(DATASETS.get(args.name)).parameters:
+        raise ConfigError(f"dataset {args.name!r} is read directly from its files; it has no cache to prepare")
+    options = {}
+    for text in args.set:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    options["cache"] = True
+    if args.skip_bad:
+        options["skip_bad"] = True
+    if args.cache_dir:
+        options["cache_dir"] = args.cache_dir
+    splits = load_dataset(args.name, args.root, 0, 0.1, options)
+    shapes = "  ".join(f"{m} {tuple(s)}" for m, s in splits.input_shapes().items())
+    print(f"{args.name}: {len(splits.train) + len(splits.val)} train / {len(splits.test)} test samples, "
+          f"{splits.num_classes} classes; {shapes}")
+    if getattr(splits, "skipped", None):
+        print(f"skipped {len(splits.skipped)} bad sample(s), the first: {splits.skipped[0]}")
+    print(f"cache: {splits.cache}")
+    return 0
+
+
+def command_data_avdigits(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.avdigits import build_avdigits, default_avdigits_dir
+
+    out = Path(args.out) if args.out else default_avdigits_dir(args.clips, args.seed)
+    if args.if_missing and (out / "meta.json").exists():
+        print(f"AV-digits already built in {out}")
+        return 0
+    build_avdigits(out, clips=args.clips, seed=args.seed, workers=args.workers)
+    print(f"AV-digits ({args.clips} clips, seed {args.seed}) written to {out}")
+    print(f"train on it with: erlmr train --dataset avdigits --set data.root={out}")
+    return 0
+
+
+def add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="dataset tools")
+    actions = data.add_subparsers(dest="data_command", required=True)
+    prepare = actions.add_parser("prepare", help="decode a raw dataset folder once into a memory-mapped cache")
+    prepare.add_argument("name", help="registered dataset name, e.g. crema-d")
+    prepare.add_argument("--root", required=True, help="the dataset folder, laid out as docs/datasets.md shows")
+    prepare.add_argument("--cache-dir", help="where to write the cache (default ROOT/.erlmr-cache)")
+    prepare.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and report how many")
+    prepare.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                         help="a dataset option, e.g. --set image_size=112; train with the same options")
+    prepare.set_defaults(run=command_data_prepare)
+    avdigits = actions.add_parser("avdigits", help="build the AV-digits audio-visual set (needs espeak-ng)")
+    avdigits.add_argument("--out", help="folder to write (default $ERLMR_DATA/avdigits-CLIPS-SEED, ~/.cache/erlmr)")
+    avdigits.add_argument("--clips", type=int, default=2000, help="number of clips (default 2000)")
+    avdigits.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    avdigits.add_argument("--workers", type=int, default=2, help="espeak-ng processes in parallel (default 2)")
+    avdigits.add_argument("--if-missing", action="store_true", help="do nothing when the folder is already built")
+    avdigits.set_defaults(run=command_data_avdigits)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one model and write a run folder")
     add_train_flags(train)
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run from its folder (its config.yaml and last.pt)")
     train.set_defaults(run=command_train)
     listing = commands.add_parser("list", help="list registered methods, datasets, encoders and fusion heads")
     listing.set_defaults(run=command_list)
@@ -117,15 +225,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", required=True, help="comma-separated dataset names")
     bench.add_argument("--methods", required=True, help="comma-separated method names")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     add_train_flags(bench)
     bench.set_defaults(run=command_bench, out="bench")
+    evaluation = commands.add_parser("eval", help="evaluate a saved run on its test split and print the metrics")
+    evaluation.add_argument("run_dir", help="a run folder written by 'erlmr train' or 'erlmr bench'")
+    evaluation.add_argument("--data", help="evaluate on this array folder's test split instead (same modalities)")
+    evaluation.add_argument("--drop-modality", action="append", default=[], metavar="NAME",
+                            help="treat this modality as missing (its fusion input zeroed); repeatable")
+    evaluation.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluation.set_defaults(run=command_eval)
+    report = commands.add_parser("report", help="write an HTML report with plots of a run or bench folder")
+    report.add_argument("source", help="a run folder or a bench output folder")
+    report.add_argument("--out", help="folder for report.html and the PNG plots (default SOURCE/report)")
+    report.set_defaults(run=command_report)
+    add_data_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
+    except TrainingInterrupted as error:
+        print(f"erlmr: {error}", file=sys.stderr)
+        return 128 + error.signal_number
     except ErlmrError as error:
         print(f"erlmr: error: {error}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class TrainConfig:
     run_dir: Optional[str] = None
     quiet: bool = False
     num_workers: int = 0
+    tensorboard: bool = False
     amp: Optional[bool] = None
     compile: bool = False
 
@@ -98,7 +100,10 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
             values[name] = from_dict(hint, value, key)
         else:
             values[name] = _coerce(value, hint, key)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as error:  # a range check in the dataclass's __post_init__
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -115,6 +120,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return {}
     if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+    if expected is float and math.isnan(value):
+        raise ConfigError(f"{key} is NaN; give a number")
     return value
 
 

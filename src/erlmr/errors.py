@@ -14,8 +14,16 @@ class DataError(ErlmrError, ValueError):
 
 
 class CheckpointError(ErlmrError):
-    """A checkpoint that cannot be read or does not match the run."""
+    """A checkpoint or run folder that cannot be read or written, or that does not match the run."""
 
 
 class TrainingDivergedError(ErlmrError):
     """Training produced a NaN or Inf loss or gradient."""
+
+
+class TrainingInterrupted(ErlmrError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved; the run can be resumed."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingDivergedError
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -120,7 +120,7 @@ def min_norm_weights_from_gram(
     """
     values = gram.detach().double().cpu()
     if not torch.isfinite(values).all():
-        raise ConfigError("min_norm_weights got a gradient containing NaN or Inf")
+        raise TrainingDivergedError("min_norm_weights got a gradient containing NaN or Inf")
     if losses is not None and len(losses) != len(values):
         raise ConfigError(f"got {len(values)} gradients but {len(losses)} losses")
     scales = values.new_tensor(_scales(values.diagonal().clamp_min(0).sqrt().tolist(), losses, normalization, eps))

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import DataError
 from .base import DATASETS, DatasetSplits, Split, stratified_split
+from .checks import nonfinite_rows
 
 LABEL_KEY = "label"
 
@@ -30,6 +31,9 @@ def read_meta(root: Path) -> dict:
         raise DataError(f"{path} is not valid JSON ({error}); fix or delete it") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path} must hold a JSON object with 'modalities' and/or 'classes'")
+    for key in ("modalities", "classes"):
+        if key in meta and not (isinstance(meta[key], list) and all(isinstance(v, (str, int)) for v in meta[key])):
+            raise DataError(f"{path}: {key!r} must be a list of names, got {meta[key]!r}")
     return meta
 
 
@@ -37,7 +41,10 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"missing file {path}; an array folder needs train.npz and test.npz (val.npz optional)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not an .npz archive of named arrays")
+        with archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise DataError(f"cannot read {path}: {error}; re-create it with numpy.savez") from None
@@ -46,25 +53,29 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def check_modality(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
     if array.dtype.kind not in "fiub":
         raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; modalities must be numeric (float) arrays")
-    if array.ndim < 2:
+    if array.ndim < 2 or 0 in array.shape[1:]:
         raise DataError(
             f"{path}: array {name!r} has shape {array.shape}; a modality needs a sample axis plus at least one "
-            "feature axis, e.g. (N, D), (N, C, T) or (N, C, H, W)"
+            "non-empty feature axis, e.g. (N, D), (N, C, T) or (N, C, H, W)"
         )
-    values = array.astype(np.float32, copy=False)
-    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    with np.errstate(over="ignore"):  # a value beyond float32's range becomes Inf and is reported below
+        values = array.astype(np.float32, copy=False)
+    bad = nonfinite_rows(values)
+    if len(bad):
         raise DataError(
-            f"{path}: array {name!r} has NaN or Inf in {len(bad)} sample(s), first at index {bad[0]}; "
-            "clean or drop those samples"
+            f"{path}: array {name!r} has NaN or Inf in {len(bad)} sample(s), first at index {bad[0]}; clean or drop "
+            "those samples (a value beyond float32's range counts as Inf)"
         )
     return torch.from_numpy(np.ascontiguousarray(values))
 
 
-def check_labels(path: Path, array: np.ndarray, num_classes: int | None) -> torch.Tensor:
+def check_label_array(path: Path, array: np.ndarray) -> None:
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise DataError(f"{path}: 'label' must be a 1-D integer array, got dtype {array.dtype} and shape {array.shape}")
+
+
+def check_labels(path: Path, array: np.ndarray, num_classes: int | None) -> torch.Tensor:
+    check_label_array(path, array)
     if len(array) == 0:
         raise DataError(f"{path}: the split is empty; it needs at least one sample")
     bad = np.flatnonzero((array < 0) | (array >= (num_classes if num_classes is not None else np.inf)))
@@ -97,14 +108,28 @@ def modalities_of(root: Path, meta: dict) -> list[str]:
         modalities = [key for key in read_npz(root / "train.npz") if key != LABEL_KEY]
     if len(modalities) < 2:
         raise DataError(f"{root}: found modalities {modalities}; multi-modal training needs at least two")
+    if LABEL_KEY in modalities or len(set(modalities)) < len(modalities):
+        raise DataError(f"{root}: modalities {modalities} must be distinct and must not include {LABEL_KEY!r}")
     return modalities
 
 
 def class_names(root: Path, meta: dict) -> list[str]:
     if "classes" in meta:
         return [str(c) for c in meta["classes"]]
-    labels = [read_npz(root / f)[LABEL_KEY] for f in ("train.npz", "test.npz") if (root / f).exists()]
-    return [str(c) for c in range(int(max(int(l.max()) for l in labels if len(l))) + 1)]
+    largest, samples = -1, 0
+    for path in (root / "train.npz", root / "test.npz"):
+        arrays = read_npz(path)
+        if LABEL_KEY not in arrays:
+            raise DataError(f"{path} has no 'label' array; found {sorted(arrays)}")
+        check_label_array(path, arrays[LABEL_KEY])
+        if len(arrays[LABEL_KEY]):
+            largest, samples = max(largest, int(arrays[LABEL_KEY].max())), samples + len(arrays[LABEL_KEY])
+    if largest >= samples:
+        raise DataError(
+            f"{root}: the largest label, {largest}, implies {largest + 1} classes for {samples} samples; labels must "
+            "be 0..K-1 (name the classes in meta.json if some have no samples)"
+        )
+    return [str(c) for c in range(largest + 1)]
 
 
 @DATASETS.register("arrays", "your own data as an array folder: train.npz, test.npz, optional val.npz and meta.json")
@@ -119,12 +144,6 @@ def load_array_folder(root: str | None, seed: int = 0, val_fraction: float = 0.1
     classes = class_names(folder, meta)
     train = read_split(folder / "train.npz", modalities, len(classes))
     test = read_split(folder / "test.npz", modalities, len(classes))
-    for m in modalities:
-        if train.inputs[m].shape[1:] != test.inputs[m].shape[1:]:
-            raise DataError(
-                f"{folder}: modality {m!r} has sample shape {tuple(train.inputs[m].shape[1:])} in train.npz but "
-                f"{tuple(test.inputs[m].shape[1:])} in test.npz"
-            )
     if (folder / "val.npz").exists():
         val = read_split(folder / "val.npz", modalities, len(classes))
     else:

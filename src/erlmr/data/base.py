@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .checks import check_splits
 
 DatasetLoader = Callable[..., "DatasetSplits"]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
@@ -26,32 +27,51 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 @dataclass
 class Split:
-    """One split: a float tensor per modality (first axis = samples) and integer labels."""
+    """One split: a float tensor per modality (first axis = samples) and integer labels.
+
+    ``rows``, when given, says which rows of the tensors belong to the split: sample ``i`` is row
+    ``rows[i]``. Several splits can then share one large store (e.g. a memory-mapped cache) without
+    copying it, and :meth:`subset` of such a split stays a view. Batches are gathered per call and
+    converted to float32, so a store may hold a compact float16 copy.
+    """
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.labels = torch.as_tensor(self.labels, dtype=torch.long)
         counts = {name: len(x) for name, x in self.inputs.items()}
-        if any(n != len(self.labels) for n in counts.values()):
-            raise DataError(
-                f"modalities have different sample counts {counts} but there are {len(self.labels)} labels; "
-                "every modality array needs one row per label"
-            )
+        if self.rows is None:
+            if any(n != len(self.labels) for n in counts.values()):
+                raise DataError(
+                    f"modalities have different sample counts {counts} but there are {len(self.labels)} labels; "
+                    "every modality array needs one row per label"
+                )
+            return
+        self.rows = torch.as_tensor(self.rows, dtype=torch.long)
+        if len(self.rows) != len(self.labels):
+            raise DataError(f"a split with {len(self.labels)} labels needs as many rows, got {len(self.rows)}")
+        if len(self.rows) and (int(self.rows.min()) < 0 or int(self.rows.max()) >= min(counts.values())):
+            raise DataError(f"split rows must lie in 0..{min(counts.values()) - 1} (modality sample counts {counts})")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return {name: x[index] for name, x in self.inputs.items()}, self.labels[index]
+        rows = index if self.rows is None else self.rows[index]
+        return {name: x[rows].float() for name, x in self.inputs.items()}, self.labels[index]
 
     def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return {name: x[i] for name, x in self.inputs.items()}, self.labels[i]
+        row = i if self.rows is None else int(self.rows[i])
+        return {name: x[row].float() for name, x in self.inputs.items()}, self.labels[i]
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "Split":
-        inputs, labels = self.__getitems__(indices)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.rows is not None:
+            return Split(self.inputs, self.labels[index], self.rows[index])
+        inputs, labels = self.__getitems__(index)
         return Split(inputs, labels)
 
 
@@ -92,7 +112,8 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: i
 
 
 def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, options: Mapping[str, object]) -> DatasetSplits:
-    """Look ``name`` up in :data:`DATASETS`, check ``options`` against its signature, and load it."""
+    """Look ``name`` up in :data:`DATASETS`, check ``options`` against its signature, load it and check
+    every split (:func:`~erlmr.data.checks.check_splits`)."""
     loader = DATASETS.get(name)
     params = inspect.signature(loader).parameters
     valid = [p for p in params if p not in ("root", "seed", "val_fraction")]
@@ -102,7 +123,5 @@ def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, op
             f"unknown option(s) {unknown} for dataset {name!r}; valid options: {', '.join(valid) or 'none'}"
         )
     splits = loader(root=root, seed=seed, val_fraction=val_fraction, **options)
-    for split_name in ("train", "val", "test"):
-        if len(getattr(splits, split_name)) == 0:
-            raise DataError(f"dataset {name!r} has an empty {split_name} split; it needs at least one sample")
+    check_splits(name, splits)
     return splits

@@ -35,6 +35,8 @@ class MLPEncoder(nn.Module):
 @ENCODERS.register("mlp", "multi-layer perceptron for (D,) vectors")
 def mlp(input_shape: tuple[int, ...], hidden: int = 256, layers: int = 2, dropout: float = 0.0) -> nn.Module:
     _require_rank("mlp", input_shape, 1, "(D,)")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"encoder 'mlp': dropout must be in [0, 1), got {dropout}")
     return MLPEncoder(input_shape[0], hidden, layers, dropout)
 
 

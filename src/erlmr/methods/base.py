@@ -9,6 +9,17 @@ for every batch::
 
 and ``on_epoch_start`` / ``on_epoch_end`` around every epoch; ``predict`` at evaluation. A method's
 options are a dataclass named ``Options`` on the class, filled from ``method.options`` in the config.
+Options subclass :class:`erlmr.options.CheckedOptions` and declare each number's range beside its field
+(``alpha: float = ranged(0.3, ge=0)``, ``mode: str = one_of("a", ("a", "b"))``), so that a value out of
+range is a ConfigError before anything is trained.
+
+Resuming: everything a method keeps across batches or epochs (prototypes, running means, projections,
+scores, weights, an epoch window) goes into ``state_dict()`` and comes back in ``load_state_dict()``;
+a run killed and resumed then ends exactly where an uninterrupted one does. Draw random numbers from
+the global torch, numpy or Python RNG (their states are saved with the run), or keep a private
+generator's state in ``state_dict()``. ``context.splits`` may be None when a trained run is
+loaded for prediction (:func:`erlmr.prediction.load_run`), so read the data in training hooks, not in
+``__init__``. A method whose ``predict`` needs every modality sets ``supports_missing_modalities = False``.
 
 A method may add modules to the model in ``__init__`` (an extra head, say, with ``model.add_module``):
 the optimiser is created after the method, and the modules are saved with the model. The trainer sets
@@ -64,8 +75,12 @@ class Method:
     uses_euler: bool = False
     #: the method only changes gradients, so it may follow another method after a '+'
     modulates_gradients: bool = False
+    #: the method cannot run on its default options (``bench --methods all`` leaves it out)
+    needs_options: bool = False
     #: the method calls ``self.optimizer.step()`` itself inside ``training_step``
     steps_optimizer: bool = False
+    #: ``predict`` works with some modalities absent (the model zero-fills their fusion inputs)
+    supports_missing_modalities: bool = True
 
     def __init__(self, model: MultiModalModel, options: Any, context: MethodContext):
         self.options = options

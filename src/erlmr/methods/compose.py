@@ -19,6 +19,7 @@ class ComposedMethod(Method):
         self.primary = parts[0]
         self.uses_euler = parts[0].uses_euler
         self.steps_optimizer = parts[0].steps_optimizer
+        self.supports_missing_modalities = parts[0].supports_missing_modalities
         self._optimizer = None
 
     @property

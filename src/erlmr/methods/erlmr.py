@@ -18,23 +18,26 @@ from ..distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum
 from ..errors import ConfigError
 from ..losses import COSINE_AXES, MMCLoss
 from ..model import MultiModalModel
+from ..options import CheckedOptions, one_of, ranged
 from ..pareto import NORMALIZATIONS, min_norm_weights_from_gram
 from .base import METHODS, Method, MethodContext, StepResult
 
 PARETO_MODES = ("params", "features")
+PARETO_TARGETS = ("mmc", "authors")
 
 
 @dataclass
-class ERLMROptions:
-    phase_weight: float = 1.0
-    modality_ce_weight: float = 1.0
-    cosine: str = "sample"
+class ERLMROptions(CheckedOptions):
+    phase_weight: float = ranged(1.0, ge=0)
+    modality_ce_weight: float = ranged(1.0, ge=0)
+    cosine: str = one_of("sample", COSINE_AXES)
     pareto: bool = True
-    pareto_mode: str = "params"
-    normalization: str = "loss+"
-    weight_floor: float = 0.001
-    fusion_weight: float = 1.0
-    mmc_weight: float = 1.0
+    pareto_mode: str = one_of("params", PARETO_MODES)
+    pareto_target: str = one_of("mmc", PARETO_TARGETS)
+    normalization: str = one_of("loss+", NORMALIZATIONS)
+    weight_floor: float = ranged(0.001, ge=0, lt=0.5)
+    fusion_weight: float = ranged(1.0, ge=0)
+    mmc_weight: float = ranged(1.0, ge=0)
 
 
 @METHODS.register("erlmr", "ERL-MR: Euler features, MMC loss, Pareto weights of fusion CE vs MMC (Han et al., MM 2024)")
@@ -47,7 +50,13 @@ class ERLMR(Method):
     ``pareto_mode="features"`` is the MGDA upper bound of Sener & Koltun (2018): the weights come from
     the gradients with respect to the modality features, which only need a backward pass through the
     head, followed by one ordinary backward pass of the weighted loss. With ``pareto=False`` the loss is
-    ``fusion_weight·CE + mmc_weight·MMC``.
+    ``fusion_weight·CE + mmc_weight·MMC``. Both modes solve from the gradients of the whole batch: in a
+    distributed run the Gram matrix and the losses are reduced over ranks, so every rank applies the same
+    weights (docs/performance.md measures what each mode costs).
+
+    ``pareto_target`` says whose gradient the weights are solved against: ``"mmc"`` (the MMC loss that
+    is optimised, as the paper describes) or ``"authors"`` (twice the phase term alone, as the authors'
+    code does; the weights still multiply the full MMC loss).
     """
 
     Options = ERLMROptions
@@ -57,34 +66,27 @@ class ERLMR(Method):
         super().__init__(model, options, context)
         if model.euler is None:
             raise ConfigError("method 'erlmr' needs the Euler representation; do not set model.euler: false")
-        if options.pareto_mode not in PARETO_MODES:
-            raise ConfigError(f"unknown pareto_mode {options.pareto_mode!r}; valid: {', '.join(PARETO_MODES)}")
-        if options.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"unknown normalization {options.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
-        if options.cosine not in COSINE_AXES:
-            raise ConfigError(f"unknown cosine {options.cosine!r}; valid: {', '.join(COSINE_AXES)}")
-        if not 0 <= options.weight_floor < 0.5:
-            raise ConfigError(f"weight_floor must be in [0, 0.5), got {options.weight_floor}")
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
 
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
         on_params = self.options.pareto and self.options.pareto_mode == "params"
         # Gradients on the parameters come from backward passes that DDP must not reduce on its own: this
-        # step reduces them itself, once, after both are taken (see _weighted_backward_on_params).
+        # step reduces them itself, once, after all are taken (see _weighted_backward_on_params).
         with gradient_sync_disabled(model) if on_params else nullcontext():
             output = model(inputs)
             order = model.modalities
             fusion_ce = F.cross_entropy(output.logits, labels)
             terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
             losses = [fusion_ce, terms.total]
+            targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
             if not self.options.pareto:
                 weights = self.last_weights
                 (float(weights[0]) * fusion_ce + float(weights[1]) * terms.total).backward()
             elif on_params:
-                weights = self._weighted_backward_on_params(model, losses)
+                weights = self._weighted_backward_on_params(model, losses, targets)
             else:
-                weights = self._weighted_backward_on_features(losses, [output.features[m] for m in order])
+                weights = self._weighted_backward_on_features(losses, targets, [output.features[m] for m in order])
         self.last_weights = weights
         w_fusion, w_mmc = weights.tolist()
         logs = {
@@ -107,54 +109,53 @@ class ERLMR(Method):
         floor = self.options.weight_floor
         return weights.clamp(floor, 1 - floor)
 
-    def _weighted_backward_on_params(self, model: MultiModalModel, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _weighted_backward_on_params(
+        self, model: MultiModalModel, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
         """Both losses' gradients on every parameter, then their min-norm combination as ``.grad``.
 
-        Two backward passes, the least an exact solution needs; everything after them runs on whole
-        lists of gradients with ``torch._foreach_*`` kernels and in place, so the step holds two
-        gradients at most and copies none (a distributed run copies both into one buffer to reduce them
-        with a single all-reduce). The Gram matrix over the shared parameters comes from norms by the
-        polarisation identity, taken on unit-norm gradients so that it is as exact as their cosine.
+        Two backward passes, the least an exact solution needs (a third, on the shared parameters only,
+        for ``pareto_target="authors"``); everything after them runs on whole lists of gradients with
+        ``torch._foreach_*`` kernels and in place, so the step holds two gradients and copies none (a
+        distributed run copies them into one buffer to reduce them with a single all-reduce).
         """
         params = [p for p in model.parameters() if p.requires_grad]
-        grads = [
-            list(torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, materialize_grads=True))
-            for i, loss in enumerate(losses)
-        ]
-        all_reduce_mean_lists(grads)
         shared_ids = {id(p) for p in model.shared_parameters()}
         shared = [i for i, p in enumerate(params) if id(p) in shared_ids]
-        squares = squared_norms([[g[i] for i in shared] for g in grads])
-        norm_0, norm_1, *loss_values = to_host(squares.sqrt(), mean_losses(losses))
-        norm_0, norm_1 = max(norm_0, 1e-30), max(norm_1, 1e-30)
-        torch._foreach_mul_(grads[0], 1 / norm_0)
-        torch._foreach_mul_(grads[1], 1 / norm_1)
-        torch._foreach_add_(grads[0], grads[1])  # grads[0] now holds u0 + u1, the sum of the unit gradients
-        (sum_square,) = to_host(squared_norms([[grads[0][i] for i in shared]]))
-        cross = norm_0 * norm_1 * (sum_square - 2) / 2
-        weights = self._solve([[norm_0**2, cross], [cross, norm_1**2]], loss_values)
-        # w0·g0 + w1·g1 = (w0·n0)·(u0 + u1) + (w1·n1 − w0·n0)·u1, formed in place.
+        by_authors = targets is not losses
+        first = list(torch.autograd.grad(losses[0], params, retain_graph=True, materialize_grads=True))
+        solved_against = []
+        if by_authors:
+            shared_params = [params[i] for i in shared]
+            solved_against = list(torch.autograd.grad(targets[1], shared_params, retain_graph=True, materialize_grads=True))
+        second = list(torch.autograd.grad(losses[1], params, materialize_grads=True))
+        all_reduce_mean_lists([first, second, solved_against])
+        gram, loss_values = gram_of_two(
+            [first[i] for i in shared], solved_against or [second[i] for i in shared], mean_losses(targets)
+        )
+        weights = self._solve(gram, loss_values)
         w_0, w_1 = weights.tolist()
-        torch._foreach_mul_(grads[0], w_0 * norm_0)
-        torch._foreach_mul_(grads[1], w_1 * norm_1 - w_0 * norm_0)
-        torch._foreach_add_(grads[0], grads[1])
-        for p, g in zip(params, grads[0]):
+        torch._foreach_mul_(first, w_0)
+        torch._foreach_add_(first, second, alpha=w_1)
+        for p, g in zip(params, first):
             p.grad = g if p.grad is None else p.grad + g
         return weights
 
-    def _weighted_backward_on_features(self, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _weighted_backward_on_features(
+        self, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], features: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
         """Weights from the gradients with respect to the fusion-head inputs (MGDA-UB), then one backward.
 
         A rank's feature gradients are the rows of the global ones for its share of the batch, scaled by
         the world size (each rank's loss is a mean over its share), so the global Gram matrix is the sum
         over ranks of the local ones divided by the world size squared.
         """
-        grads = [torch.autograd.grad(loss, features, retain_graph=True, materialize_grads=True) for loss in losses]
-        flat = torch.stack([torch.cat([g.flatten() for g in per_loss]) for per_loss in grads])
+        grads = [torch.autograd.grad(t, features, retain_graph=True, materialize_grads=True) for t in targets]
+        flat = torch.stack([torch.cat([g.flatten() for g in per_target]) for per_target in grads])
         gram = flat @ flat.T
         if world_size() > 1:
             gram = all_reduce_sum(gram.double()) / world_size() ** 2
-        values = to_host(gram, mean_losses(losses))
+        values = to_host(gram, mean_losses(targets))
         weights = self._solve([values[0:2], values[2:4]], values[4:])
         w_0, w_1 = weights.tolist()
         (w_0 * losses[0] + w_1 * losses[1]).backward()
@@ -168,12 +169,32 @@ class ERLMR(Method):
         self.last_weights = state.get("last_weights", self.last_weights)
 
 
-
 def squared_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     """Σ‖t‖² over each group of tensors, in float64, from one multi-tensor norm kernel for all groups."""
     sizes = [len(group) for group in groups]
     norms = torch.stack(torch._foreach_norm([t for group in groups for t in group])).double()
     return torch.stack([part.square().sum() for part in norms.split(sizes)])
+
+
+def gram_of_two(
+    first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], extra: torch.Tensor
+) -> tuple[list[list[float]], list[float]]:
+    """The Gram matrix of two gradients given as lists of tensors, without a copy of either, and the
+    values of ``extra`` (fetched in the same transfer).
+
+    ⟨a, b⟩ comes from the polarisation identity on unit vectors, ‖a/‖a‖ + b/‖b‖‖² = 2 + 2·cos, formed
+    in place in ``second``, which is then scaled back; it is as exact as the cosine, however different
+    the two norms are.
+    """
+    norm_a, norm_b, *extra_values = to_host(squared_norms([first, second]).sqrt(), extra)
+    norm_a, norm_b = max(norm_a, 1e-30), max(norm_b, 1e-30)
+    torch._foreach_mul_(second, 1 / norm_b)
+    torch._foreach_add_(second, first, alpha=1 / norm_a)
+    (sum_square,) = to_host(squared_norms([second]))
+    torch._foreach_add_(second, first, alpha=-1 / norm_a)
+    torch._foreach_mul_(second, norm_b)
+    cross = norm_a * norm_b * (sum_square - 2) / 2
+    return [[norm_a**2, cross], [cross, norm_b**2]], extra_values
 
 
 def mean_losses(losses: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,174 @@
+"""ReconBoost: alternating boosting over modalities with a reconcilement term, then global rectification.
+
+Hua, Xu, Bao, Yang, Huang. "ReconBoost: Boosting Can Achieve Modality Reconcilement". ICML 2024.
+Official code: github.com/huacong/ReconBoost (``train.py``; defaults below follow it).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Collection, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..model import ModelOutput, MultiModalModel
+from .base import METHODS, Method, MethodContext, StepResult
+
+LEARN, RECTIFY = "learn", "rectify"
+
+
+@dataclass
+class ReconBoostOptions:
+    #: epochs one modality's learner trains alone in a stage (``epochs_per_stage``)
+    stage_epochs: int = 4
+    #: epochs of global rectification that close every stage (``correct_epoch``); 0 turns it off
+    rectify_epochs: int = 4
+    #: w₁, weight of the learner's own cross-entropy
+    fit_weight: float = 5.0
+    #: w₂, weight of the KL-derived reconcilement term (down-weights samples the other learners fit)
+    reconcile_weight: float = 1.0
+    #: α, weight of the memory-consolidation term tying the learner to the previous stage's learner
+    consolidation_weight: float = 0.5
+    #: initial value of the learnable scale β of the ensemble ``F = β·Σ_m f_m``
+    boost_rate: float = 1.0
+
+
+@dataclass
+class Schedule:
+    """Where an epoch falls: stage s trains modality ``s mod M`` alone, then (optionally) rectifies all."""
+
+    stage: int
+    phase: str
+    learner: str
+    previous: str | None
+
+
+def schedule_for(epoch: int, modalities: Sequence[str], stage_epochs: int, rectify_epochs: int) -> Schedule:
+    stage, within = divmod(epoch, stage_epochs + rectify_epochs)
+    phase = LEARN if within < stage_epochs else RECTIFY
+    previous = modalities[(stage - 1) % len(modalities)] if stage > 0 else None
+    return Schedule(stage, phase, modalities[stage % len(modalities)], previous)
+
+
+def boosting_terms(
+    learner_logits: torch.Tensor, rest_logits: torch.Tensor | None, labels: torch.Tensor, fit_weight: float, reconcile_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learner's fit term ``−(w₁/C)·log p_y`` and reconcilement term ``(w₂/C)·q_y·log p_y``, batch means.
+
+    ``p = softmax(f_m)`` is the learner's prediction, ``q = softmax(F_{−m})`` that of the ensemble of the
+    other modalities (a constant here). Together they are ``−((w₁ − w₂ q_y)/C)·log p_y``: samples the other
+    modalities already classify well weigh less, so the learner fits what they miss (the gradient-boosting
+    form the KL reconcilement gives in the paper). The 1/C is the official code's mean over classes.
+    """
+    num_classes = learner_logits.shape[1]
+    log_p = learner_logits.log_softmax(dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    fit = -(fit_weight / num_classes) * log_p.mean()
+    if rest_logits is None:
+        return fit, torch.zeros_like(fit)
+    q = rest_logits.detach().softmax(dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    return fit, (reconcile_weight / num_classes) * (q * log_p).mean()
+
+
+def consolidation_term(learner_logits: torch.Tensor, previous_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """``α·MSE(softmax(f_m), softmax(f_prev))`` with the gradient flowing into the current learner only."""
+    return weight * F.mse_loss(learner_logits.softmax(dim=1), previous_logits.detach().softmax(dim=1))
+
+
+@METHODS.register("reconboost", "ReconBoost: alternating per-modality boosting with reconcilement + global rectification (Hua et al., ICML 2024)")
+class ReconBoost(Method):
+    """Modality learners ``f_m`` are the model's per-modality logits; the ensemble is ``F = β·Σ_m f_m``.
+
+    Trainer-facing schedule, in epochs: a stage lasts ``stage_epochs + rectify_epochs`` epochs. Stage s
+    (s = 0, 1, ...) picks modality ``modalities[s mod M]``; for its first ``stage_epochs`` epochs only that
+    learner is trained, on ``fit + reconcilement + consolidation`` (:func:`boosting_terms`,
+    :func:`consolidation_term` against the learner of stage s−1; none in stage 0); for its last
+    ``rectify_epochs`` epochs every parameter (encoders, head, β) is trained on ``CE(F, y)``. The
+    optimiser's state (momentum) is cleared whenever the phase or the learner changes, as the official
+    code creates a fresh optimiser for every phase. ``predict`` returns F.
+
+    Differences from the official code: the consolidation term carries gradient into the current learner
+    (the official one detaches both sides, so it changes only the logged loss); the learners share the
+    model's fusion head, whose per-modality logits they are, instead of a separate MLP head; in stage 0
+    the other learners are untrained rather than absent, so their ensemble only rescales the loss; one
+    optimiser (``optim.*``, set ``optim.weight_decay=5e-4`` to match) serves both phases. Extra cost:
+    none in the forward pass (one pass gives every learner's logits).
+    """
+
+    Options = ReconBoostOptions
+
+    def __init__(self, model: MultiModalModel, options: ReconBoostOptions, context: MethodContext):
+        super().__init__(model, options, context)
+        if options.stage_epochs < 1 or options.rectify_epochs < 0:
+            raise ConfigError(
+                f"reconboost needs stage_epochs >= 1 and rectify_epochs >= 0, got {options.stage_epochs} "
+                f"and {options.rectify_epochs}"
+            )
+        if min(options.fit_weight, options.reconcile_weight, options.consolidation_weight) < 0:
+            raise ConfigError("reconboost fit_weight, reconcile_weight and consolidation_weight must be >= 0")
+        model.register_parameter("reconboost_rate", nn.Parameter(torch.tensor(float(options.boost_rate))))
+        self.schedule = self.schedule_at(0)
+
+    def schedule_at(self, epoch: int) -> Schedule:
+        return schedule_for(epoch, self.context.modalities, self.options.stage_epochs, self.options.rectify_epochs)
+
+    def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
+        super().on_epoch_start(model, epoch)
+        schedule = self.schedule_at(epoch)
+        changed = (schedule.phase, schedule.learner) != (self.schedule.phase, self.schedule.learner)
+        if changed and self.optimizer is not None:
+            self.optimizer.state.clear()
+        self.schedule = schedule
+
+    def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
+        return {
+            "reconboost_stage": float(self.schedule.stage),
+            "reconboost_learner": float(self.context.modalities.index(self.schedule.learner)),
+            "reconboost_rectifying": float(self.schedule.phase == RECTIFY),
+            "reconboost_rate": float(model.reconboost_rate.detach()),
+        }
+
+    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+        output = model(inputs)
+        ensemble = self.ensemble(model, output.modality_logits)
+        if self.schedule.phase == RECTIFY:
+            loss = F.cross_entropy(ensemble, labels)
+            logs = {"reconboost_rectify_loss": loss.detach()}
+        else:
+            loss, logs = self.learner_loss(model, output.modality_logits, labels)
+        loss.backward()
+        return StepResult(loss.detach(), dataclasses.replace(output, logits=ensemble.detach()), logs)
+
+    def learner_loss(
+        self, model: MultiModalModel, logits: Mapping[str, torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        learner, previous = self.schedule.learner, self.schedule.previous
+        rest = {m: f for m, f in logits.items() if m != learner}
+        rest_logits = self.ensemble(model, rest).detach() if rest else None
+        fit, reconcile = boosting_terms(
+            logits[learner], rest_logits, labels, self.options.fit_weight, self.options.reconcile_weight
+        )
+        consolidation = torch.zeros_like(fit)
+        if previous is not None:
+            consolidation = consolidation_term(logits[learner], logits[previous], self.options.consolidation_weight)
+        logs = {"reconboost_fit": fit.detach(), "reconboost_reconcile": reconcile.detach(), "reconboost_consolidation": consolidation.detach()}
+        return fit + reconcile + consolidation, logs
+
+    @staticmethod
+    def ensemble(model: MultiModalModel, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return model.reconboost_rate * torch.stack(list(logits.values())).sum(dim=0)
+
+    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+        output = model(inputs, absent=absent)
+        present = {m: f for m, f in output.modality_logits.items() if m in output.encoded}
+        return dataclasses.replace(output, logits=self.ensemble(model, present))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "schedule": dataclasses.asdict(self.schedule)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "schedule" in state:
+            self.schedule = Schedule(**state["schedule"])

@@ -1,0 +1,43 @@
+"""Per-modality statistics shared by the balancing methods (OGM/OGM-GE, PMR, AGM).
+
+Not a method itself: small functions that turn per-modality logits into the batch statistics those
+methods compare, and the epoch window in which a method modulates. Every statistic that decides a
+coefficient is reduced over ranks here, so all ranks of a distributed run apply the same coefficient.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..distributed import all_reduce_sum
+from ..errors import ConfigError
+
+
+def true_class_scores(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Per modality, the batch sum of the softmax probability of the true class (summed over ranks).
+
+    This is the confidence score of OGM-GE (Peng et al., CVPR 2022) and PMR (Fan et al., CVPR 2023);
+    a sum, not a mean, as in their code, so it only enters through ratios. Detached; shape ``(M,)``.
+    """
+    index = labels.unsqueeze(1)
+    scores = torch.stack([x.detach().softmax(1).gather(1, index).sum() for x in logits])
+    return all_reduce_sum(scores)
+
+
+def mean_of_others(values: torch.Tensor) -> torch.Tensor:
+    """``out[m] = mean of values[j] over j != m`` for a ``(M,)`` tensor, M >= 2."""
+    return (values.sum() - values) / (len(values) - 1)
+
+
+def check_window(method: str, start: int, end: int) -> None:
+    """The epoch window ``start <= epoch <= end`` (0-based, inclusive) in which a method modulates."""
+    if start < 0 or end < start:
+        raise ConfigError(
+            f"method {method!r}: modulation_start must be >= 0 and modulation_end >= modulation_start, "
+            f"got {start} and {end}"
+        )
+
+
+def in_window(epoch: int, start: int, end: int) -> bool:
+    return start <= epoch <= end

@@ -1,0 +1,124 @@
+"""`erlmr report`: every plot is a valid PNG, embedded in the HTML, and the page renders in a real browser."""
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from erlmr.bench import run_bench, run_dir_for
+from erlmr.cli import main
+from erlmr.config import load_config
+from erlmr.errors import DataError
+from erlmr.report import write_report
+from erlmr.trainer import train
+
+SMALL = [
+    "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=80", "data.options.dim=8",
+    "model.euler_dim=16", "train.batch_size=32", "train.quiet=true", "train.device=cpu", "train.epochs=3",
+]
+LABEL = "synthetic-dim-8-test-size-80-train-size-160"
+EVERY_PLOT = ["val-accuracy", "imbalance", "contributions", "accuracy-vs-step-time", "erlmr-phase-pareto", "confusion"]
+IMAGE = re.compile(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' data-file='([^']+)'>")
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory) -> Path:
+    """A finished 2-method × 2-seed bench folder, trained in this process (the bench then skips every run)."""
+    out = tmp_path_factory.mktemp("bench")
+    for method in ("joint", "erlmr"):
+        for seed in (0, 1):
+            run_dir = run_dir_for(out, "synthetic", method, seed)
+            train(load_config(None, SMALL + [f"method.name={method}", f"train.seed={seed}", f"train.run_dir={run_dir}"]))
+    run_bench(["synthetic"], ["joint", "erlmr"], 2, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(bench_dir) -> Path:
+    return write_report(bench_dir)
+
+
+def embedded_images(html: str) -> dict[str, bytes]:
+    return {name: base64.b64decode(data) for data, name in IMAGE.findall(html)}
+
+
+def test_report_embeds_every_plot_as_a_valid_png(report):
+    html = report.read_text()
+    images = embedded_images(html)
+    assert sorted(images) == sorted(f"{LABEL}-{stem}.png" for stem in EVERY_PLOT)
+    assert html.count("<img ") == len(EVERY_PLOT)
+    for name, data in images.items():
+        path = report.parent / name
+        assert path.read_bytes() == data, f"{name}: the embedded copy differs from the file"
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.std() > 5, f"{name} is blank"
+
+
+def test_report_tables_list_every_method_with_seed_counts(report):
+    html = report.read_text()
+    assert "<h2>synthetic (dim=8, test_size=80, train_size=160)</h2>" in html
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", html)
+    assert rows == [("joint", "2"), ("erlmr", "2")]
+    assert "step time ÷ joint" in html and "1.00 ± " in html
+
+
+def test_report_of_one_run_folder_has_no_erlmr_curves(bench_dir, tmp_path, capsys):
+    assert main(["report", str(run_dir_for(bench_dir, "synthetic", "joint", 0)), "--out", str(tmp_path)]) == 0
+    assert str(tmp_path / "report.html") in capsys.readouterr().out
+    names = sorted(embedded_images((tmp_path / "report.html").read_text()))
+    assert names == sorted(f"{LABEL}-{stem}.png" for stem in EVERY_PLOT if stem != "erlmr-phase-pareto")
+
+
+def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
+    with pytest.raises(DataError, match="no finished run"):
+        write_report(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HEADLESS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+# Counts, once the page has loaded, the images the browser could not decode.
+IMAGE_CHECK = (
+    "<script>window.addEventListener('load', () => { const images = [...document.images];"
+    " document.body.dataset.images = images.length;"
+    " document.body.dataset.broken = images.filter(i => !i.complete || i.naturalWidth === 0).length; });</script>"
+)
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "profile"
+    return subprocess.run(
+        [CHROMIUM, *HEADLESS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless check needs Debian's chromium: apt-get install -y chromium")
+def test_report_renders_in_headless_chromium_without_missing_images(report, tmp_path):
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    dom = chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    body = re.search(r"<body[^>]*>", dom.stdout)
+    assert body, f"chromium printed no page: {dom.stderr[-2000:]}"
+    assert f'data-images="{len(EVERY_PLOT)}"' in body.group(0)
+    assert 'data-broken="0"' in body.group(0)
+
+    screenshot = tmp_path / "report.png"
+    chromium(tmp_path, "--window-size=1300,2400", f"--screenshot={screenshot}", report.as_uri())
+    with Image.open(screenshot) as image:
+        assert image.size == (1300, 2400)
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 20, "the screenshot is blank"
