@@ -6,7 +6,7 @@
 # 1. the training-step cost of every method (float32, bf16 autocast, bf16 at batch 256), ratios to joint;
 # 2. an epoch through the real loader (pinned memory, 0 and 2 workers) against in-memory tensors;
 # 3. a short ERL-MR training in bf16, both Pareto modes, on avdigits (synthetic data when avdigits is
-#    not registered or cannot be loaded within 90 s), then one epoch with torch.compile.
+#    not registered or cannot be loaded within 30 s), then one epoch with torch.compile.
 # It uses `python3` (or $PYTHON) with the PyTorch already installed there and stops with a list of
 # what is missing otherwise. Reports go to OUTPUT_DIR; the ratios are printed at the end.
 set -uo pipefail
@@ -56,7 +56,7 @@ stage "loader" 40 "$PY" benchmarks/loader_cost.py --device cuda --epochs 3 --wor
     --out "$OUT_DIR/loader_cost_cuda.md" >/dev/null
 
 dataset=synthetic
-if timeout 90 "$PY" -c "from erlmr.data import load_dataset; load_dataset('avdigits', None, 0, 0.1, {})" >/dev/null 2>&1; then
+if timeout 30 "$PY" -c "from erlmr.data import load_dataset; load_dataset('avdigits', None, 0, 0.1, {})" >/dev/null 2>&1; then
     dataset=avdigits
 fi
 echo "=== short training on $dataset, bf16"
@@ -64,7 +64,7 @@ for mode in params features; do
     stage "erlmr $mode" 45 "$PY" -m erlmr train --dataset "$dataset" --method erlmr --epochs 3 --device cuda --quiet \
         --set train.amp=true --set method.options.pareto_mode=$mode --out "$RUNS/$mode" | tee "$OUT_DIR/train_$mode.txt"
 done
-stage "torch.compile, 1 epoch" 90 "$PY" -m erlmr train --dataset "$dataset" --method erlmr --epochs 1 --device cuda --quiet \
+stage "torch.compile, 1 epoch" 60 "$PY" -m erlmr train --dataset "$dataset" --method erlmr --epochs 1 --device cuda --quiet \
     --set train.amp=true --set train.compile=true --set method.options.pareto_mode=features --out "$RUNS/compiled"
 
 echo "=== ratios"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import random
 import statistics
@@ -166,6 +167,7 @@ def entries_for() -> list[Entry]:
         Entry("joint", False, registered("joint")),
         Entry("joint (Euler)", True, registered("joint")),
         Entry("joint (Euler, unbatched projection)", True, registered("joint"), unbatched_projection),
+        Entry("erlmr, fixed weights", True, registered("erlmr", {"pareto": False})),
         Entry("erlmr params", True, registered("erlmr", {"pareto_mode": "params"})),
         Entry("erlmr features", True, registered("erlmr", {"pareto_mode": "features"})),
         Entry("authors' 3-pass reference", True, lambda model, context: AuthorsThreePassStep(model, None, context)),
@@ -354,7 +356,11 @@ def machine_description(device: torch.device) -> str:
         )
     except (OSError, StopIteration):
         pass
-    return f"CPU {cpu}, {torch.get_num_threads()} torch thread(s)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"CPU {cpu}, {torch.get_num_threads()} torch thread(s), {os.cpu_count()} cores with load average {load:.1f} "
+        "(shared with other work: absolute times are indicative only, the ratios are what to read)"
+    )
 
 
 def git_commit() -> str:

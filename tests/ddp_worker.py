@@ -6,8 +6,9 @@ single-process reference)::
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py OUT '[["train", ...], ...]'
 
 For command i, rank r saves ``OUT/run{i}-rank{r}.pt``: a (steps, parameters) tensor of the norm of
-every parameter's gradient as the optimiser receives it, i.e. after DDP's averaging and after the
-method's own coefficients. Identical rows on every rank mean every rank applied the same coefficients.
+every parameter's gradient as the optimiser applied it (read after each step, so after the averaging
+over ranks and after the method's own coefficients). Identical rows on every rank mean every rank
+applied the same coefficients.
 The worker also registers ``rank_local_scale``, a deliberately wrong method whose coefficient depends on
 the rank, to show that the trainer's replica check catches such a method.
 """
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from erlmr.cli import main
 from erlmr.distributed import rank
@@ -41,7 +42,7 @@ def run_commands(out: Path, commands: list[list[str]]) -> list[int]:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             applied.append(torch.stack(torch._foreach_norm(grads)).double())
 
-        handle = register_optimizer_step_pre_hook(record)
+        handle = register_optimizer_step_post_hook(record)
         try:
             codes.append(main(argv))
         finally:

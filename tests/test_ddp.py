@@ -27,11 +27,16 @@ CASES = [
     ("ogm_ge", "ogm_ge", None),
 ]
 AVAILABLE = [case for case in CASES if case[1] in METHODS]
+# Every other registered method that runs on its default options: one epoch each, ranks compared.
+OTHERS = [
+    m for m in METHODS
+    if m not in {case[1] for case in CASES} | {"rank_local_scale"} and not METHODS.get(m).needs_options
+]
 
 
-def command(out: Path, method: str, option: str | None) -> list[str]:
+def command(out: Path, method: str, option: str | None, epochs: int = 2) -> list[str]:
     argv = [
-        "train", "--dataset", "synthetic", "--method", method, "--epochs", "2", "--batch-size", "32", "--seed", "3",
+        "train", "--dataset", "synthetic", "--method", method, "--epochs", str(epochs), "--batch-size", "32", "--seed", "3",
         "--device", "cpu", "--quiet", "--out", str(out),
         "--set", "data.options={train_size: 128, test_size: 64}", "--set", "model.euler_dropout=0",
     ]
@@ -47,6 +52,7 @@ def runs(tmp_path_factory):
     (root / "single").mkdir()
     commands = [command(root / label / "ddp", method, option) for label, method, option in AVAILABLE]
     commands.append(command(root / "rank_local" / "ddp", "rank_local_scale", None))
+    commands += [command(root / method / "ddp", method, None, epochs=1) for method in OTHERS]
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(Path(__file__).parent / "ddp_worker.py"), str(root), json.dumps(commands)],
@@ -94,10 +100,20 @@ def test_two_processes_match_one_process_and_apply_identical_coefficients(runs, 
 
 def test_a_rank_local_coefficient_is_caught(runs):
     root, codes = runs
-    assert [c[-1] for c in codes] == [2, 2]  # both ranks stop with a clear error, not a hang
+    assert [c[len(AVAILABLE)] for c in codes] == [2, 2]  # both ranks stop with a clear error, not a hang
     rank0, rank1 = (torch.load(root / f"run{len(AVAILABLE)}-rank{r}.pt") for r in (0, 1))
     assert not torch.allclose(rank0, rank1)
     assert not list((root / "rank_local" / "ddp").glob("*/summary.json"))
+
+
+@pytest.mark.parametrize("method", OTHERS)
+def test_every_method_trains_on_two_processes_with_identical_replicas(runs, method):
+    root, codes = runs
+    index = len(AVAILABLE) + 1 + OTHERS.index(method)
+    assert [c[index] for c in codes] == [0, 0]
+    rank0, rank1 = (torch.load(root / f"run{index}-rank{r}.pt") for r in (0, 1))
+    assert len(rank0) >= 4 and torch.equal(rank0, rank1)  # 4 batches; a method may step more than once per batch
+    assert len(list((root / method / "ddp").glob("*/summary.json"))) == 1
 
 
 def test_single_process_batches_are_those_of_random_sampler():

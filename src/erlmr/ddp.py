@@ -11,8 +11,10 @@ torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the trainer then join
 * ``train.batch_size`` stays the *global* batch. Every rank draws the same seeded permutation, cuts it
   into the same global batches as a single process would, and takes its own contiguous share of each
   (:class:`ShardedBatchSampler`), so the data order does not depend on the number of processes.
-* The model is wrapped in :class:`DistributedModel` (DDP, which averages gradients in ``backward``);
-  on CUDA, batch norm becomes SyncBatchNorm so that its statistics are those of the global batch.
+* The model is wrapped in :class:`DistributedModel` (DDP); on CUDA, batch norm becomes SyncBatchNorm so
+  that its statistics are those of the global batch. Gradients are averaged over ranks by DDP inside
+  the backward pass of a plain step, or once after a step that takes several backward passes
+  (:class:`GradientSync`, chosen by ``Method.gradient_sync``).
 * Methods that decide a coefficient from batch statistics reduce them across ranks
   (:mod:`erlmr.distributed`), so every rank applies the same one; after every epoch the trainer checks
   that all replicas still hold the same parameters (:func:`check_replicas_agree`).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -33,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
+from .distributed import all_reduce_mean_lists, gradient_sync_disabled
 from .errors import ConfigError, TrainingDivergedError
 
 
@@ -120,6 +124,46 @@ def wrap_model(model: nn.Module, cluster: Cluster) -> nn.Module:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedModel(model, device_ids=[cluster.device], find_unused_parameters=True)
     return DistributedModel(model, find_unused_parameters=True)
+
+
+GRADIENT_SYNC_MODES = ("ddp", "step", "method")
+
+
+class GradientSync:
+    """Averages gradients over the ranks the way the method asks (``Method.gradient_sync``).
+
+    ``"ddp"``: DDP does it inside the step's backward pass, overlapped with it. ``"step"``: the step runs
+    without DDP's reduction (its backward passes may be several, or taken with ``torch.autograd.grad``,
+    which DDP never sees) and all gradients are averaged in one all-reduce when it ends, or before each
+    optimiser step a method takes itself. ``"method"``: the step runs without DDP's reduction and the
+    method averages what it needs itself. Nothing happens in a single process.
+    """
+
+    def __init__(self, mode: str, model: nn.Module, optimizer: torch.optim.Optimizer, steps_optimizer: bool, cluster: Cluster):
+        if mode not in GRADIENT_SYNC_MODES:
+            raise ConfigError(f"gradient_sync {mode!r} of the method is not one of {', '.join(GRADIENT_SYNC_MODES)}")
+        self.mode, self.model, self.active = mode, model, cluster.distributed
+        self.after_step = self.active and mode == "step" and not steps_optimizer
+        if self.active and mode == "step" and steps_optimizer:
+            optimizer.register_step_pre_hook(lambda *args: average_gradients(model))
+
+    @contextmanager
+    def step(self, step_model: nn.Module) -> Iterator[None]:
+        with gradient_sync_disabled(step_model) if self.active and self.mode != "ddp" else nullcontext():
+            yield
+        if self.after_step:
+            average_gradients(self.model)
+
+
+def average_gradients(model: nn.Module) -> None:
+    """Every trainable parameter's gradient averaged over the ranks, in one all-reduce. A parameter with
+    no gradient on some rank counts as zero there; one with no gradient on any rank keeps none."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    present = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    all_reduce_mean_lists([grads, [present]])
+    for p, grad, seen in zip(params, grads, present.tolist()):
+        p.grad = grad if seen > 0 else None
 
 
 class ShardedBatchSampler(Sampler[torch.Tensor]):

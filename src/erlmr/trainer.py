@@ -293,6 +293,9 @@ class Trainer:
         self.step_model = acceleration.compiled(ddp.wrap_model(self.model, self.cluster), cfg.train.compile)
         self.optimizer = make_optimizer(cfg, self.model)
         self.method.optimizer = self.optimizer
+        self.gradient_sync = ddp.GradientSync(
+            self.method.gradient_sync_mode(), self.model, self.optimizer, self.method.steps_optimizer, self.cluster
+        )
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.step_timer = StepTimer(self.device)
         self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
@@ -451,7 +454,7 @@ class Trainer:
             inputs, labels = to_device(inputs, labels, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             try:
-                with acceleration.autocast(self.device, self.amp):
+                with self.gradient_sync.step(self.step_model), acceleration.autocast(self.device, self.amp):
                     result = self.method.training_step(self.step_model, inputs, labels)
                 self.method.modify_gradients(self.model, result, labels)
                 finite = bool(torch.isfinite(result.loss)) and gradients_finite(self.model)

@@ -68,10 +68,12 @@ class ERLMR(Method):
             raise ConfigError("method 'erlmr' needs the Euler representation; do not set model.euler: false")
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
+        # params mode averages both gradients over ranks itself, before solving; the others backpropagate once.
+        self.gradient_sync = "method" if options.pareto and options.pareto_mode == "params" else "ddp"
 
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
-        on_params = self.options.pareto and self.options.pareto_mode == "params"
-        # Gradients on the parameters come from backward passes that DDP must not reduce on its own: this
+        on_params = self.gradient_sync == "method"
+        # In params mode the gradients come from backward passes that DDP must not reduce on its own: this
         # step reduces them itself, once, after all are taken (see _weighted_backward_on_params).
         with gradient_sync_disabled(model) if on_params else nullcontext():
             output = model(inputs)
