@@ -15,12 +15,11 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
 import torch
 
 from erlmr.trainer import make_loader, to_device
-from step_cost import Entry, build, git_commit, machine_description, registered, synchronize, synthetic_splits, train_step, workloads
+from step_cost import Entry, build, publish, registered, report_header, synchronize, synthetic_splits, train_step, workloads
 
 
 def loader_epoch(entry: Entry, split, batch_size: int, seed: int, workers: int, device: torch.device) -> float:
@@ -66,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         times["in-memory"].append(memory_epoch(entry, resident, args.batch_size, seed))
         for workers in worker_counts:
             times[f"loader, {workers} workers"].append(loader_epoch(entry, split, args.batch_size, seed, workers, device))
-    lines = [
-        "## Data loading: real loader against in-memory tensors",
-        "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_description(device)}; torch {torch.__version__}; "
-        f"commit {git_commit()}.",
-        f"Command: `{' '.join(['python', 'benchmarks/loader_cost.py'] + (argv if argv is not None else sys.argv[1:]))}`",
-        "",
+    lines = report_header("Data loading: real loader against in-memory tensors", device, "loader_cost.py", argv) + [
         f"`joint` on the avdigits default network, {args.samples} samples, batch {args.batch_size}, {args.epochs} rounds.",
         "",
         "| path | median epoch s | epoch / in-memory epoch (median over rounds) |",
@@ -81,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, epochs in times.items():
         ratio = statistics.median(a / b for a, b in zip(epochs, times["in-memory"]))
         lines.append(f"| {label} | {statistics.median(epochs):.2f} | {ratio:.3f} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        with open(args.out, "w") as file:
-            file.write(report)
+    publish("\n".join(lines) + "\n", args.out)
     return 0
 
 

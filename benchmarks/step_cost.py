@@ -22,6 +22,7 @@ import gc
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -167,7 +168,7 @@ def entries_for() -> list[Entry]:
         Entry("joint", False, registered("joint")),
         Entry("joint (Euler)", True, registered("joint")),
         Entry("joint (Euler, unbatched projection)", True, registered("joint"), unbatched_projection),
-        Entry("erlmr, fixed weights", True, registered("erlmr", {"pareto": False})),
+        Entry("erlmr fixed weights", True, registered("erlmr", {"pareto": False})),
         Entry("erlmr params", True, registered("erlmr", {"pareto_mode": "params"})),
         Entry("erlmr features", True, registered("erlmr", {"pareto_mode": "features"})),
         Entry("authors' 3-pass reference", True, lambda model, context: AuthorsThreePassStep(model, None, context)),
@@ -389,23 +390,32 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(table)}")
     only = [m for m in args.methods.split(",") if m]
-    header = [
-        "## Training-step cost",
-        "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_description(device)}; torch {torch.__version__}; "
-        f"commit {git_commit()}; bf16 autocast {'on' if args.amp else 'off'}.",
-        f"Command: `{' '.join(['python', 'benchmarks/step_cost.py'] + (argv if argv is not None else sys.argv[1:]))}`",
-        "",
-    ]
+    header = report_header("Training-step cost", device, "step_cost.py", argv, f"bf16 autocast {'on' if args.amp else 'off'}")
     if args.batch_size:
         table = {name: replace(workload, batch_size=args.batch_size) for name, workload in table.items()}
     sections = [run_workload(table[n], device, args.warmup, args.rounds, args.amp, only, args.seed) for n in names]
-    report = "\n".join(header) + "\n".join(sections)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as file:
-            file.write(report)
+    publish("\n".join(header) + "\n".join(sections), args.out)
     return 0
+
+
+def report_header(title: str, device: torch.device, script: str, argv: list[str] | None, settings: str = "") -> list[str]:
+    """The title, date, machine, commit and command line that head every benchmark report."""
+    arguments = argv if argv is not None else sys.argv[1:]
+    return [
+        f"## {title}",
+        "",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_description(device)}; torch {torch.__version__}; "
+        f"commit {git_commit()}{'; ' + settings if settings else ''}.",
+        f"Command: `{shlex.join(['python', f'benchmarks/{script}', *arguments])}`",
+        "",
+    ]
+
+
+def publish(report: str, out: str | None) -> None:
+    print(report)
+    if out:
+        with open(out, "w") as file:
+            file.write(report)
 
 
 if __name__ == "__main__":
