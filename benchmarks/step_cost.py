@@ -192,6 +192,7 @@ def build(entry: Entry, workload: Workload, splits: DatasetSplits, device: torch
             entry.adjust_model(entry.model)
         context = MethodContext(splits.modalities, splits.num_classes, 1, workload.batch_size, device, splits)
         entry.method = entry.make_method(entry.model, context)
+        entry.model.to(device)  # modules the method added
         entry.optimizer = make_optimizer(Config(), entry.model)
         entry.method.optimizer = entry.optimizer
         entry.model.train()

@@ -289,6 +289,7 @@ class Trainer:
         self.spec = model_spec(cfg.model, self.splits, use_euler)
         self.model = build_model_from_spec(cfg.model, self.spec).to(self.device)
         self.method = make_method(cfg, self.model, self.device, self.splits)
+        self.model.to(self.device)  # the modules a method added (an extra head, say) join the model's device
         # The model training steps run through: DDP across ranks and/or compiled; self.model stays the bare one.
         self.step_model = acceleration.compiled(ddp.wrap_model(self.model, self.cluster), cfg.train.compile)
         self.optimizer = make_optimizer(cfg, self.model)
