@@ -68,6 +68,7 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 def command_train(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .ddp import launched_rank
     from .trainer import resume, train
 
     if args.resume:
@@ -76,6 +77,8 @@ def command_train(args: argparse.Namespace) -> int:
         result = resume(args.resume, overrides_from(args))
     else:
         result = train(load_config(args.config, overrides_from(args)))
+    if launched_rank() != 0:  # under torchrun, rank 0 alone reports
+        return 0
     test = result.summary["test"]
     per_modality = "  ".join(f"{m} {a:.3f}" for m, a in test["modality_accuracy"].items())
     print(f"test accuracy {test['accuracy']:.3f}  macro-F1 {test['macro_f1']:.3f}  per modality: {per_modality}")

@@ -62,6 +62,8 @@ class TrainConfig:
     quiet: bool = False
     num_workers: int = 0
     tensorboard: bool = False
+    amp: Optional[bool] = None
+    compile: bool = False
 
 
 @dataclass

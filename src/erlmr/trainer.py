@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import acceleration, ddp
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
 from .config import Config, ModelConfig, from_dict, load_config, parse_override, validate
 from .cost import PeakMemory, StepTimer, cost_report
@@ -138,17 +139,14 @@ def collate_batch(batch: Any) -> Any:
 
 
 def make_loader(
-    split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool, skip_batches: int = 0
+    split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool, skip_batches: int = 0,
+    rank: int = 0, world_size: int = 1,
 ) -> DataLoader:
     """Batches in an order that depends on ``seed`` alone (not on the global RNG, which it leaves
-    untouched), so that a resumed epoch sees the same batches; the first ``skip_batches`` are left out."""
-    if shuffle:
-        sampler = RandomSampler(split, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = SequentialSampler(split)
-    # A last batch of one sample breaks batch norm in training; drop it then.
-    drop_last = shuffle and len(split) % batch_size == 1 and len(split) > batch_size
-    batches = BatchSampler(sampler, batch_size, drop_last=drop_last)
+    untouched), so that a resumed epoch sees the same batches; the first ``skip_batches`` are left out.
+    Each batch is gathered from the in-memory split in one indexing operation; ``batch_size`` is the
+    global batch, of which this rank gets its share (see :class:`erlmr.ddp.ShardedBatchSampler`)."""
+    batches = ddp.ShardedBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size)
     if skip_batches:
         batches = list(batches)[skip_batches:]
     return DataLoader(
@@ -277,7 +275,9 @@ class Trainer:
         self.config = as_config(config)
         cfg = self.config
         seed_everything(cfg.train.seed)
-        self.device = resolve_device(cfg.train.device)
+        self.cluster = ddp.join_from_env(resolve_device(cfg.train.device), cfg.train.batch_size)
+        self.device = self.cluster.device
+        self.amp = acceleration.resolve_amp(cfg.train.amp, self.device)
         self.splits = load_dataset(cfg.data.dataset, cfg.data.root, cfg.train.seed, cfg.data.val_fraction, cfg.data.options)
         if cfg.train.batch_size > len(self.splits.train):
             raise ConfigError(
@@ -289,8 +289,14 @@ class Trainer:
         self.spec = model_spec(cfg.model, self.splits, use_euler)
         self.model = build_model_from_spec(cfg.model, self.spec).to(self.device)
         self.method = make_method(cfg, self.model, self.device, self.splits)
+        self.model.to(self.device)  # the modules a method added (an extra head, say) join the model's device
+        # The model training steps run through: DDP across ranks and/or compiled; self.model stays the bare one.
+        self.step_model = acceleration.compiled(ddp.wrap_model(self.model, self.cluster), cfg.train.compile)
         self.optimizer = make_optimizer(cfg, self.model)
         self.method.optimizer = self.optimizer
+        self.gradient_sync = ddp.GradientSync(
+            self.method.gradient_sync_mode(), self.model, self.optimizer, self.method.steps_optimizer, self.cluster
+        )
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.step_timer = StepTimer(self.device)
         self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
@@ -359,6 +365,8 @@ class Trainer:
         return 3 * weights + 2**20
 
     def run(self) -> RunResult:
+        if not self.cluster.is_main:
+            return self.follow_main()
         cfg = self.config
         run_dir = make_run_dir(cfg, 3 * self.checkpoint_bytes(), resuming=self.resumed)
         metrics_path = run_dir / "metrics.jsonl"
@@ -390,7 +398,13 @@ class Trainer:
                 if self.stop.received is not None:
                     raise self.stop.interrupted(run_dir, f"after epoch {epoch + 1}")
         summary = self.finish(run_dir, self.best_epoch)
-        return RunResult(run_dir, summary)
+        return ddp.share_from_main(RunResult(run_dir, summary), self.cluster)
+
+    def follow_main(self) -> RunResult:
+        """A rank other than 0 only trains; rank 0 evaluates, writes the run folder and shares its result."""
+        for epoch in range(self.next_epoch, self.config.train.epochs):
+            self.train_epoch(epoch, None)
+        return ddp.share_from_main(None, self.cluster)
 
     def save_epoch(self, epoch: int, val_score: tuple[float, float], metrics_path: Path) -> None:
         """Write best.pt (when validation improved) and then last.pt, the checkpoint a resume starts from;
@@ -421,7 +435,7 @@ class Trainer:
             f"Free some space (or fix its permissions), then continue with: erlmr train --resume {path.parent}"
         )
 
-    def train_epoch(self, epoch: int, metrics_path: Path) -> dict[str, Any]:
+    def train_epoch(self, epoch: int, metrics_path: Path | None) -> dict[str, Any]:
         cfg = self.config
         self.model.train()
         self.method.on_epoch_start(self.model, epoch)
@@ -431,15 +445,18 @@ class Trainer:
         loader = make_loader(
             self.splits.train, cfg.train.batch_size, True, cfg.train.seed * 100_003 + epoch,
             cfg.train.num_workers, self.device.type == "cuda", skip_batches=first_step,
+            rank=self.cluster.rank, world_size=self.cluster.world_size,
         )
         started = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=cfg.train.quiet, leave=False)
+        quiet = cfg.train.quiet or not self.cluster.is_main
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=quiet, leave=False)
         for step, (inputs, labels) in enumerate(bar, start=first_step):
             self.step_timer.start()
             inputs, labels = to_device(inputs, labels, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             try:
-                result = self.method.training_step(self.model, inputs, labels)
+                with self.gradient_sync.step(self.step_model), acceleration.autocast(self.device, self.amp):
+                    result = self.method.training_step(self.step_model, inputs, labels)
                 self.method.modify_gradients(self.model, result, labels)
                 finite = bool(torch.isfinite(result.loss)) and gradients_finite(self.model)
             except TrainingDivergedError:  # the method met a NaN/Inf itself, e.g. in gradients it combines
@@ -459,27 +476,29 @@ class Trainer:
             totals.seen += n
             for key, value in result.logs.items():
                 totals.logs[key] = totals.logs.get(key, 0) + value.detach().cpu() * n
-            if not cfg.train.quiet:
+            if not quiet:
                 bar.set_postfix(loss=f"{float(totals.loss) / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.3f}")
             if self.stop.received is not None:
                 self.save(metrics_path.parent / "last.pt", self.state(epoch, step + 1, totals))
                 raise self.stop.interrupted(metrics_path.parent, f"at epoch {epoch + 1}, step {step + 1}")
         if self.scheduler is not None:
             self.scheduler.step()
-        seen = totals.seen
+        ddp.check_replicas_agree(self.model, self.cluster, epoch)
+        sums = ddp.sum_over_ranks({"loss": totals.loss, "correct": totals.correct, "seen": totals.seen, **totals.logs}, self.cluster)
+        loss, correct, seen = sums.pop("loss"), sums.pop("correct"), sums.pop("seen")
         record = {
             "epoch": epoch,
-            "train_loss": float(totals.loss) / max(seen, 1),
-            "train_accuracy": totals.correct / max(seen, 1),
+            "train_loss": loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": time.perf_counter() - started,
             "step_time_s": self.step_timer.epoch_mean(),
         }
-        method_logs = {k: float(v) / max(seen, 1) for k, v in totals.logs.items()}
+        method_logs = {k: v / max(seen, 1) for k, v in sums.items()}
         method_logs.update(self.method.on_epoch_end(self.model, epoch))
         if method_logs:
             record["method"] = method_logs
-        if not cfg.train.quiet:
+        if not quiet:
             tqdm.write(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
                 f"train acc {record['train_accuracy']:.3f}"
@@ -495,7 +514,9 @@ class Trainer:
         )
         return totals, checkpoint["resume"]["step"]
 
-    def append_metrics(self, path: Path, record: dict) -> None:
+    def append_metrics(self, path: Path | None, record: dict) -> None:
+        if path is None:  # a rank other than 0: it writes nothing
+            return
         try:
             with path.open("a") as file:
                 file.write(_json_line(record))
@@ -580,7 +601,9 @@ def _json_line(record: dict) -> str:
 
 
 def train(config: Config | Mapping | str | Path) -> RunResult:
-    """Train as configured and return the run folder and its summary (see README for the folder)."""
+    """Train as configured and return the run folder and its summary (see README for the folder).
+
+    Under torchrun every rank returns rank 0's result (see :mod:`erlmr.ddp`)."""
     return Trainer(config).run()
 
 

@@ -81,6 +81,11 @@ class Method:
     steps_optimizer: bool = False
     #: ``predict`` works with some modalities absent (the model zero-fills their fusion inputs)
     supports_missing_modalities: bool = True
+    #: who averages gradients over the ranks of a distributed run (erlmr.ddp): ``"ddp"``, DDP inside the
+    #: step's one backward pass through the model's forward; ``"step"``, the trainer, once after the step
+    #: (and before every optimiser step the method takes itself); ``"method"``, the method itself. Unset:
+    #: ``"ddp"`` for this class's own ``training_step``, ``"step"`` for any other.
+    gradient_sync: str | None = None
 
     def __init__(self, model: MultiModalModel, options: Any, context: MethodContext):
         self.options = options
@@ -93,6 +98,11 @@ class Method:
         loss = self.loss(output, labels)
         loss.backward()
         return StepResult(loss.detach(), output)
+
+    def gradient_sync_mode(self) -> str:
+        if self.gradient_sync is not None:
+            return self.gradient_sync
+        return "ddp" if type(self).training_step is Method.training_step else "step"
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.logits, labels)

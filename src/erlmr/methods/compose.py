@@ -35,6 +35,9 @@ class ComposedMethod(Method):
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
         return self.primary.training_step(model, inputs, labels)
 
+    def gradient_sync_mode(self) -> str:
+        return self.primary.gradient_sync_mode()
+
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
         for part in self.parts:
             part.modify_gradients(model, result, labels)

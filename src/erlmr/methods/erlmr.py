@@ -7,17 +7,19 @@ github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representat
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum, gradient_sync_disabled, world_size
 from ..errors import ConfigError
 from ..losses import COSINE_AXES, MMCLoss
 from ..model import MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
-from ..pareto import NORMALIZATIONS, min_norm_weights
+from ..pareto import NORMALIZATIONS, min_norm_weights_from_gram
 from .base import METHODS, Method, MethodContext, StepResult
 
 PARETO_MODES = ("params", "features")
@@ -48,7 +50,9 @@ class ERLMR(Method):
     ``pareto_mode="features"`` is the MGDA upper bound of Sener & Koltun (2018): the weights come from
     the gradients with respect to the modality features, which only need a backward pass through the
     head, followed by one ordinary backward pass of the weighted loss. With ``pareto=False`` the loss is
-    ``fusion_weight·CE + mmc_weight·MMC``.
+    ``fusion_weight·CE + mmc_weight·MMC``. Both modes solve from the gradients of the whole batch: in a
+    distributed run the Gram matrix and the losses are reduced over ranks, so every rank applies the same
+    weights (docs/performance.md measures what each mode costs).
 
     ``pareto_target`` says whose gradient the weights are solved against: ``"mmc"`` (the MMC loss that
     is optimised, as the paper describes) or ``"authors"`` (twice the phase term alone, as the authors'
@@ -64,64 +68,99 @@ class ERLMR(Method):
             raise ConfigError("method 'erlmr' needs the Euler representation; do not set model.euler: false")
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
+        # params mode averages both gradients over ranks itself, before solving; the others backpropagate once.
+        self.gradient_sync = "method" if options.pareto and options.pareto_mode == "params" else "ddp"
 
     def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
-        output = model(inputs)
-        order = model.modalities
-        fusion_ce = F.cross_entropy(output.logits, labels)
-        terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
-        losses = [fusion_ce, terms.total]
-        targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
-        if not self.options.pareto:
-            weights = self.last_weights.to(fusion_ce.device)
-            (weights[0] * fusion_ce + weights[1] * terms.total).backward()
-        elif self.options.pareto_mode == "params":
-            weights = self._weighted_backward_on_params(model, losses, targets)
-        else:
-            weights = self._weighted_backward_on_features(model, losses, targets, [output.features[m] for m in order])
-        self.last_weights = weights.detach().cpu()
-        loss = (weights[0] * fusion_ce + weights[1] * terms.total).detach()
+        on_params = self.gradient_sync == "method"
+        # In params mode the gradients come from backward passes that DDP must not reduce on its own: this
+        # step reduces them itself, once, after all are taken (see _weighted_backward_on_params).
+        with gradient_sync_disabled(model) if on_params else nullcontext():
+            output = model(inputs)
+            order = model.modalities
+            fusion_ce = F.cross_entropy(output.logits, labels)
+            terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
+            losses = [fusion_ce, terms.total]
+            targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
+            if not self.options.pareto:
+                weights = self.last_weights
+                (float(weights[0]) * fusion_ce + float(weights[1]) * terms.total).backward()
+            elif on_params:
+                weights = self._weighted_backward_on_params(model, losses, targets)
+            else:
+                weights = self._weighted_backward_on_features(losses, targets, [output.features[m] for m in order])
+        self.last_weights = weights
+        w_fusion, w_mmc = weights.tolist()
         logs = {
-            "pareto_weight_fusion": weights[0].detach(),
-            "pareto_weight_mmc": weights[1].detach(),
+            "pareto_weight_fusion": weights[0],
+            "pareto_weight_mmc": weights[1],
             "phase_cosine": terms.phase_cosine.detach(),
             "fusion_ce": fusion_ce.detach(),
             "mmc_loss": terms.total.detach(),
         }
-        return StepResult(loss, output, logs)
+        return StepResult((w_fusion * fusion_ce + w_mmc * terms.total).detach(), output, logs)
 
-    def _solve(self, grads: Sequence[torch.Tensor], losses: Sequence[torch.Tensor]) -> torch.Tensor:
-        weights = min_norm_weights(grads, torch.stack([l.detach() for l in losses]), self.options.normalization)
+    def _solve(self, gram: Sequence[Sequence[float]], loss_values: Sequence[float]) -> torch.Tensor:
+        """Min-norm weights (a float32 CPU tensor) from the Gram matrix of the two globally reduced gradients.
+
+        The scalars come to the host once per step: a 2x2 problem is not worth dozens of device kernels.
+        """
+        weights = min_norm_weights_from_gram(
+            torch.tensor(gram, dtype=torch.float64), torch.tensor(loss_values, dtype=torch.float64), self.options.normalization
+        )
         floor = self.options.weight_floor
-        return weights.clamp(floor, 1 - floor).to(losses[0].device)
+        return weights.clamp(floor, 1 - floor)
 
     def _weighted_backward_on_params(
         self, model: MultiModalModel, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
     ) -> torch.Tensor:
+        """Both losses' gradients on every parameter, then their min-norm combination as ``.grad``.
+
+        Two backward passes, the least an exact solution needs (a third, on the shared parameters only,
+        for ``pareto_target="authors"``); everything after them runs on whole lists of gradients with
+        ``torch._foreach_*`` kernels and in place, so the step holds two gradients and copies none (a
+        distributed run copies them into one buffer to reduce them with a single all-reduce).
+        """
         params = [p for p in model.parameters() if p.requires_grad]
         shared_ids = {id(p) for p in model.shared_parameters()}
-        grads = [torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True) for loss in losses]
-        solve_grads = grads if targets is losses else [
-            torch.autograd.grad(t, params, retain_graph=True, materialize_grads=True) for t in targets
-        ]
-        flat = [torch.cat([g.flatten() for g, p in zip(per_loss, params) if id(p) in shared_ids]) for per_loss in solve_grads]
-        weights = self._solve(flat, targets)
-        combined = torch._foreach_mul(list(grads[0]), weights[0])
-        torch._foreach_add_(combined, torch._foreach_mul(list(grads[1]), weights[1]))
-        for p, g in zip(params, combined):
+        shared = [i for i, p in enumerate(params) if id(p) in shared_ids]
+        by_authors = targets is not losses
+        first = list(torch.autograd.grad(losses[0], params, retain_graph=True, materialize_grads=True))
+        solved_against = []
+        if by_authors:
+            shared_params = [params[i] for i in shared]
+            solved_against = list(torch.autograd.grad(targets[1], shared_params, retain_graph=True, materialize_grads=True))
+        second = list(torch.autograd.grad(losses[1], params, materialize_grads=True))
+        all_reduce_mean_lists([first, second, solved_against])
+        gram, loss_values = gram_of_two(
+            [first[i] for i in shared], solved_against or [second[i] for i in shared], mean_losses(targets)
+        )
+        weights = self._solve(gram, loss_values)
+        w_0, w_1 = weights.tolist()
+        torch._foreach_mul_(first, w_0)
+        torch._foreach_add_(first, second, alpha=w_1)
+        for p, g in zip(params, first):
             p.grad = g if p.grad is None else p.grad + g
         return weights
 
     def _weighted_backward_on_features(
-        self,
-        model: MultiModalModel,
-        losses: Sequence[torch.Tensor],
-        targets: Sequence[torch.Tensor],
-        features: Sequence[torch.Tensor],
+        self, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], features: Sequence[torch.Tensor]
     ) -> torch.Tensor:
-        grads = [torch.cat([g.flatten() for g in torch.autograd.grad(t, features, retain_graph=True)]) for t in targets]
-        weights = self._solve(grads, targets)
-        (weights[0] * losses[0] + weights[1] * losses[1]).backward()
+        """Weights from the gradients with respect to the fusion-head inputs (MGDA-UB), then one backward.
+
+        A rank's feature gradients are the rows of the global ones for its share of the batch, scaled by
+        the world size (each rank's loss is a mean over its share), so the global Gram matrix is the sum
+        over ranks of the local ones divided by the world size squared.
+        """
+        grads = [torch.autograd.grad(t, features, retain_graph=True, materialize_grads=True) for t in targets]
+        flat = torch.stack([torch.cat([g.flatten() for g in per_target]) for per_target in grads])
+        gram = flat @ flat.T
+        if world_size() > 1:
+            gram = all_reduce_sum(gram.double()) / world_size() ** 2
+        values = to_host(gram, mean_losses(targets))
+        weights = self._solve([values[0:2], values[2:4]], values[4:])
+        w_0, w_1 = weights.tolist()
+        (w_0 * losses[0] + w_1 * losses[1]).backward()
         return weights
 
     def state_dict(self) -> dict:
@@ -130,3 +169,41 @@ class ERLMR(Method):
     def load_state_dict(self, state: Mapping) -> None:
         super().load_state_dict(state)
         self.last_weights = state.get("last_weights", self.last_weights)
+
+
+def squared_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Σ‖t‖² over each group of tensors, in float64, from one multi-tensor norm kernel for all groups."""
+    sizes = [len(group) for group in groups]
+    norms = torch.stack(torch._foreach_norm([t for group in groups for t in group])).double()
+    return torch.stack([part.square().sum() for part in norms.split(sizes)])
+
+
+def gram_of_two(
+    first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], extra: torch.Tensor
+) -> tuple[list[list[float]], list[float]]:
+    """The Gram matrix of two gradients given as lists of tensors, without a copy of either, and the
+    values of ``extra`` (fetched in the same transfer).
+
+    ⟨a, b⟩ comes from the polarisation identity on unit vectors, ‖a/‖a‖ + b/‖b‖‖² = 2 + 2·cos, formed
+    in place in ``second``, which is then scaled back; it is as exact as the cosine, however different
+    the two norms are.
+    """
+    norm_a, norm_b, *extra_values = to_host(squared_norms([first, second]).sqrt(), extra)
+    norm_a, norm_b = max(norm_a, 1e-30), max(norm_b, 1e-30)
+    torch._foreach_mul_(second, 1 / norm_b)
+    torch._foreach_add_(second, first, alpha=1 / norm_a)
+    (sum_square,) = to_host(squared_norms([second]))
+    torch._foreach_add_(second, first, alpha=-1 / norm_a)
+    torch._foreach_mul_(second, norm_b)
+    cross = norm_a * norm_b * (sum_square - 2) / 2
+    return [[norm_a**2, cross], [cross, norm_b**2]], extra_values
+
+
+def mean_losses(losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The loss values averaged over ranks (each rank's loss is the mean over its share of the batch)."""
+    return all_reduce_mean(torch.stack([loss.detach() for loss in losses]))
+
+
+def to_host(*tensors: torch.Tensor) -> list[float]:
+    """The values of several small device tensors, in one transfer."""
+    return torch.cat([t.detach().double().reshape(-1) for t in tensors]).tolist()
