@@ -30,6 +30,7 @@ def subset_name(subset: Collection[str], order: Sequence[str]) -> str:
 
 
 def batches(split: Split, batch_size: int, device: torch.device) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """The split in order, one indexing operation per batch: what every evaluation iterates over."""
     for start in range(0, len(split), batch_size):
         inputs, labels = split.__getitems__(range(start, min(start + batch_size, len(split))))
         yield {m: x.to(device) for m, x in inputs.items()}, labels.to(device)

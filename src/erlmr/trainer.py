@@ -26,7 +26,7 @@ from .data import DatasetSplits, Split, load_dataset
 from .encoders import build_encoder, default_encoder_for
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .euler import EulerRepresentation
-from .evaluation import imbalance_report
+from .evaluation import batches, imbalance_report
 from .fusion import FUSIONS
 from .methods import Method, MethodContext, build_method, method_class
 from .metrics import accuracy, confusion_matrix, macro_f1
@@ -173,8 +173,7 @@ def evaluate(
     model.eval()
     fused, per_modality, labels_all = [], {m: [] for m in model.modalities if m not in absent}, []
     total_loss = 0.0
-    for inputs, labels in make_loader(split, batch_size, False, 0, 0, False):
-        inputs, labels = to_device(inputs, labels, device)
+    for inputs, labels in batches(split, batch_size, device):
         output = method.predict(model, inputs, absent)
         total_loss += float(F.cross_entropy(output.logits, labels, reduction="sum"))
         fused.append(output.logits.argmax(1).cpu())
