@@ -5,7 +5,8 @@ single-process reference)::
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py OUT '[["train", ...], ...]'
 
-For command i, rank r saves ``OUT/run{i}-rank{r}.pt``: a (steps, parameters) tensor of the norm of
+Rank r writes its commands' exit codes to ``OUT/codes-rank{r}.json``. For command i, rank r saves
+``OUT/run{i}-rank{r}.pt``: a (steps, parameters) tensor of the norm of
 every parameter's gradient as the optimiser applied it (read after each step, so after the averaging
 over ranks and after the method's own coefficients). Identical rows on every rank mean every rank
 applied the same coefficients.
@@ -53,5 +54,7 @@ def run_commands(out: Path, commands: list[list[str]]) -> list[int]:
 
 
 if __name__ == "__main__":
-    codes = run_commands(Path(sys.argv[1]), json.loads(sys.argv[2]))
-    print(json.dumps({"rank": os.environ.get("RANK"), "codes": codes}))
+    out = Path(sys.argv[1])
+    codes = run_commands(out, json.loads(sys.argv[2]))
+    # A file per rank: two ranks printing to one stdout can interleave their lines.
+    (out / f"codes-rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(codes))
