@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=command_list)
     bench = commands.add_parser("bench", help="train a grid of datasets × methods × seeds and tabulate the results")
     bench.add_argument("--datasets", required=True, help="comma-separated dataset names")
-    bench.add_argument("--methods", required=True, help="comma-separated method names")
+    bench.add_argument("--methods", required=True, help="comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); all = every method that runs on its defaults")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     add_train_flags(bench)
