@@ -19,7 +19,7 @@ import erlmr  # noqa: E402
 from erlmr.config import ModelConfig  # noqa: E402
 from erlmr.data import load_dataset  # noqa: E402
 from erlmr.methods import MethodContext, build_method  # noqa: E402
-from erlmr.trainer import build_model  # noqa: E402
+from erlmr.training.trainer import build_model  # noqa: E402
 
 CASES = [
     ("unimodal", {"modality": "m1"}), ("ogm", {}), ("ogm_ge", {}), ("mmcosine", {}), ("pmr", {}), ("agm", {}),

@@ -41,8 +41,8 @@ from erlmr.data import DatasetSplits, Split
 from erlmr.errors import ErlmrError
 from erlmr.methods import METHODS, Method, MethodContext, build_method
 from erlmr.methods.base import StepResult
-from erlmr.model import MultiModalModel
-from erlmr.trainer import build_model, make_optimizer
+from erlmr.nn.model import MultiModalModel
+from erlmr.training.trainer import build_model, make_optimizer
 
 
 @dataclass

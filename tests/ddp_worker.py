@@ -24,7 +24,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from erlmr.cli import main
-from erlmr.distributed import rank
+from erlmr.training.distributed import rank
 from erlmr.methods import METHODS, Method
 
 

@@ -20,7 +20,7 @@ from erlmr.errors import ConfigError
 from erlmr.methods import MethodContext, build_method
 from erlmr.methods.agm import shapley_matrix
 from erlmr.methods.mmcosine import CosineHead
-from erlmr.trainer import build_model
+from erlmr.training.trainer import build_model
 
 
 def setup(method: str, options: dict | None = None, strengths=(2.5, 0.8), fusion="concat", euler=False, hidden=16):

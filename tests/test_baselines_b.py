@@ -15,8 +15,8 @@ from erlmr.methods.gblending import LossSnapshot, blend_weights, head_losses
 from erlmr.methods.mla import entropy_fusion, update_projection
 from erlmr.methods.mmpareto import combine_gradients, pareto_weights
 from erlmr.methods.reconboost import RECTIFY, boosting_terms, consolidation_term, schedule_for
-from erlmr.pareto import min_norm_weights
-from erlmr.trainer import build_model, train
+from erlmr.nn.pareto import min_norm_weights
+from erlmr.training.trainer import build_model, train
 
 SMALL_SYNTHETIC = {"strengths": [2.5, 1.0, 0.8], "train_size": 96, "test_size": 48, "dim": 8}
 

@@ -1,4 +1,4 @@
-from erlmr.bench import parse_methods
+from erlmr.analysis.bench import parse_methods
 from erlmr.cli import main
 from erlmr.methods import METHODS
 

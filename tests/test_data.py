@@ -48,7 +48,7 @@ def test_default_encoders_follow_each_arrays_shape_and_train_through_the_cli(tmp
     run_dir = next((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["test"]["modality_accuracy"]) == {"vec", "seq", "img"}
-    from erlmr.trainer import Trainer
+    from erlmr.training.trainer import Trainer
 
     model = Trainer(str(run_dir / "config.yaml")).model
     kinds = {m: type(e).__name__ for m, e in model.encoders.items()}

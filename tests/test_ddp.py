@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from erlmr import ConfigError
-from erlmr.ddp import Cluster, ShardedBatchSampler, check_replicas_agree, sum_over_ranks
+from erlmr.training.ddp import Cluster, ShardedBatchSampler, check_replicas_agree, sum_over_ranks
 from erlmr.methods import METHODS
 
 sys.path.insert(0, str(Path(__file__).parent))

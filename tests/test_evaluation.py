@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import erlmr.bench as bench
+import erlmr.analysis.bench as bench
 from erlmr.cli import main
 from erlmr.config import load_config
-from erlmr.cost import PeakMemory, StepTimer, flops_per_sample, parameter_count
+from erlmr.analysis.cost import PeakMemory, StepTimer, flops_per_sample, parameter_count
 from erlmr.errors import ConfigError
-from erlmr.evaluation import imbalance_report, subset_accuracies
+from erlmr.analysis.evaluation import imbalance_report, subset_accuracies
 from erlmr.methods.joint import Joint
-from erlmr.metrics import imbalance_degree, shapley_values
-from erlmr.tensorboard_logging import TensorBoardLogger, scalars
-from erlmr.trainer import Trainer, build_model, evaluate, train
+from erlmr.analysis.metrics import imbalance_degree, shapley_values
+from erlmr.training.tensorboard import TensorBoardLogger, scalars
+from erlmr.training.trainer import Trainer, build_model, evaluate, train
 
 SMALL = [
     "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=120", "data.options.dim=8",

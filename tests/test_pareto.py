@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from erlmr import ConfigError, TrainingDivergedError, min_norm_weights
-from erlmr.pareto import normalize_gradients
+from erlmr.nn.pareto import normalize_gradients
 
 
 def brute_force_min_norm(grads: np.ndarray, samples: int = 200_000) -> float:

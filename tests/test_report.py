@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from erlmr.bench import run_bench, run_dir_for
+from erlmr.analysis.bench import run_bench, run_dir_for
 from erlmr.cli import main
 from erlmr.config import load_config
 from erlmr.errors import DataError
-from erlmr.report import write_report
-from erlmr.trainer import train
+from erlmr.analysis.report import write_report
+from erlmr.training.trainer import train
 
 SMALL = [
     "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=80", "data.options.dim=8",

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from erlmr import min_norm_weights
-from erlmr.pareto import min_norm_weights_from_gram
-from erlmr.trainer import Trainer
+from erlmr.nn.pareto import min_norm_weights_from_gram
+from erlmr.training.trainer import Trainer
 
 
 def small_trainer(run_config, method="erlmr", options=None, train=None):

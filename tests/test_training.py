@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from erlmr import train
-from erlmr.trainer import Trainer
+from erlmr.training.trainer import Trainer
 
 
 def small_trainer(run_config, method="erlmr", options=None, **sections):
@@ -66,7 +66,7 @@ def test_params_mode_writes_the_pareto_weighted_sum_of_both_gradients(run_config
 
 
 def test_pareto_weights_are_min_norm_over_shared_parameters_only(run_config):
-    from erlmr.pareto import min_norm_weights
+    from erlmr.nn.pareto import min_norm_weights
 
     trainer = small_trainer(run_config, options={"normalization": "none", "weight_floor": 0.0})
     model, method = trainer.model.eval(), trainer.method
@@ -121,7 +121,7 @@ def test_run_folder_holds_config_metrics_checkpoints_and_summary(run_config):
 
 
 def test_model_selection_never_evaluates_the_test_split_before_the_end(run_config, monkeypatch):
-    import erlmr.trainer as trainer_module
+    import erlmr.training.trainer as trainer_module
 
     trainer = small_trainer(run_config, method="joint")
     seen = []
@@ -165,7 +165,7 @@ def test_erlmr_uses_the_weak_modality_more_than_joint_on_synthetic(run_config):
 
 
 def test_authors_pareto_target_solves_against_twice_the_phase_term(run_config):
-    from erlmr.pareto import min_norm_weights
+    from erlmr.nn.pareto import min_norm_weights
 
     trainer = small_trainer(run_config, options={"pareto_target": "authors", "weight_floor": 0.0})
     model, method = trainer.model.eval(), trainer.method

@@ -5,13 +5,13 @@ Multi-modal Learning". ACM Multimedia 2024. doi:10.1145/3664647.3681215
 """
 from .config import Config, load_config
 from .errors import CheckpointError, ConfigError, DataError, ErlmrError, TrainingDivergedError, TrainingInterrupted
-from .euler import EulerOutput, EulerRepresentation
-from .fusion import FUSIONS, ConcatFusion, FiLMFusion, FusionOutput, GatedFusion, SumFusion
-from .losses import MMCLoss
-from .model import ModelOutput, MultiModalModel
-from .pareto import min_norm_weights
-from .prediction import LoadedRun, Prediction, load_run, predict
-from .trainer import RunResult, resume, train
+from .nn.euler import EulerOutput, EulerRepresentation
+from .nn.fusion import FUSIONS, ConcatFusion, FiLMFusion, FusionOutput, GatedFusion, SumFusion
+from .nn.losses import MMCLoss
+from .nn.model import ModelOutput, MultiModalModel
+from .nn.pareto import min_norm_weights
+from .analysis.prediction import LoadedRun, Prediction, load_run, predict
+from .training.trainer import RunResult, resume, train
 
 __version__ = "0.1.0"
 

@@ -68,8 +68,8 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 def command_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .ddp import launched_rank
-    from .trainer import resume, train
+    from .training.ddp import launched_rank
+    from .training.trainer import resume, train
 
     if args.resume:
         if args.config:
@@ -89,7 +89,7 @@ def command_train(args: argparse.Namespace) -> int:
 def command_list(args: argparse.Namespace) -> int:
     from .data import DATASETS
     from .encoders import ENCODERS
-    from .fusion import FUSIONS
+    from .nn.fusion import FUSIONS
     from .methods import METHODS
 
     for title, registry in (("methods", METHODS), ("datasets", DATASETS), ("encoders", ENCODERS), ("fusion", FUSIONS)):
@@ -100,7 +100,7 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from .bench import parse_methods, run_bench
+    from .analysis.bench import parse_methods, run_bench
 
     table, failures = run_bench(
         datasets=[d for d in args.datasets.split(",") if d],
@@ -134,7 +134,7 @@ def format_evaluation(result: dict) -> str:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from .runs import evaluate_run
+    from .analysis.runs import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data, args.drop_modality, args.device)
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
@@ -142,7 +142,7 @@ def command_eval(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .analysis.report import write_report
 
     print(f"report: {write_report(args.source, args.out)}")
     return 0

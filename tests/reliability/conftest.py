@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from erlmr import trainer
+from erlmr.training import trainer
 
 SMALL_RUN = {
     "data": {"dataset": "synthetic", "options": {"train_size": 400, "test_size": 200}},

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.errors import ConfigError, DataError
-from erlmr.trainer import build_model
+from erlmr.training.trainer import build_model
 
 DTYPES = ["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "complex64", "<U2", "M8[s]"]
 FILES = ["train.npz", "test.npz", "val.npz"]

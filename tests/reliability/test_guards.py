@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import erlmr
-from erlmr import checkpoint as checkpoint_module
-from erlmr.checkpoint import load_checkpoint
+from erlmr.training import checkpoint as checkpoint_module
+from erlmr.training.checkpoint import load_checkpoint
 from erlmr.data import DatasetSplits, Split
 from erlmr.data.checks import check_splits
 from erlmr.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
@@ -180,7 +180,7 @@ def test_weights_that_became_inf_are_never_saved(tmp_path, at_step):
 
 
 def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr("erlmr.runstate.shutil.disk_usage", lambda path: type("Usage", (), {"free": 10_000})())
+    monkeypatch.setattr("erlmr.training.runstate.shutil.disk_usage", lambda path: type("Usage", (), {"free": 10_000})())
     with pytest.raises(ConfigError, match=r"has 0\.0 MiB free, but this run needs about .* MiB for its checkpoints"):
         erlmr.train(small_config(tmp_path / "run"))
     assert not (tmp_path / "run").exists()

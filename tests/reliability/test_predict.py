@@ -9,7 +9,7 @@ import erlmr
 from erlmr.data import load_dataset
 from erlmr.errors import CheckpointError, ConfigError, DataError
 from erlmr.methods.base import Method
-from erlmr.trainer import evaluate
+from erlmr.training.trainer import evaluate
 
 from .conftest import small_config
 

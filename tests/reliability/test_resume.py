@@ -14,12 +14,12 @@ import torch
 import yaml
 
 import erlmr
-from erlmr import runstate
-from erlmr.checkpoint import load_checkpoint
+from erlmr.training import runstate
+from erlmr.training.checkpoint import load_checkpoint
 from erlmr.cli import main
 from erlmr.errors import CheckpointError, ConfigError, TrainingInterrupted
 from erlmr.methods import METHODS
-from erlmr.trainer import evaluate, make_loader
+from erlmr.training.trainer import evaluate, make_loader
 
 from .conftest import SMALL_RUN, epoch_records, send_signal, small_config, summary_results
 
@@ -107,7 +107,7 @@ def test_resume_without_restoring_the_rng_state_differs(tmp_path, at_step, monke
     run_dir = tmp_path / "run"
     interrupt(run_dir, at_step, 20)
     monkeypatch.undo()
-    monkeypatch.setattr("erlmr.trainer.restore_rng", lambda state: None)
+    monkeypatch.setattr("erlmr.training.trainer.restore_rng", lambda state: None)
     resumed = erlmr.resume(run_dir)
     assert epoch_records(resumed.run_dir) != epoch_records(uninterrupted.run_dir)
 

@@ -14,9 +14,9 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_reduce_mean
+from ..training.distributed import all_reduce_mean
 from ..errors import ConfigError
-from ..model import ModelOutput, MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import check_window, in_window, mean_of_others
 

@@ -18,7 +18,7 @@ scores, weights, an epoch window) goes into ``state_dict()`` and comes back in `
 a run killed and resumed then ends exactly where an uninterrupted one does. Draw random numbers from
 the global torch, numpy or Python RNG (their states are saved with the run), or keep a private
 generator's state in ``state_dict()``. ``context.splits`` may be None when a trained run is
-loaded for prediction (:func:`erlmr.prediction.load_run`), so read the data in training hooks, not in
+loaded for prediction (:func:`erlmr.analysis.prediction.load_run`), so read the data in training hooks, not in
 ``__init__``. A method whose ``predict`` needs every modality sets ``supports_missing_modalities = False``.
 
 A method may add modules to the model in ``__init__`` (an extra head, say, with ``model.add_module``):
@@ -26,7 +26,7 @@ the optimiser is created after the method, and the modules are saved with the mo
 ``method.optimizer`` once it exists; a method that takes several optimiser steps per batch (alternating
 updates) sets ``steps_optimizer = True`` and calls ``self.optimizer.step()`` itself.
 Statistics that decide a coefficient (scores, prototypes, running means) go through
-:func:`erlmr.distributed.all_reduce_mean` so that every rank of a distributed run applies the same one.
+:func:`erlmr.training.distributed.all_reduce_mean` so that every rank of a distributed run applies the same one.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import DatasetSplits
-from ..model import ModelOutput, MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from ..registry import Registry
 
 
@@ -81,7 +81,7 @@ class Method:
     steps_optimizer: bool = False
     #: ``predict`` works with some modalities absent (the model zero-fills their fusion inputs)
     supports_missing_modalities: bool = True
-    #: who averages gradients over the ranks of a distributed run (erlmr.ddp): ``"ddp"``, DDP inside the
+    #: who averages gradients over the ranks of a distributed run (erlmr.training.ddp): ``"ddp"``, DDP inside the
     #: step's one backward pass through the model's forward; ``"step"``, the trainer, once after the step
     #: (and before every optimiser step the method takes itself); ``"method"``, the method itself. Unset:
     #: ``"ddp"`` for this class's own ``training_step``, ``"step"`` for any other.

@@ -7,7 +7,7 @@ import torch
 
 from ..config import from_dict
 from ..errors import ConfigError
-from ..model import ModelOutput, MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
 
 

@@ -14,12 +14,12 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum, gradient_sync_disabled, world_size
+from ..training.distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum, gradient_sync_disabled, world_size
 from ..errors import ConfigError
-from ..losses import COSINE_AXES, MMCLoss
-from ..model import MultiModalModel
+from ..nn.losses import COSINE_AXES, MMCLoss
+from ..nn.model import MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
-from ..pareto import NORMALIZATIONS, min_norm_weights_from_gram
+from ..nn.pareto import NORMALIZATIONS, min_norm_weights_from_gram
 from .base import METHODS, Method, MethodContext, StepResult
 
 PARETO_MODES = ("params", "features")

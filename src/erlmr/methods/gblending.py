@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import Split
-from ..distributed import all_reduce_mean
+from ..training.distributed import all_reduce_mean
 from ..errors import ConfigError
-from ..model import ModelOutput, MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext
 
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_reduce_mean
+from ..training.distributed import all_reduce_mean
 from ..errors import ConfigError
-from ..model import ModelOutput, MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
 
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..fusion import ConcatFusion, FusionHead, FusionOutput, SumFusion
-from ..model import MultiModalModel
+from ..nn.fusion import ConcatFusion, FusionHead, FusionOutput, SumFusion
+from ..nn.model import MultiModalModel
 from .base import METHODS, Method, MethodContext
 
 

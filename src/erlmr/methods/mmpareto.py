@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_reduce_mean
+from ..training.distributed import all_reduce_mean
 from ..errors import ConfigError
-from ..model import MultiModalModel
-from ..pareto import min_norm_weights
+from ..nn.model import MultiModalModel
+from ..nn.pareto import min_norm_weights
 from .base import METHODS, Method, MethodContext, StepResult
 
 
@@ -61,7 +61,7 @@ class MMPareto(Method):
     One forward pass; two backward passes through its graph (``torch.autograd.grad`` of the multimodal
     loss and of the summed unimodal losses). Encoder m's parameters only receive the unimodal gradient
     of their own modality, so per encoder: cosine of the flattened multimodal and unimodal gradients;
-    weights 0.5/0.5 if positive, else min-norm weights (:func:`erlmr.pareto.min_norm_weights`); then
+    weights 0.5/0.5 if positive, else min-norm weights (:func:`erlmr.nn.pareto.min_norm_weights`); then
     :func:`combine_gradients`. Heads and parameters shared by all modalities (the Euler representation)
     get the plain summed gradient. Differences from the official code: two backward passes instead of
     four, and the gradients that decide the weights go through ``all_reduce_mean``.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..model import MultiModalModel
+from ..nn.model import MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import check_window, in_window, mean_of_others, true_class_scores
 

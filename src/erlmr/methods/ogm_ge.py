@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import MultiModalModel
+from ..nn.model import MultiModalModel
 from .base import METHODS, MethodContext
 from .ogm import OGM, OGMOptions
 

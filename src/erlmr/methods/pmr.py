@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import Split, stratified_split
-from ..distributed import all_reduce_sum
+from ..training.distributed import all_reduce_sum
 from ..errors import ConfigError
-from ..model import MultiModalModel
+from ..nn.model import MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import check_window, in_window, mean_of_others, true_class_scores
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..model import ModelOutput, MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
 
 LEARN, RECTIFY = "learn", "rectify"

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from ..distributed import all_reduce_sum
+from ..training.distributed import all_reduce_sum
 from ..errors import ConfigError
 
 

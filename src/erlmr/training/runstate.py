@@ -3,7 +3,7 @@
 A checkpoint holds, besides the model, optimiser, scheduler and method states, the position to continue
 from (epoch and step), the best validation accuracy so far, the epoch's running totals when it was
 saved mid-epoch, and the torch, numpy and Python RNG states. The data order of an epoch is a pure
-function of (seed, epoch) (see :func:`erlmr.trainer.make_loader`), so the sampler position is the step.
+function of (seed, epoch) (see :func:`erlmr.training.trainer.make_loader`), so the sampler position is the step.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, TrainingInterrupted
 
 #: config keys that say where and how visibly a run happens, not what it computes: they may differ on resume
 RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_dir")}

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import ConfigError, TrainingDivergedError
+from ..errors import ConfigError, TrainingDivergedError
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 

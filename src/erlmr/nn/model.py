@@ -7,7 +7,7 @@ from typing import Collection, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import DataError
+from ..errors import DataError
 from .euler import EulerRepresentation
 from .fusion import FusionHead
 

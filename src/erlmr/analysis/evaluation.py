@@ -1,7 +1,7 @@
 """Modality imbalance of a trained model: Shapley contributions, imbalance degree, missing-modality accuracy.
 
 A modality "outside a subset" is *missing* exactly as ``model(inputs, absent=...)`` treats it: its
-fusion-head input is all zeros (see :class:`erlmr.model.MultiModalModel`). The value of a subset ``S``
+fusion-head input is all zeros (see :class:`erlmr.nn.model.MultiModalModel`). The value of a subset ``S``
 of modalities is the fused accuracy with every modality outside ``S`` missing; ``v(∅)`` is the accuracy
 of the head fed zeros for every modality (a constant prediction). docs/metrics.md gives the formulas.
 """
@@ -12,12 +12,12 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import torch
 
-from .data import Split
-from .errors import DataError
-from .methods import Method
-from .methods.compose import ComposedMethod
+from ..data import Split
+from ..errors import DataError
+from ..methods import Method
+from ..methods.compose import ComposedMethod
 from .metrics import imbalance_degree, shapley_values
-from .model import MultiModalModel
+from ..nn.model import MultiModalModel
 
 
 def subsets_of(players: Sequence[str]) -> list[frozenset[str]]:

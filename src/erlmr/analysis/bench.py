@@ -17,12 +17,12 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, write_json
-from .config import load_config
+from ..training.checkpoint import atomic_write, write_json
+from ..config import load_config
 from .cost import machine_description
-from .errors import ConfigError, ErlmrError
+from ..errors import ConfigError, ErlmrError
 from .runs import dataset_label, method_label
-from .trainer import train
+from ..training.trainer import train
 
 JOINT = "joint"
 
@@ -36,7 +36,7 @@ def parse_methods(text: str) -> list[str]:
 
 
 def methods_without_required_options() -> list[str]:
-    from .methods import METHODS
+    from ..methods import METHODS
 
     return [JOINT] + [name for name in METHODS if name != JOINT and not METHODS.get(name).needs_options]
 
@@ -177,7 +177,7 @@ def process_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     # torch imports its compiler stack (seconds) when the first optimiser is made: once here, not per run.
-    context.set_forkserver_preload(["erlmr.trainer", "torch._dynamo"])
+    context.set_forkserver_preload(["erlmr.training.trainer", "torch._dynamo"])
     return context
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 import yaml
 
-from .checkpoint import load_checkpoint
-from .config import Config, from_dict, validate
-from .data import DatasetSplits
-from .data.checks import nonfinite_rows
-from .errors import CheckpointError, ConfigError, DataError
-from .methods import Method
-from .model import MultiModalModel
-from .runstate import check_model_fits, check_same_config
-from .trainer import ModelSpec, build_model_from_spec, make_method, resolve_device
+from ..training.checkpoint import load_checkpoint
+from ..config import Config, from_dict, validate
+from ..data import DatasetSplits
+from ..data.checks import nonfinite_rows
+from ..errors import CheckpointError, ConfigError, DataError
+from ..methods import Method
+from ..nn.model import MultiModalModel
+from ..training.runstate import check_model_fits, check_same_config
+from ..training.trainer import ModelSpec, build_model_from_spec, make_method, resolve_device
 
 
 @dataclass

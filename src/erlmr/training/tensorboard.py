@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 INSTALL_HINT = "pip install tensorboard  (or pip install 'erlmr[tensorboard]')"
 

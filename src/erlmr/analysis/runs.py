@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection
 
-from .checkpoint import load_checkpoint
-from .config import load_config
-from .errors import CheckpointError, ConfigError, DataError
+from ..training.checkpoint import load_checkpoint
+from ..config import load_config
+from ..errors import CheckpointError, ConfigError, DataError
 from .evaluation import imbalance_report
-from .trainer import Trainer, evaluate
+from ..training.trainer import Trainer, evaluate
 
 
 @dataclass

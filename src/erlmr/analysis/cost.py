@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import Split
-from .methods import Method
-from .model import MultiModalModel
+from ..data import Split
+from ..methods import Method
+from ..nn.model import MultiModalModel
 
 MIB = 2**20
 

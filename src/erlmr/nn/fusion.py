@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .registry import Registry
+from ..errors import ConfigError
+from ..registry import Registry
 
 FUSIONS: Registry[type["FusionHead"]] = Registry("fusion")
 

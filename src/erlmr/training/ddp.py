@@ -16,7 +16,7 @@ torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the trainer then join
   the backward pass of a plain step, or once after a step that takes several backward passes
   (:class:`GradientSync`, chosen by ``Method.gradient_sync``).
 * Methods that decide a coefficient from batch statistics reduce them across ranks
-  (:mod:`erlmr.distributed`), so every rank applies the same one; after every epoch the trainer checks
+  (:mod:`erlmr.training.distributed`), so every rank applies the same one; after every epoch the trainer checks
   that all replicas still hold the same parameters (:func:`check_replicas_agree`).
 * Epoch metrics are summed over ranks. Only rank 0 evaluates, writes the run folder and prints; every
   rank returns the same summary.
@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from .distributed import all_reduce_mean_lists, gradient_sync_disabled
-from .errors import ConfigError, TrainingDivergedError
+from ..errors import ConfigError, TrainingDivergedError
 
 
 @dataclass
@@ -225,7 +225,7 @@ def check_replicas_agree(model: nn.Module, cluster: Cluster, epoch: int, rtol: f
             raise TrainingDivergedError(
                 f"after epoch {epoch + 1} the parameters on rank {rank} differ from rank 0's: a method applied a "
                 "coefficient computed from its own rank's batch only; reduce the statistics behind it with "
-                "erlmr.distributed.all_reduce_mean so that every rank applies the same one"
+                "erlmr.training.distributed.all_reduce_mean so that every rank applies the same one"
             )
 
 

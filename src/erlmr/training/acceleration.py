@@ -13,7 +13,7 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def resolve_amp(option: bool | None, device: torch.device) -> bool:

@@ -20,22 +20,22 @@ from tqdm import tqdm
 
 from . import acceleration, ddp
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
-from .config import Config, ModelConfig, from_dict, load_config, parse_override, validate
-from .cost import PeakMemory, StepTimer, cost_report
-from .data import DatasetSplits, Split, load_dataset
-from .encoders import build_encoder, default_encoder_for
-from .errors import CheckpointError, ConfigError, TrainingDivergedError
-from .euler import EulerRepresentation
-from .evaluation import batches, imbalance_report
-from .fusion import FUSIONS
-from .methods import Method, MethodContext, build_method, method_class
-from .metrics import accuracy, confusion_matrix, macro_f1
-from .model import MultiModalModel
+from ..config import Config, ModelConfig, from_dict, load_config, parse_override, validate
+from ..analysis.cost import PeakMemory, StepTimer, cost_report
+from ..data import DatasetSplits, Split, load_dataset
+from ..encoders import build_encoder, default_encoder_for
+from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..nn.euler import EulerRepresentation
+from ..analysis.evaluation import batches, imbalance_report
+from ..nn.fusion import FUSIONS
+from ..methods import Method, MethodContext, build_method, method_class
+from ..analysis.metrics import accuracy, confusion_matrix, macro_f1
+from ..nn.model import MultiModalModel
 from .runstate import (
     StopSignals, capture_rng, check_free_space, check_model_fits, check_same_config, check_same_spec,
     config_fingerprint, metrics_before, restore_rng,
 )
-from .tensorboard_logging import TensorBoardLogger
+from .tensorboard import TensorBoardLogger
 
 CHECKPOINT_FORMAT = 1
 #: the config keys a resumed run may change: where it runs and how much it prints, not what it computes
@@ -51,7 +51,7 @@ class RunResult:
 @dataclass
 class ModelSpec:
     """What building the model takes besides the config; fixed by the data and saved in every checkpoint,
-    so that a trained model can be rebuilt without its dataset (:func:`erlmr.prediction.load_run`)."""
+    so that a trained model can be rebuilt without its dataset (:func:`erlmr.analysis.prediction.load_run`)."""
 
     modalities: list[str]
     input_shapes: dict[str, tuple[int, ...]]
@@ -145,7 +145,7 @@ def make_loader(
     """Batches in an order that depends on ``seed`` alone (not on the global RNG, which it leaves
     untouched), so that a resumed epoch sees the same batches; the first ``skip_batches`` are left out.
     Each batch is gathered from the in-memory split in one indexing operation; ``batch_size`` is the
-    global batch, of which this rank gets its share (see :class:`erlmr.ddp.ShardedBatchSampler`)."""
+    global batch, of which this rank gets its share (see :class:`erlmr.training.ddp.ShardedBatchSampler`)."""
     batches = ddp.ShardedBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size)
     if skip_batches:
         batches = list(batches)[skip_batches:]
@@ -602,7 +602,7 @@ def _json_line(record: dict) -> str:
 def train(config: Config | Mapping | str | Path) -> RunResult:
     """Train as configured and return the run folder and its summary (see README for the folder).
 
-    Under torchrun every rank returns rank 0's result (see :mod:`erlmr.ddp`)."""
+    Under torchrun every rank returns rank 0's result (see :mod:`erlmr.training.ddp`)."""
     return Trainer(config).run()
 
 

@@ -1,0 +1,1 @@
+"""Analysis of trained runs: evaluation, imbalance metrics, cost, bench tables, reports, prediction."""

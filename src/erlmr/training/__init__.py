@@ -1,0 +1,1 @@
+"""Training: the loop, its builders, run folders, checkpoints, distributed data parallelism."""
