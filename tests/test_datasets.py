@@ -3,6 +3,7 @@ errors a bad folder gives."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import warnings
@@ -130,6 +131,29 @@ def test_cmu_mosei_binary_sentiment_and_excluded_zeros(tmp_path):
     stored, _ = splits.train.__getitems__([0])
     assert stored["audio"][0, 5, 3] == 0  # the -inf COVAREP value
     assert torch.equal(stored["audio"][0, :, 4], torch.from_numpy(audio[0, 4]))  # (steps, features) → (features, steps)
+
+
+class RunsACommand:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cmu_mosei_pickle_is_read_without_running_code(tmp_path, protocol):
+    """The feature pickle loads (whatever protocol wrote it) but an object other than arrays is refused unbuilt."""
+    fx.write_cmu_mosei(tmp_path)
+    path = tmp_path / "mosei_senti_data.pkl"
+    data = pickle.loads(path.read_bytes())
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    assert load_dataset("cmu-mosei", str(tmp_path), 0, 0.1, {"cache": False}).train.labels.tolist() == [0, 1, 1, 1, 0, 1]
+    data["valid"]["id"] = RunsACommand(f"touch {tmp_path / 'MARKER'}")
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    with pytest.raises(DataError, match=rf"cannot read the pickle {path}: it holds a pickled posix\.system, not only numpy"):
+        load_dataset("cmu-mosei", str(tmp_path), 0, 0.1, {"cache": False})
+    assert not (tmp_path / "MARKER").exists()
 
 
 def test_usc_had_windows_subject_wise_and_standardised_on_train(tmp_path):

@@ -68,7 +68,7 @@ def runs(tmp_path_factory):
 def read_run(folder: Path):
     (run_dir,) = [p for p in folder.iterdir() if p.is_dir()]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return run_dir, metrics, torch.load(run_dir / "last.pt", weights_only=False)["model"]
+    return run_dir, metrics, torch.load(run_dir / "last.pt", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[case[0] for case in CASES])

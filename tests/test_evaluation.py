@@ -72,7 +72,7 @@ def test_imbalance_degree_is_mean_absolute_pairwise_difference():
 
 def test_a_modality_the_model_ignores_contributes_nothing(joint_run):
     trainer = Trainer(load_config(joint_run / "config.yaml"))
-    trainer.model.load_state_dict(torch.load(joint_run / "best.pt", weights_only=False)["model"])
+    trainer.model.load_state_dict(torch.load(joint_run / "best.pt", weights_only=True)["model"])
     args = (trainer.model, trainer.method, trainer.splits.test, 32, torch.device("cpu"))
     before = imbalance_report(*args)
     assert min(before["contribution"].values()) > 0.02, "both modalities should matter before the ablation"

@@ -227,3 +227,17 @@ def test_read_only_out_folder_for_real(tmp_path):
             erlmr.train(small_config(out / "run"))
     finally:
         out.chmod(0o700)
+
+
+def test_run_files_honour_the_umask(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the files they leave must read like ordinary ones."""
+    previous = os.umask(0o022)
+    try:
+        run_dir = erlmr.train(small_config(tmp_path / "run", method={"name": "joint"}, train={"epochs": 1})).run_dir
+        os.umask(0o007)
+        checkpoint_module.write_json(run_dir / "group.json", {})
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.is_file()}
+    assert modes.pop("group.json") == 0o660
+    assert modes == dict.fromkeys(["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "summary.json"], 0o644)

@@ -30,16 +30,37 @@ SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}
 FILES = {True: "mosei_senti_data.pkl", False: "mosei_senti_data_noalign.pkl"}
 
 
+#: the globals a pickle of dicts and lists of numpy arrays refers to; a MulT pickle needs no others
+ARRAY_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+}
+
+
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays in plain containers and refuses every other object before it is built, so
+    that a crafted feature file cannot run code (a pickle may name any function, ``os.system`` too)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it holds a pickled {module}.{name}, not only numpy arrays; erlmr refuses to load it, because "
+                "unpickling such an object can run arbitrary code"
+            )
+        return super().find_class(module, name)
+
+
 def read_pickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"missing file {path} (the CMU-MOSEI feature pickle)")
     try:
         with path.open("rb") as file:
             try:
-                return pickle.load(file)
+                return ArraysOnlyUnpickler(file).load()
             except UnicodeDecodeError:  # written by Python 2
                 file.seek(0)
-                return pickle.load(file, encoding="latin1")
+                return ArraysOnlyUnpickler(file, encoding="latin1").load()
     except Exception as error:  # unpickling a damaged file can raise almost anything
         raise DataError(f"cannot read the pickle {path}: {error}") from None
 

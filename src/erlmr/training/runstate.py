@@ -21,13 +21,21 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, TrainingInterrupted
+from .lock import FolderLock
 
 #: config keys that say where and how visibly a run happens, not what it computes: they may differ on resume
 RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_dir")}
 
 
 def capture_rng(cuda: bool) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The torch, numpy and Python RNG states as tensors and plain tuples, so that a checkpoint holding them
+    loads with ``torch.load(weights_only=True)`` (no pickled numpy array or other object)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "python": random.getstate(),  # (version, tuple of ints, float or None)
+    }
     if cuda:
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -35,7 +43,8 @@ def capture_rng(cuda: bool) -> dict[str, Any]:
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), position, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -140,6 +149,31 @@ def check_free_space(folder: Path, needed: int) -> None:
             "for its checkpoints (last.pt, best.pt and a temporary copy while one is written); "
             "free some space or choose another train.out"
         )
+
+
+def claim_run_dir(run_dir: Path, resuming: bool) -> FolderLock:
+    """Create ``run_dir`` and take its lock (one writer per run folder), then check, under the lock, that a
+    new run overwrites no other: not a finished one, and not an unfinished one unless it is resuming it."""
+    lock = FolderLock(run_dir, "run folder", "wait for it to finish, or choose another train.run_dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        lock.release()
+        raise ConfigError(f"cannot write the run folder {run_dir}: {error.strerror}; choose a writable train.out") from None
+    if (run_dir / "summary.json").exists():
+        lock.release()
+        raise ConfigError(f"run folder {run_dir} already holds a finished run; choose another train.run_dir")
+    if not resuming and (run_dir / "last.pt").exists():
+        lock.release()
+        raise ConfigError(
+            f"run folder {run_dir} holds an unfinished run; continue it with: erlmr train --resume {run_dir} "
+            "(or choose another train.run_dir)"
+        )
+    return lock
 
 
 class StopSignals:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from . import acceleration, ddp
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
+from .lock import FolderLock
 from ..config import Config, ModelConfig, from_dict, load_config, parse_override, validate
 from ..analysis.cost import PeakMemory, StepTimer, cost_report
 from ..data import DatasetSplits, Split, load_dataset
@@ -32,7 +33,7 @@ from ..methods import Method, MethodContext, build_method, method_class
 from ..analysis.metrics import accuracy, confusion_matrix, macro_f1
 from ..nn.model import MultiModalModel
 from .runstate import (
-    StopSignals, capture_rng, check_free_space, check_model_fits, check_same_config, check_same_spec,
+    StopSignals, capture_rng, check_free_space, check_model_fits, check_same_config, check_same_spec, claim_run_dir,
     config_fingerprint, metrics_before, restore_rng,
 )
 from .tensorboard import TensorBoardLogger
@@ -237,29 +238,16 @@ def existing_ancestor(path: Path) -> Path:
     return path
 
 
-def make_run_dir(config: Config, needed_bytes: int = 0, resuming: bool = False) -> Path:
-    """Create (or, resuming, reuse) the run folder after checking that it is writable and has room."""
+def make_run_dir(config: Config, needed_bytes: int = 0, resuming: bool = False) -> tuple[Path, FolderLock]:
+    """Create (or, resuming, reuse) the run folder after checking that it is writable and has room, and take
+    its lock (one writer per run folder); the caller releases the lock when the run ends."""
     if config.train.run_dir:
         run_dir = Path(config.train.run_dir)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(config.train.out) / f"{config.data.dataset}-{config.method.name}-seed{config.train.seed}-{stamp}"
-    if (run_dir / "summary.json").exists():
-        raise ConfigError(f"run folder {run_dir} already holds a finished run; choose another train.run_dir")
-    if not resuming and (run_dir / "last.pt").exists():
-        raise ConfigError(
-            f"run folder {run_dir} holds an unfinished run; continue it with: erlmr train --resume {run_dir} "
-            "(or choose another train.run_dir)"
-        )
     check_free_space(existing_ancestor(run_dir), needed_bytes)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write the run folder {run_dir}: {error.strerror}; choose a writable train.out") from None
-    return run_dir
+    return run_dir, claim_run_dir(run_dir, resuming)
 
 
 class Trainer:
@@ -366,8 +354,14 @@ class Trainer:
     def run(self) -> RunResult:
         if not self.cluster.is_main:
             return self.follow_main()
+        run_dir, lock = make_run_dir(self.config, 3 * self.checkpoint_bytes(), resuming=self.resumed)
+        with lock:
+            summary = self.write_run(run_dir)
+        return ddp.share_from_main(RunResult(run_dir, summary), self.cluster)
+
+    def write_run(self, run_dir: Path) -> dict:
+        """Train into ``run_dir`` (whose lock the caller holds) and return the summary."""
         cfg = self.config
-        run_dir = make_run_dir(cfg, 3 * self.checkpoint_bytes(), resuming=self.resumed)
         metrics_path = run_dir / "metrics.jsonl"
         if self.resumed:
             kept = metrics_before(metrics_path, self.next_epoch)
@@ -396,8 +390,7 @@ class Trainer:
                 self.save_epoch(epoch, (val["accuracy"], -val["loss"]), metrics_path)
                 if self.stop.received is not None:
                     raise self.stop.interrupted(run_dir, f"after epoch {epoch + 1}")
-        summary = self.finish(run_dir, self.best_epoch)
-        return ddp.share_from_main(RunResult(run_dir, summary), self.cluster)
+        return self.finish(run_dir, self.best_epoch)
 
     def follow_main(self) -> RunResult:
         """A rank other than 0 only trains; rank 0 evaluates, writes the run folder and shares its result."""
