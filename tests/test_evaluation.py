@@ -227,9 +227,10 @@ def test_bench_runs_the_grid_in_processes_and_skips_finished_runs(tmp_path, monk
     overrides = [k for k in SMALL if not k.startswith("data.dataset")] + ["train.epochs=1"]
     methods = bench.parse_methods("joint,unimodal[modality=m1],no_such_method")
     assert methods == ["joint", "unimodal[modality=m1]", "no_such_method"]
-    table, failures = bench.run_bench(["synthetic"], methods, 1, tmp_path, None, overrides, jobs=2, progress=False)
-    assert list(failures) == [("synthetic", "no_such_method", 0)]
-    assert "unknown method 'no_such_method'" in failures[("synthetic", "no_such_method", 0)]
+    result = bench.run_bench(["synthetic"], methods, 1, tmp_path, None, overrides, jobs=2, progress=False)
+    assert list(result.failures) == [("synthetic", "no_such_method", 0)]
+    assert "unknown method 'no_such_method'" in result.failures[("synthetic", "no_such_method", 0)]
+    assert result.files == [tmp_path / "results.md", tmp_path / "results.csv", tmp_path / "bench.json"]
     summary_path = tmp_path / "synthetic" / "joint" / "seed0" / "summary.json"
     stamp = summary_path.stat().st_mtime_ns
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
@@ -241,13 +242,12 @@ def test_bench_runs_the_grid_in_processes_and_skips_finished_runs(tmp_path, monk
     assert unimodal["test"]["contribution"]["m0"] == 0.0  # unimodal on m1 never looks at m0
     assert "- command: `erlmr bench`" in markdown and "- machine: " in markdown
 
-    class NoProcesses:
-        def __init__(self, *args, **kwargs):
-            raise AssertionError("a finished run was started again")
+    def no_process(*args, **kwargs):
+        raise AssertionError("a finished run was started again")
 
-    monkeypatch.setattr(bench, "ProcessPoolExecutor", NoProcesses)
-    table, failures = bench.run_bench(["synthetic"], ["joint"], 1, tmp_path, None, overrides, progress=False)
-    assert failures == {} and "| joint | 1 |" in table
+    monkeypatch.setattr(bench.ChildRuns, "start", no_process)
+    result = bench.run_bench(["synthetic"], ["joint"], 1, tmp_path, None, overrides, progress=False)
+    assert result.failures == {} and "| joint | 1 |" in result.table
     assert summary_path.stat().st_mtime_ns == stamp
 
 

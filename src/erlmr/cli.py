@@ -102,7 +102,7 @@ def command_list(args: argparse.Namespace) -> int:
 def command_bench(args: argparse.Namespace) -> int:
     from .analysis.bench import parse_methods, run_bench
 
-    table, failures = run_bench(
+    result = run_bench(
         datasets=[d for d in args.datasets.split(",") if d],
         methods=parse_methods(args.methods),
         seeds=args.seeds,
@@ -113,9 +113,9 @@ def command_bench(args: argparse.Namespace) -> int:
         command=shlex.join(["erlmr", *args.argv]),
         progress=not args.quiet,
     )
-    print(table)
-    print(f"results: {args.out}/results.md, {args.out}/results.csv")
-    return 1 if failures else 0
+    print(result.table)
+    print(f"results: {', '.join(map(str, result.files))}")
+    return 1 if result.failures else 0
 
 
 def format_evaluation(result: dict) -> str:

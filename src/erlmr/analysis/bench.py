@@ -4,25 +4,26 @@ from __future__ import annotations
 import csv
 import json
 import math
-import multiprocessing
 import os
 import re
+import signal
 import statistics
-import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from tqdm import tqdm
 
 from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
 from .cost import machine_description
-from ..errors import ConfigError, ErlmrError
+from ..errors import ConfigError, ErlmrError, TrainingInterrupted
+from .grid import ChildRuns, ForwardedStop, process_context
 from .runs import dataset_label, method_label
-from ..training.trainer import train
+from ..training.lock import FolderLock
+from ..training.runstate import config_fingerprint, differences, result_config
+from ..training.trainer import resume, train
 
 JOINT = "joint"
 
@@ -57,6 +58,7 @@ def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
 
 
 def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
+    """Train one grid entry; a finished run is read back, a partial one (an interrupted bench) continued."""
     run_dir = run_dir_for(out, dataset, method, seed)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
@@ -65,7 +67,22 @@ def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | 
         f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
     ]
-    return train(load_config(base_config, list(overrides) + grid_keys)).summary
+    config = load_config(base_config, list(overrides) + grid_keys)
+    if (run_dir / "last.pt").exists():
+        check_same_settings(run_dir, config.to_dict())
+        return resume(run_dir).summary
+    return train(config).summary
+
+
+def check_same_settings(run_dir: Path, config: dict) -> None:
+    """Refuse to continue a partial run that an earlier bench started with other settings."""
+    saved = load_config(run_dir / "config.yaml").to_dict()
+    if config_fingerprint(saved) != config_fingerprint(config):
+        raise ConfigError(
+            f"{run_dir} holds an unfinished run with other settings than this bench's: "
+            f"{differences(result_config(saved), result_config(config), ('in the folder', 'now'))}; re-run the "
+            "bench with the settings it was started with, or move that folder away to train it afresh"
+        )
 
 
 def attempt(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
@@ -75,10 +92,6 @@ def attempt(out: Path, dataset: str, method: str, seed: int, base_config: str | 
     except ErlmrError as error:
         return str(error)
     return None
-
-
-def limit_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
 
 
 def summary_row(summary: dict) -> dict:
@@ -170,17 +183,6 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def process_context() -> multiprocessing.context.BaseContext:
-    """A fork server that has imported the trainer once, so that each run starts fast from a clean
-    single-threaded process (spawn where fork servers do not exist)."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    # torch imports its compiler stack (seconds) when the first optimiser is made: once here, not per run.
-    context.set_forkserver_preload(["erlmr.training.trainer", "torch._dynamo"])
-    return context
-
-
 def run_grid(
     entries: Sequence[tuple[str, str, int]],
     out: Path,
@@ -189,26 +191,42 @@ def run_grid(
     jobs: int,
     progress: bool,
 ) -> dict[tuple[str, str, int], str]:
-    """Train every unfinished entry, ``jobs`` at a time; the failed entries' messages.
+    """Train every unfinished entry, ``jobs`` at a time, each in a fresh process with an even share of the
+    cores (see :mod:`erlmr.analysis.grid`); the failed entries' messages.
 
-    Every run gets a fresh process (and an even share of the cores), so that its peak memory and step
-    time do not depend on the runs before it.
+    SIGINT or SIGTERM stops the running entries, which save their state, and raises
+    :class:`~erlmr.errors.TrainingInterrupted`; the same bench run again continues them.
     """
-    todo = [e for e in entries if not (run_dir_for(out, *e) / "summary.json").exists()]
+    pending = [e for e in entries if not (run_dir_for(out, *e) / "summary.json").exists()]
     failures = {}
-    with tqdm(total=len(entries), initial=len(entries) - len(todo), desc="bench", unit="run", disable=not progress) as bar:
-        if not todo:
-            return failures
-        fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-        threads = max(1, usable_cores() // jobs)
-        context = process_context()
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads, initargs=(threads,), **fresh) as pool:
-            futures = {pool.submit(attempt, out, *entry, base_config, overrides): entry for entry in todo}
-            for future in as_completed(futures):
-                if (error := future.result()) is not None:
-                    failures[futures[future]] = error
+    children = ChildRuns(process_context(), max(1, usable_cores() // jobs))
+    with tqdm(total=len(entries), initial=len(entries) - len(pending), desc="bench", unit="run", disable=not progress) as bar:
+        with ForwardedStop(children) as stop:
+            while children.running or (pending and stop.received is None):
+                while pending and len(children.running) < jobs and stop.received is None:
+                    entry = pending.pop(0)
+                    children.start(entry, attempt, out, *entry, base_config, overrides)
+                if stop.received is not None:
+                    children.stop_all()  # a child started while the signal arrived
+                entry, error, died = children.wait()
+                if stop.received is None and (error or died):
+                    failures[entry] = error or f"the process training it died ({died}); run the bench again to continue it"
                 bar.update()
+    if stop.received is not None:
+        name = signal.Signals(stop.received).name
+        raise TrainingInterrupted(
+            f"bench stopped by {name}; the runs in progress saved their state under {out}. Continue them by "
+            "running the same erlmr bench command again", stop.received,
+        )
     return failures
+
+
+@dataclass
+class BenchResult:
+    table: str
+    failures: dict[tuple[str, str, int], str]
+    #: the files this bench wrote
+    files: list[Path]
 
 
 def run_bench(
@@ -221,10 +239,11 @@ def run_bench(
     jobs: int = 1,
     command: str | None = None,
     progress: bool = True,
-) -> tuple[str, dict[tuple[str, str, int], str]]:
-    """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md`` and ``bench.json``.
+) -> BenchResult:
+    """Run the grid (finished runs are skipped, partial ones continued) and write ``results.md`` and
+    ``bench.json``, and ``results.csv`` when a run finished. One bench at a time writes a folder.
 
-    Returns the markdown tables and the failed entries with their error messages.
+    Returns the markdown tables, the failed entries with their error messages and the files written.
     """
     if not datasets or not methods or seeds < 1 or jobs < 1:
         raise ConfigError("bench needs at least one dataset, one method, --seeds >= 1 and --jobs >= 1")
@@ -233,19 +252,29 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
-    failures = run_grid(entries, out, base_config, overrides, jobs, progress)
-    summaries = [
-        json.loads(path.read_text())
-        for entry in entries
-        if (path := run_dir_for(out, *entry) / "summary.json").exists()
-    ]
+    with FolderLock(out, "bench folder", "wait for that bench to finish, or choose another --out"):
+        failures = run_grid(entries, out, base_config, overrides, jobs, progress)
+        summaries = [
+            json.loads(path.read_text())
+            for entry in entries
+            if (path := run_dir_for(out, *entry) / "summary.json").exists()
+        ]
+        table, files = write_results(out, summaries, failures, {
+            "command": command, "datasets": list(datasets), "methods": list(methods), "seeds": seeds,
+            "overrides": list(overrides), "failed": ["/".join(map(str, e)) for e in failures],
+        })
+    return BenchResult(table, failures, files)
+
+
+def write_results(out: Path, summaries: list[dict], failures: dict, record: dict) -> tuple[str, list[Path]]:
+    """Write results.md, bench.json and (when a run finished) results.csv; the table and the files written."""
     rows = [summary_row(s) for s in summaries]
     machine = machine_description(sorted({s.get("cost", {}).get("device", "unknown") for s in summaries}))
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = [
         "# Benchmark results",
         "",
-        f"- command: `{command or 'erlmr bench'}`",
+        f"- command: `{record['command'] or 'erlmr bench'}`",
         f"- machine: {machine}",
         f"- date: {date}",
         "- cells: mean ± std over seeds of test-split metrics; imbalance degree = mean |difference| of the "
@@ -256,11 +285,13 @@ def run_bench(
     table = markdown_table(rows) if rows else "No finished run.\n"
     if failures:
         table += "\n### Failed runs\n\n" + "".join(f"- {'/'.join(map(str, e))}: {m}\n" for e, m in failures.items())
+    files = [out / "results.md", out / "bench.json"]
+    atomic_write(files[0], lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
+    write_json(files[1], {"command": record["command"], "machine": machine, "date": date,
+                          **{k: v for k, v in record.items() if k != "command"}})
     if rows:
         write_csv(out / "results.csv", rows)
-    atomic_write(out / "results.md", lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
-    write_json(out / "bench.json", {
-        "command": command, "machine": machine, "date": date, "datasets": list(datasets), "methods": list(methods),
-        "seeds": seeds, "overrides": list(overrides), "failed": ["/".join(map(str, e)) for e in failures],
-    })
-    return table, failures
+        files.insert(1, out / "results.csv")
+    else:  # a results.csv of an earlier grid would not be this bench's
+        (out / "results.csv").unlink(missing_ok=True)
+    return table, files

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Collection
 
 from ..training.checkpoint import load_checkpoint
+from ..training.lock import refuse_if_being_written
 from ..config import load_config
 from ..errors import CheckpointError, ConfigError, DataError
 from .evaluation import imbalance_report
@@ -64,6 +65,7 @@ def load_trained(run_dir: str | Path, data_root: str | None = None, device: str 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml); give the folder 'erlmr train' wrote")
+    refuse_if_being_written(run_dir, "run folder", "evaluate it once its training has ended")
     overrides = [f"train.device={device}", "train.tensorboard=false"]
     if data_root is not None:
         overrides += ["data.dataset=arrays", f"data.root={json.dumps(str(data_root))}", "data.options={}"]

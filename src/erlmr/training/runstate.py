@@ -75,11 +75,13 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def differences(saved: Mapping[str, Any], current: Mapping[str, Any], limit: int = 5) -> str:
+def differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], where: tuple[str, str] = ("in the checkpoint", "now"), limit: int = 5,
+) -> str:
     """``"key: A in the checkpoint, B now; ..."`` for the first ``limit`` keys that differ."""
     a, b = flatten(saved), flatten(current)
     keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
-    shown = "; ".join(f"{k}: {a.get(k, '<absent>')!r} in the checkpoint, {b.get(k, '<absent>')!r} now" for k in keys[:limit])
+    shown = "; ".join(f"{k}: {a.get(k, '<absent>')!r} {where[0]}, {b.get(k, '<absent>')!r} {where[1]}" for k in keys[:limit])
     return shown + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
