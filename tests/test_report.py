@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -84,6 +85,46 @@ def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
         write_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def one_run_copy(bench_dir: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_dir_for(bench_dir, "synthetic", "joint", 0), run_dir)
+    return run_dir
+
+
+def test_report_into_an_unwritable_folder_is_one_line(bench_dir, tmp_path, capsys):
+    run_dir = one_run_copy(bench_dir, tmp_path)
+    (tmp_path / "a-file").write_text("")
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "a-file" / "report")]) == 2
+    assert capsys.readouterr().err == (f"erlmr: error: cannot write the report into {tmp_path / 'a-file' / 'report'}: "
+                                       "Not a directory; choose a writable folder with --out\n")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_report_into_a_read_only_folder_is_one_line(bench_dir, tmp_path, capsys):
+    run_dir = one_run_copy(bench_dir, tmp_path)
+    (tmp_path / "ro").mkdir(mode=0o500)
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "ro")]) == 2
+    assert "cannot write the report into" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "summary.json").write_text('{"method": "joint", "te'),
+     r"summary\.json is damaged \(JSONDecodeError: .*\); delete it and run erlmr train --resume .*run to write it again"),
+    (lambda run: (run / "summary.json").write_text('{"method": "joint"}'),
+     r"summary\.json is not a summary erlmr wrote \(it lacks \['dataset', 'seed', .*'test\.accuracy'"),
+    (lambda run: (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().replace("}", "", 1)),
+     r"metrics\.jsonl, line 1, is not a JSON object \(Expecting .*\): the epoch records of the run are damaged"),
+    (lambda run: (run / "metrics.jsonl").write_text("[1, 2]\n" + (run / "metrics.jsonl").read_text()),
+     r"metrics\.jsonl, line 1, is not a JSON object \(a JSON list\)"),
+])
+def test_report_of_a_damaged_run_names_the_file(bench_dir, tmp_path, capsys, damage, message):
+    run_dir = one_run_copy(bench_dir, tmp_path)
+    damage(run_dir)
+    assert main(["report", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert re.fullmatch(rf"erlmr: error: {run_dir}/{message}.*\n", error), error
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

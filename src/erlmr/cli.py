@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from typing import Sequence
@@ -51,6 +52,16 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="override any config key, e.g. --set method.options.pareto_mode=features")
 
 
+def yaml_scalar(value: str | int | float) -> str:
+    """A flag's value as the YAML an override is parsed from: strings quoted, NaN and Inf spelt as YAML spells them
+    (``--lr nan`` becomes ``.nan``, refused as a NaN, not the string ``'nan'``)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+    return str(value)
+
+
 def overrides_from(args: argparse.Namespace) -> list[str]:
     overrides = []
     if getattr(args, "data", None) and not getattr(args, "dataset", None):
@@ -58,7 +69,7 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     for dest, key in TRAIN_FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+            overrides.append(f"{key}={yaml_scalar(value)}")
     if getattr(args, "quiet", False):
         overrides.append("train.quiet=true")
     if getattr(args, "tensorboard", False):

@@ -80,6 +80,7 @@ class Config:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
+MAX_SEED = 2**32 - 1
 
 
 def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") -> Any:
@@ -89,9 +90,10 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
         raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(str(key) for key in data if key not in names)
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(names)}")
+        valid = f"valid keys: {', '.join(names)}" if names else "it takes none"
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; {valid}")
     values = {}
     for name, value in data.items():
         hint = hints[name]
@@ -130,7 +132,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.01")
     path, raw = text.split("=", 1)
-    return path.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"override {text!r}: the value {raw!r} is not valid YAML ({problem}); write a mapping as "
+            "{key: value, ...}, a list as [a, b, ...], and put a string with such characters in quotes"
+        ) from None
+    return path.strip().split("."), value
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
@@ -153,9 +163,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if data is None:  # an empty file
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"config file {path} must hold a mapping of sections (data:, model:, method:, optim:, train:), "
+                f"got {'a list' if isinstance(data, list) else 'a single value'}: {str(data)[:40]}"
+            )
     config = from_dict(Config, apply_overrides(data, overrides))
     validate(config)
     return config
@@ -165,12 +182,14 @@ def validate(config: Config) -> None:
     """Range checks that a type alone cannot express."""
     checks = [
         (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
+        (math.isfinite(config.optim.lr), f"optim.lr must be a finite number, got {config.optim.lr}"),
         (config.optim.momentum >= 0, f"optim.momentum must be >= 0, got {config.optim.momentum}"),
         (config.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {config.optim.weight_decay}"),
         (config.optim.name in OPTIMIZERS, f"unknown optimizer {config.optim.name!r}; valid: {', '.join(OPTIMIZERS)}"),
         (config.optim.schedule in SCHEDULES, f"unknown schedule {config.optim.schedule!r}; valid: {', '.join(SCHEDULES)}"),
         (config.optim.step_size >= 1, f"optim.step_size must be >= 1, got {config.optim.step_size}"),
         (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),
+        (0 <= config.train.seed <= MAX_SEED, f"train.seed must be in 0..{MAX_SEED} (numpy takes 32-bit seeds), got {config.train.seed}"),
         (config.train.batch_size >= 1, f"train.batch_size must be >= 1, got {config.train.batch_size}"),
         (config.train.num_workers >= 0, f"train.num_workers must be >= 0, got {config.train.num_workers}"),
         (0 <= config.model.euler_dropout < 1, f"model.euler_dropout must be in [0, 1), got {config.model.euler_dropout}"),

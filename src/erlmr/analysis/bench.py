@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -20,7 +19,7 @@ from ..config import load_config
 from .cost import machine_description
 from ..errors import ConfigError, ErlmrError, TrainingInterrupted
 from .grid import ChildRuns, ForwardedStop, process_context
-from .runs import dataset_label, method_label
+from .runs import dataset_label, method_label, read_summary
 from ..training.lock import FolderLock
 from ..training.runstate import config_fingerprint, differences, result_config
 from ..training.trainer import resume, train
@@ -62,7 +61,7 @@ def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | 
     run_dir = run_dir_for(out, dataset, method, seed)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
-        return json.loads(summary_path.read_text())
+        return read_summary(summary_path)
     grid_keys = [
         f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
@@ -255,7 +254,7 @@ def run_bench(
     with FolderLock(out, "bench folder", "wait for that bench to finish, or choose another --out"):
         failures = run_grid(entries, out, base_config, overrides, jobs, progress)
         summaries = [
-            json.loads(path.read_text())
+            read_summary(path)
             for entry in entries
             if (path := run_dir_for(out, *entry) / "summary.json").exists()
         ]

@@ -104,6 +104,8 @@ def predict(run: LoadedRun | str | Path, inputs: Mapping[str, Any], batch_size: 
     counts = {m: len(x) for m, x in tensors.items()}
     if len(set(counts.values())) != 1:
         raise DataError(f"modalities have different sample counts {counts}; give one row per sample in each")
+    if not any(counts.values()):
+        raise DataError(f"the inputs hold no sample ({counts}); give at least one row")
     absent = [m for m in run.modalities if m not in tensors]
     if absent and not run.method.supports_missing_modalities:
         raise ConfigError(

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .bench import JOINT, summary_row, summary_tables
+from ..errors import ConfigError
 from .runs import FinishedRun, dataset_label, find_runs, method_label
 
 MethodRuns = dict[str, list[FinishedRun]]
@@ -211,6 +212,15 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     source = Path(source)
     runs = find_runs(source)
     out = Path(out) if out is not None else source / "report"
+    try:
+        return render_report(source, runs, out)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the report into {out}: {error.strerror or error}; choose a writable folder with --out"
+        ) from None
+
+
+def render_report(source: Path, runs: Sequence[FinishedRun], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     tables = summary_tables([summary_row(r.summary) for methods in groups.values() for rs in methods.values() for r in rs])

@@ -35,13 +35,49 @@ def method_label(summary: dict) -> str:
     return with_options(summary["method"], summary.get("method_options"))
 
 
+#: what erlmr report and erlmr bench read from a summary.json
+SUMMARY_KEYS = ("method", "dataset", "seed", "modalities", "classes", "test")
+TEST_KEYS = ("accuracy", "macro_f1", "modality_accuracy")
+
+
+def read_summary(path: Path) -> dict:
+    """A run's summary.json, refused with the fix when it is damaged."""
+    advice = f"delete it and run erlmr train --resume {path.parent} to write it again"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is damaged ({type(error).__name__}: {error}); {advice}") from None
+    summary = summary if isinstance(summary, dict) else {}
+    test = summary["test"] if isinstance(summary.get("test"), dict) else {}
+    missing = [k for k in SUMMARY_KEYS if k not in summary] + [f"test.{k}" for k in TEST_KEYS if k not in test]
+    if missing:
+        raise DataError(f"{path} is not a summary erlmr wrote (it lacks {missing}); {advice}")
+    return summary
+
+
 def read_epochs(run_dir: Path) -> list[dict]:
-    """The per-epoch records of ``metrics.jsonl`` (error records left out)."""
+    """The per-epoch records of ``metrics.jsonl`` (error records left out); a damaged line is refused, since
+    dropping it would shift every later epoch of the curves drawn from them."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except ValueError as error:
+            raise damaged_line(path, number, str(error)) from None
+        if not isinstance(record, dict):
+            raise damaged_line(path, number, f"a JSON {type(record).__name__}")
+        records.append(record)
     return [r for r in records if "error" not in r and "val_accuracy" in r]
+
+
+def damaged_line(path: Path, number: int, problem: str) -> DataError:
+    return DataError(
+        f"{path}, line {number}, is not a JSON object ({problem}): the epoch records of the run are damaged; "
+        "fix or delete that line"
+    )
 
 
 def find_runs(root: str | Path) -> list[FinishedRun]:
@@ -52,7 +88,7 @@ def find_runs(root: str | Path) -> list[FinishedRun]:
     paths = sorted(p.parent for p in root.rglob("summary.json"))
     if not paths:
         raise DataError(f"no finished run under {root}: no summary.json found; train or bench first")
-    return [FinishedRun(p, json.loads((p / "summary.json").read_text()), read_epochs(p)) for p in paths]
+    return [FinishedRun(p, read_summary(p / "summary.json"), read_epochs(p)) for p in paths]
 
 
 def load_trained(run_dir: str | Path, data_root: str | None = None, device: str = "auto") -> Trainer:

@@ -8,6 +8,7 @@ stratified, seeded ``val_fraction`` of train becomes the validation split.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -27,8 +28,8 @@ def read_meta(root: Path) -> dict:
         return {}
     try:
         meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} is not valid JSON ({error}); fix or delete it") from None
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path} is not valid JSON ({type(error).__name__}: {error}); fix or delete it") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path} must hold a JSON object with 'modalities' and/or 'classes'")
     for key in ("modalities", "classes"):
@@ -37,17 +38,44 @@ def read_meta(root: Path) -> dict:
     return meta
 
 
+ZIP_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"missing file {path}; an array folder needs train.npz and test.npz (val.npz optional)")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
+        with path.open("rb") as file:
+            start = file.read(len(NPY_MAGIC))
+        if start.startswith(NPY_MAGIC):
             raise ValueError("it holds a single array, not an .npz archive of named arrays")
-        with archive:
+        if not start.startswith(ZIP_MAGIC):
+            raise ValueError(f"it is not an .npz archive (a zip file); it starts with the bytes {start[:4]!r}")
+        with np.load(path, allow_pickle=False) as archive:
+            check_members(archive.zip)
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as error:
         raise DataError(f"cannot read {path}: {error}; re-create it with numpy.savez") from None
+
+
+def check_members(archive: zipfile.ZipFile) -> None:
+    """Every member is a .npy array whose header claims no more data than the member holds: checked from
+    the header alone, before numpy allocates the array (a damaged header can claim terabytes)."""
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"its member {info.filename!r} is not a .npy array")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(member)
+            if dtype.hasobject:
+                raise ValueError(f"array {info.filename[:-4]!r} holds Python objects, which erlmr does not unpickle")
+            claimed, held = math.prod(shape) * dtype.itemsize, info.file_size - member.tell()
+        if claimed > held:
+            raise ValueError(
+                f"array {info.filename[:-4]!r} claims shape {shape} of {dtype} ({claimed} bytes) but holds {held} "
+                "bytes: the file is damaged"
+            )
 
 
 def check_modality(path: Path, name: str, array: np.ndarray) -> torch.Tensor:

@@ -5,6 +5,7 @@ index, so that one message says what to fix.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,10 +21,11 @@ SPLIT_NAMES = ("train", "val", "test")
 
 def nonfinite_rows(values: np.ndarray | torch.Tensor) -> np.ndarray:
     """Indices of the samples (first axis) holding a NaN or an Inf."""
+    width = math.prod(values.shape[1:])  # not -1: that is ambiguous for zero samples
     if isinstance(values, torch.Tensor):
-        finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1).numpy()
+        finite = torch.isfinite(values.reshape(len(values), width)).all(dim=1).numpy()
     else:
-        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        finite = np.isfinite(values.reshape(len(values), width)).all(axis=1)
     return np.flatnonzero(~finite)
 
 

@@ -143,6 +143,15 @@ def metrics_before(path: Path, epoch: int) -> str:
     return "".join(json.dumps(r) + "\n" for r in kept)
 
 
+def kept_checkpoint(metrics_path: Path | None) -> str:
+    """What a diverged run leaves to go back to, for its message (``metrics_path`` is None on ranks other than 0)."""
+    if metrics_path is None:
+        return "rank 0's run folder keeps the last good checkpoint, if one was written"
+    if (metrics_path.parent / "last.pt").exists():
+        return f"the last good checkpoint is kept in {metrics_path.parent / 'last.pt'}"
+    return "no checkpoint was kept: it diverged before its first epoch ended, so train it again"
+
+
 def check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:

@@ -34,7 +34,7 @@ from ..analysis.metrics import accuracy, confusion_matrix, macro_f1
 from ..nn.model import MultiModalModel
 from .runstate import (
     StopSignals, capture_rng, check_free_space, check_model_fits, check_same_config, check_same_spec, claim_run_dir,
-    config_fingerprint, metrics_before, restore_rng,
+    config_fingerprint, kept_checkpoint, metrics_before, restore_rng,
 )
 from .tensorboard import TensorBoardLogger
 
@@ -405,7 +405,7 @@ class Trainer:
             self.append_metrics(metrics_path, {"epoch": epoch, "error": "non-finite parameters"})
             raise TrainingDivergedError(
                 f"training diverged in epoch {epoch + 1}: a weight became NaN/Inf. Lower optim.lr or check the "
-                "inputs; the last good checkpoint is kept in the run folder"
+                f"inputs; {kept_checkpoint(metrics_path)}"
             )
         improved = val_score > self.best_score
         if improved:
@@ -457,7 +457,7 @@ class Trainer:
                 self.append_metrics(metrics_path, {"epoch": epoch, "step": step, "error": "non-finite loss or gradient"})
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss or a gradient is NaN/Inf. "
-                    "Lower optim.lr or check the inputs; the last good checkpoint is kept in the run folder"
+                    f"Lower optim.lr or check the inputs; {kept_checkpoint(metrics_path)}"
                 )
             if not self.method.steps_optimizer:
                 self.optimizer.step()
