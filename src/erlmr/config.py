@@ -101,20 +101,21 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
         if dataclasses.is_dataclass(hint):
             values[name] = from_dict(hint, value, key)
         else:
-            values[name] = _coerce(value, hint, key)
+            values[name] = coerce(value, hint, key)
     try:
         return cls(**values)
     except ConfigError as error:  # a range check in the dataclass's __post_init__
         raise ConfigError(f"{where}: {error}") from None
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the type ``hint`` names (an int passes for a float), or ConfigError naming ``key``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, options[0], key)
+        return coerce(value, options[0], key)
     expected = origin or hint
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -127,6 +128,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+def yaml_problem(error: Exception) -> str:
+    """PyYAML's complaint in one line, with the line and column where it has them."""
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is read as YAML."""
     if "=" not in text:
@@ -135,9 +143,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(
-            f"override {text!r}: the value {raw!r} is not valid YAML ({problem}); write a mapping as "
+            f"override {text!r}: the value {raw!r} is not valid YAML ({yaml_problem(error)}); write a mapping as "
             "{key: value, ...}, a list as [a, b, ...], and put a string with such characters in quotes"
         ) from None
     return path.strip().split("."), value
@@ -165,7 +172,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(error)}") from None
         if data is None:  # an empty file
             data = {}
         if not isinstance(data, dict):

@@ -15,10 +15,13 @@ fails every range.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import operator
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
+from .config import coerce
 from .errors import ConfigError
 
 _COMPARISONS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
@@ -56,3 +59,17 @@ class CheckedOptions:
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             check_field(spec.name, getattr(self, spec.name), spec.metadata)
+
+
+def call_options(what: str, factory: Callable, options: Any, skip: Collection[str]) -> dict[str, Any]:
+    """``options`` checked for ``factory(..., **options)`` (an encoder factory, a fusion head class): a mapping
+    of its parameter names (other than ``skip``) to values of the types its annotations name."""
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{what} takes a mapping of option names to values, got {options!r}")
+    signature = inspect.signature(factory)
+    valid = [name for name in signature.parameters if name not in skip]
+    unknown = sorted(str(key) for key in options if key not in valid)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for {what}; valid options: {', '.join(valid) or 'none'}")
+    hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    return {key: coerce(value, hints[key], f"{what}: option {key}") if key in hints else value for key, value in options.items()}

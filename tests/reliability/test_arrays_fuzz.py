@@ -1,9 +1,12 @@
-"""Fuzz the array-folder loader with malformed folders: it either refuses them with a DataError or
-ConfigError, or returns splits that are safe to train on; never another exception."""
+"""Fuzz the array-folder loader with malformed folders (arrays, .npy headers inside the .npz files, meta.json):
+it either refuses them with a DataError or ConfigError, or returns splits that are safe to train on; never
+another exception."""
 from __future__ import annotations
 
+import io
 import json
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,23 @@ MUTATIONS = ["dtype", "rank", "nonfinite", "huge", "rows", "empty", "drop", "lab
              "zero_width", "feature_shape"]
 METAS = [{"modalities": ["a", "b"]}, {"classes": ["x", "y", "z"]}, {"classes": ["x"]}, {"modalities": "ab"},
          {"modalities": ["a", "a"]}, {"modalities": ["a", "label"]}, {"modalities": ["a", "z"]}, [1, 2], "not json"]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8,
+)
+#: meta.json contents: the hand-picked cases, and generated ones, most of them with the keys it reads
+GENERATED_METAS = JSON | st.fixed_dictionaries({}, optional={
+    "modalities": st.lists(st.sampled_from(["a", "b", "label", "z", 1]), max_size=3) | JSON,
+    "classes": st.lists(st.text(max_size=3) | st.integers(-1, 5), max_size=4) | JSON,
+})
+#: how a .npy member's header is damaged: what it claims, or its bytes
+HEADER_DAMAGE = st.one_of(
+    st.tuples(st.just("shape"), st.lists(st.integers(0, 12) | st.integers(-2, 10**13), max_size=4).map(tuple)),
+    st.tuples(st.just("descr"), st.sampled_from(["<f4", "<f8", ">f4", "<i8", "|b1", "|O", "<U5", "|V8", "<c8", "<M8[s]", "bogus"])),
+    st.tuples(st.just("fortran_order"), st.booleans()),
+    st.tuples(st.just("text"), st.binary(max_size=40)),
+    st.tuples(st.just("cut"), st.integers(0, 200)),
+)
 
 
 @st.composite
@@ -82,14 +102,43 @@ def folders(draw):
         files["val.npz"] = draw(valid_split(draw(st.integers(1, 6)), shapes))
     for _ in range(draw(st.integers(0, 2))):
         draw(mutate(files))
-    meta = draw(st.one_of(st.none(), st.sampled_from(METAS)))
+    meta = draw(st.one_of(st.none(), st.sampled_from(METAS), GENERATED_METAS))
     garbage = draw(st.sampled_from([None] * 8 + ["train.npz", "test.npz"]))
-    return files, meta, garbage, draw(st.sampled_from([0.0, 0.2, 0.5]))
+    damage = None
+    if draw(st.integers(0, 3)) == 0:
+        name = draw(st.sampled_from(sorted(files)))
+        damage = (name, draw(st.sampled_from(sorted(files[name]) or ["label"])), *draw(HEADER_DAMAGE))
+    return files, meta, garbage, damage, draw(st.sampled_from([0.0, 0.2, 0.5]))
 
 
-def write(root: Path, files: dict, meta, garbage) -> None:
+def damage_header(path: Path, key: str, kind: str, value) -> None:
+    """Rewrite the header of member ``key`` of the .npz at ``path``: one field changed, its bytes replaced, or
+    the member cut to ``value`` bytes."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    raw = members.get(f"{key}.npy")
+    if raw is None:
+        return
+    stream = io.BytesIO(raw)
+    np.lib.format.read_magic(stream)
+    shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+    fields = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran_order, "shape": shape}
+    if kind == "cut":
+        members[f"{key}.npy"] = raw[:value]
+    else:
+        header = value if kind == "text" else repr({**fields, kind: value}).encode()
+        length = len(header) + 1
+        members[f"{key}.npy"] = np.lib.format.magic(1, 0) + length.to_bytes(2, "little") + header + b"\n" + raw[stream.tell():]
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def write(root: Path, files: dict, meta, garbage, damage) -> None:
     for name, arrays in files.items():
         np.savez(root / name, **arrays)
+    if damage is not None:
+        damage_header(root / damage[0], *damage[1:])
     if meta is not None:
         (root / "meta.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
     if garbage == "train.npz":
@@ -114,9 +163,9 @@ def assert_safe_to_train(splits) -> None:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(folders())
 def test_array_folder_loader_refuses_or_returns_clean_data(case):
-    files, meta, garbage, val_fraction = case
+    files, meta, garbage, damage, val_fraction = case
     with tempfile.TemporaryDirectory() as folder:
-        write(Path(folder), files, meta, garbage)
+        write(Path(folder), files, meta, garbage, damage)
         try:
             splits = load_dataset("arrays", folder, 0, val_fraction, {})
         except (DataError, ConfigError) as error:

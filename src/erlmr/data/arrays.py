@@ -123,10 +123,11 @@ def read_split(path: Path, modalities: list[str], num_classes: int | None) -> Sp
     if missing:
         raise DataError(f"{path} lacks modality array(s) {missing}; found {sorted(arrays)}")
     labels = check_labels(path, arrays[LABEL_KEY], num_classes)
-    counts = {m: len(arrays[m]) for m in modalities}
+    inputs = {m: check_modality(path, m, arrays[m]) for m in modalities}  # shapes first: a 0-d array has no len
+    counts = {m: len(x) for m, x in inputs.items()}
     if any(n != len(labels) for n in counts.values()):
         raise DataError(f"{path}: modality sample counts {counts} differ from the {len(labels)} labels")
-    return Split({m: check_modality(path, m, arrays[m]) for m in modalities}, labels)
+    return Split(inputs, labels)
 
 
 def modalities_of(root: Path, meta: dict) -> list[str]:

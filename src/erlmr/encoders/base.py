@@ -1,12 +1,12 @@
 """The encoder registry and shape-based defaults."""
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Mapping
 
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import call_options
 from ..registry import Registry
 
 EncoderFactory = Callable[..., nn.Module]
@@ -27,12 +27,7 @@ def default_encoder_for(input_shape: tuple[int, ...]) -> str:
 
 def build_encoder(name: str, input_shape: tuple[int, ...], options: Mapping[str, object]) -> nn.Module:
     factory = ENCODERS.get(name)
-    params = inspect.signature(factory).parameters
-    valid = [p for p in params if p != "input_shape"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for encoder {name!r}; valid options: {', '.join(valid)}")
-    encoder = factory(input_shape, **options)
+    encoder = factory(input_shape, **call_options(f"encoder {name!r}", factory, options, skip=("input_shape",)))
     if not hasattr(encoder, "output_shape"):
         raise ConfigError(f"encoder {name!r} does not declare its output_shape")
     return encoder

@@ -17,6 +17,12 @@ def _require_rank(name: str, input_shape: tuple[int, ...], rank: int, layout: st
         raise ConfigError(f"encoder {name!r} takes samples shaped {layout}, got {tuple(input_shape)}")
 
 
+def _require_positive(name: str, **sizes: int) -> None:
+    for option, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"encoder {name!r}: {option} must be >= 1, got {value}")
+
+
 class MLPEncoder(nn.Module):
     def __init__(self, in_features: int, hidden: int, layers: int, dropout: float):
         super().__init__()
@@ -35,6 +41,7 @@ class MLPEncoder(nn.Module):
 @ENCODERS.register("mlp", "multi-layer perceptron for (D,) vectors")
 def mlp(input_shape: tuple[int, ...], hidden: int = 256, layers: int = 2, dropout: float = 0.0) -> nn.Module:
     _require_rank("mlp", input_shape, 1, "(D,)")
+    _require_positive("mlp", hidden=hidden, layers=layers)
     if not 0 <= dropout < 1:
         raise ConfigError(f"encoder 'mlp': dropout must be in [0, 1), got {dropout}")
     return MLPEncoder(input_shape[0], hidden, layers, dropout)
@@ -70,6 +77,7 @@ def cnn1d(
     input_shape: tuple[int, ...], channels: int = 64, layers: int = 3, kernel: int = 5, positions: int = 4
 ) -> nn.Module:
     _require_rank("cnn1d", input_shape, 2, "(C, T)")
+    _require_positive("cnn1d", channels=channels, layers=layers, kernel=kernel, positions=positions)
     return ConvEncoder(1, input_shape[0], channels, layers, kernel, (positions,))
 
 
@@ -78,4 +86,5 @@ def cnn2d(
     input_shape: tuple[int, ...], channels: int = 64, layers: int = 3, kernel: int = 3, positions: int = 2
 ) -> nn.Module:
     _require_rank("cnn2d", input_shape, 3, "(C, H, W)")
+    _require_positive("cnn2d", channels=channels, layers=layers, kernel=kernel, positions=positions)
     return ConvEncoder(2, input_shape[0], channels, layers, kernel, (positions, positions))

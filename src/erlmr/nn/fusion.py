@@ -9,12 +9,13 @@ Kiela et al. 2018 as used by OGM-GE.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import call_options
 from ..registry import Registry
 
 FUSIONS: Registry[type["FusionHead"]] = Registry("fusion")
@@ -122,6 +123,8 @@ class GatedFusion(FusionHead):
         super().__init__(in_features, num_classes)
         if gate_on not in (0, 1):
             raise ConfigError(f"gate_on must be 0 or 1, got {gate_on}")
+        if hidden is not None and hidden < 1:
+            raise ConfigError(f"fusion 'gated': hidden must be >= 1 (or null for the widest input), got {hidden}")
         self.gate_on = gate_on
         width = hidden or max(self.in_features)
         self.projections = nn.ModuleList(nn.Linear(d, width) for d in self.in_features)
@@ -132,3 +135,9 @@ class GatedFusion(FusionHead):
         gate = torch.sigmoid(hidden[self.gate_on])
         logits = self.out(gate * hidden[1 - self.gate_on])
         return FusionOutput(logits, [self.out(h) for h in hidden])
+
+
+def build_fusion(name: str, in_features: Sequence[int], num_classes: int, options: Mapping[str, object]) -> FusionHead:
+    """The registered head ``name`` with ``model.fusion_options`` checked against its parameters."""
+    head = FUSIONS.get(name)
+    return head(in_features, num_classes, **call_options(f"fusion {name!r}", head, options, skip=("in_features", "num_classes")))

@@ -28,7 +28,7 @@ from ..encoders import build_encoder, default_encoder_for
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..nn.euler import EulerRepresentation
 from ..analysis.evaluation import batches, imbalance_report
-from ..nn.fusion import FUSIONS
+from ..nn.fusion import build_fusion
 from ..methods import Method, MethodContext, build_method, method_class
 from ..analysis.metrics import accuracy, confusion_matrix, macro_f1
 from ..nn.model import MultiModalModel
@@ -114,7 +114,7 @@ def build_model_from_spec(config: ModelConfig, spec: ModelSpec) -> MultiModalMod
         widths = [2 * config.euler_dim] * len(spec.modalities)
     else:
         widths = [encoders[m].output_shape[0] for m in spec.modalities]
-    head = FUSIONS.get(config.fusion)(widths, spec.num_classes, **config.fusion_options)
+    head = build_fusion(config.fusion, widths, spec.num_classes, config.fusion_options)
     return MultiModalModel(spec.modalities, encoders, head, euler, shapes)
 
 
