@@ -37,6 +37,10 @@ def one_line_error(capsys) -> str:
     (["--lr", "inf"], "optim.lr must be a finite number, got inf"),
     (["--method", "joint", "--set", "method.options.x=1"],
      "unknown key(s) ['x'] in method.options of 'joint'; it takes none"),
+    (["--set", "model.fusion_options.hidden=3"], "unknown option(s) ['hidden'] for fusion 'concat'; valid options: none"),
+    (["--set", "model.encoder_options.m0.dropout=[1, 2]"], "encoder 'mlp': option dropout must be float, got [1, 2]"),
+    (["--set", "model.encoder_options.m0.layers=0"], "encoder 'mlp': layers must be >= 1, got 0"),
+    (["--set", "model.encoder_options.m0=null"], "encoder 'mlp' takes a mapping of option names to values, got None"),
 ])
 def test_bad_flags_get_one_line(tmp_path, capsys, flags, message):
     assert main(["train", *SYNTHETIC, "--run-dir", str(tmp_path / "run"), *flags]) == 2
@@ -88,6 +92,14 @@ def test_random_bytes_are_not_reported_as_pickled_data(tmp_path):
 def test_an_object_array_is_refused_without_advice_to_unpickle(tmp_path):
     root = write_folder(tmp_path / "data", **{"train.npz": {"b": np.array([[{}]] * 40, dtype=object)}})
     with pytest.raises(DataError, match=r"train\.npz: array 'b' holds Python objects, which erlmr does not unpickle"):
+        load_dataset("arrays", str(root), 0, 0.1, {})
+
+
+def test_an_npz_member_that_is_not_an_array_is_refused(tmp_path):
+    root = write_folder(tmp_path / "data")
+    with zipfile.ZipFile(root / "train.npz", "a") as archive:
+        archive.writestr("notes.txt", "recorded on Tuesday")
+    with pytest.raises(DataError, match=r"cannot read .*train\.npz: its member 'notes\.txt' is not a \.npy array"):
         load_dataset("arrays", str(root), 0, 0.1, {})
 
 

@@ -90,3 +90,12 @@ def test_checkpoints_hold_only_tensors_and_plain_containers(finished):
     kind, keys, position, *_ = state["resume"]["rng"]["numpy"]
     assert kind == "MT19937" and isinstance(keys, torch.Tensor) and keys.shape == (624,) and isinstance(position, int)
     assert all(isinstance(v, int) for v in state["resume"]["rng"]["python"][1])
+
+
+def test_a_pickle_torch_cannot_parse_is_refused_as_corrupt(tmp_path):
+    path, marker = tmp_path / "last.pt", tmp_path / "MARKER"
+    path.write_bytes(pickle.dumps({"model": RunsACommand(f"touch {marker}")}, protocol=4))
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} is corrupt or not a torch checkpoint \(unsupported "
+                                              r"operand 149\); erlmr loads only tensors and plain containers from it"):
+        load_checkpoint(path)
+    assert not marker.exists()
