@@ -15,7 +15,7 @@ from erlmr.data import load_dataset
 from erlmr.errors import DataError, TrainingDivergedError
 
 from .conftest import small_config
-from .test_guards import arrays_config, poison_gradient, write_folder
+from .test_guards import poison_gradient, write_folder
 
 SYNTHETIC = ["--dataset", "synthetic", "--epochs", "1", "--device", "cpu", "--quiet",
              "--set", "data.options.train_size=100", "--set", "data.options.test_size=50"]

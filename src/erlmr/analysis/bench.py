@@ -222,9 +222,10 @@ def run_grid(
 
 @dataclass
 class BenchResult:
+    """What :func:`run_bench` made: the markdown tables, the failed entries' messages, the files it wrote."""
+
     table: str
     failures: dict[tuple[str, str, int], str]
-    #: the files this bench wrote
     files: list[Path]
 
 
@@ -258,14 +259,14 @@ def run_bench(
             for entry in entries
             if (path := run_dir_for(out, *entry) / "summary.json").exists()
         ]
-        table, files = write_results(out, summaries, failures, {
-            "command": command, "datasets": list(datasets), "methods": list(methods), "seeds": seeds,
-            "overrides": list(overrides), "failed": ["/".join(map(str, e)) for e in failures],
-        })
+        grid = {"datasets": list(datasets), "methods": list(methods), "seeds": seeds, "overrides": list(overrides)}
+        table, files = write_results(out, summaries, failures, command, grid)
     return BenchResult(table, failures, files)
 
 
-def write_results(out: Path, summaries: list[dict], failures: dict, record: dict) -> tuple[str, list[Path]]:
+def write_results(
+    out: Path, summaries: list[dict], failures: dict, command: str | None, grid: dict
+) -> tuple[str, list[Path]]:
     """Write results.md, bench.json and (when a run finished) results.csv; the table and the files written."""
     rows = [summary_row(s) for s in summaries]
     machine = machine_description(sorted({s.get("cost", {}).get("device", "unknown") for s in summaries}))
@@ -273,7 +274,7 @@ def write_results(out: Path, summaries: list[dict], failures: dict, record: dict
     header = [
         "# Benchmark results",
         "",
-        f"- command: `{record['command'] or 'erlmr bench'}`",
+        f"- command: `{command or 'erlmr bench'}`",
         f"- machine: {machine}",
         f"- date: {date}",
         "- cells: mean ± std over seeds of test-split metrics; imbalance degree = mean |difference| of the "
@@ -286,8 +287,8 @@ def write_results(out: Path, summaries: list[dict], failures: dict, record: dict
         table += "\n### Failed runs\n\n" + "".join(f"- {'/'.join(map(str, e))}: {m}\n" for e, m in failures.items())
     files = [out / "results.md", out / "bench.json"]
     atomic_write(files[0], lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
-    write_json(files[1], {"command": record["command"], "machine": machine, "date": date,
-                          **{k: v for k, v in record.items() if k != "command"}})
+    write_json(files[1], {"command": command, "machine": machine, "date": date, **grid,
+                          "failed": ["/".join(map(str, e)) for e in failures]})
     if rows:
         write_csv(out / "results.csv", rows)
         files.insert(1, out / "results.csv")
