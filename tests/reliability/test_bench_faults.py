@@ -58,7 +58,7 @@ def wait_until(condition, timeout: float, bench: subprocess.Popen | None = None)
     while not condition():
         assert bench is None or bench.poll() is None, bench.stderr.read().decode()
         assert time.monotonic() - started < timeout, f"still false after {timeout} s"
-        time.sleep(0.02)
+        time.sleep(0.005)
     return time.monotonic() - started
 
 
@@ -77,30 +77,42 @@ def uninterrupted(tmp_path_factory) -> Path:
     return out
 
 
+def frozen_worker(run_dir: Path, bench: subprocess.Popen | None = None) -> int:
+    """Once ``run_dir`` has its first checkpoint, freeze (SIGSTOP) the worker training it, so that however fast
+    the machine, the run cannot end before the test has done what it wants mid-run; its PID."""
+    wait_until(lambda: (run_dir / "last.pt").exists(), 120, bench)
+    worker = int((run_dir / LOCK_NAME).read_text())
+    os.kill(worker, signal.SIGSTOP)
+    return worker
+
+
 def test_killed_and_stopped_bench_leaves_no_worker_and_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, capsys):
     out = tmp_path / "bench"
     joint, unimodal = (run_dir_for(out, "synthetic", method, 0) for method in METHODS)
 
-    bench = start_bench(out)  # 1. kill -9 while it trains joint
+    bench, worker = start_bench(out), None  # 1. kill -9 while it trains joint
     try:
-        wait_until(lambda: (joint / "last.pt").exists(), 120, bench)
-        worker = int((joint / LOCK_NAME).read_text())
+        worker = frozen_worker(joint, bench)
         assert main(bench_args(out)) == 2  # a second bench into the same folder
         assert f"bench folder {out} is being written by another process (PID {bench.pid})" in capsys.readouterr().err
         bench.send_signal(signal.SIGKILL)
         bench.wait()
+        os.kill(worker, signal.SIGCONT)
         assert wait_until(lambda: worker not in running_in(bench.pid), 1.0) < 1.0
         wait_until(lambda: not running_in(bench.pid), 30)  # multiprocessing's helpers exit once their clients have
     finally:
         bench.kill()
         bench.stderr.close()
+        if worker in running_in(bench.pid):
+            os.kill(worker, signal.SIGCONT)  # thawed, it sees that the bench is gone and stops
     assert not (joint / "summary.json").exists()
 
     def stop_once_unimodal_trains() -> None:  # 2. SIGTERM to the bench (this process) while it trains unimodal
-        wait_until(lambda: (unimodal / "last.pt").exists(), 120)
+        workers.append(frozen_worker(unimodal))
         stopped.append(time.time())
-        workers.append(int((unimodal / LOCK_NAME).read_text()))
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # forwarded to the frozen worker, which gets it once it thaws
+        time.sleep(0.2)
+        os.kill(workers[0], signal.SIGCONT)
 
     stopped, workers, handler = [], [], signal.getsignal(signal.SIGTERM)
     threading.Thread(target=stop_once_unimodal_trains, daemon=True).start()
