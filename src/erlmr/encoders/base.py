@@ -26,13 +26,30 @@ def default_encoder_for(input_shape: tuple[int, ...]) -> str:
 
 
 def build_encoder(name: str, input_shape: tuple[int, ...], options: Mapping[str, object]) -> nn.Module:
+    """Build encoder ``name`` (a registered name, a plug-in or a ``module:Class`` path) for one sample's shape.
+
+    Any factory is called as ``factory(input_shape, **options)`` and must return an ``nn.Module`` with an
+    ``output_shape``: ``(C, L)`` for a feature map, ``(D,)`` for a vector.
+    """
     factory = ENCODERS.get(name)
+    check_options(name, factory, options)
+    encoder = factory(input_shape, **options)
+    if not isinstance(encoder, nn.Module):
+        raise ConfigError(f"encoder {name!r} returned a {type(encoder).__name__}, not a torch.nn.Module")
+    shape = getattr(encoder, "output_shape", None)
+    if not (isinstance(shape, (tuple, list)) and len(shape) in (1, 2) and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise ConfigError(
+            f"encoder {name!r} ({type(encoder).__name__}) must set output_shape to the shape of one sample's "
+            f"output, (C, L) for a feature map or (D,) for a vector; it has {shape!r}"
+        )
+    return encoder
+
+
+def check_options(name: str, factory: EncoderFactory, options: Mapping[str, object]) -> None:
     params = inspect.signature(factory).parameters
-    valid = [p for p in params if p != "input_shape"]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the factory takes any keyword; it checks its own options
+    valid = list(params)[1:]  # the first parameter receives the sample shape, whatever its name
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for encoder {name!r}; valid options: {', '.join(valid)}")
-    encoder = factory(input_shape, **options)
-    if not hasattr(encoder, "output_shape"):
-        raise ConfigError(f"encoder {name!r} does not declare its output_shape")
-    return encoder
+        raise ConfigError(f"unknown option(s) {unknown} for encoder {name!r}; valid options: {', '.join(valid) or 'none'}")
