@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +20,7 @@ from ..training.checkpoint import load_checkpoint
 from ..config import Config, from_dict, validate
 from ..data import DatasetSplits
 from ..data.checks import nonfinite_rows
+from ..encoders import without_initial_weights
 from ..errors import CheckpointError, ConfigError, DataError
 from ..methods import Method
 from ..nn.model import MultiModalModel
@@ -67,7 +68,9 @@ def load_run(
     config = from_dict(Config, state["config"])
     validate(config)
     spec = ModelSpec(**state["spec"])
-    model = build_model_from_spec(config.model, spec).to(target)
+    # The checkpoint holds every weight: a pretrained file the run started from is not needed.
+    restored = replace(config.model, encoder_options=without_initial_weights(config.model.encoder_options))
+    model = build_model_from_spec(restored, spec).to(target)
     method = make_method(config, model, target, splits)
     check_model_fits(path, state["model"], model)
     model.load_state_dict(state["model"])

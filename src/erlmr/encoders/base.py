@@ -13,6 +13,9 @@ EncoderFactory = Callable[..., nn.Module]
 ENCODERS: Registry[EncoderFactory] = Registry("encoder")
 
 DEFAULT_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn2d"}
+# Encoder options that only set the initial weights (a file to load them from). A model restored from a
+# checkpoint is built without them, so that a trained run loads where that file is absent.
+INITIAL_WEIGHT_OPTIONS = ("pretrained",)
 
 
 def default_encoder_for(input_shape: tuple[int, ...]) -> str:
@@ -53,3 +56,9 @@ def check_options(name: str, factory: EncoderFactory, options: Mapping[str, obje
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for encoder {name!r}; valid options: {', '.join(valid) or 'none'}")
+
+
+def without_initial_weights(encoder_options: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, object]]:
+    """``model.encoder_options`` less the options in :data:`INITIAL_WEIGHT_OPTIONS`, for a model whose
+    weights come from a checkpoint."""
+    return {m: {k: v for k, v in options.items() if k not in INITIAL_WEIGHT_OPTIONS} for m, options in encoder_options.items()}
