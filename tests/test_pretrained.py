@@ -149,7 +149,7 @@ def test_a_file_that_is_not_a_state_dict_is_refused_clearly(tmp_path):
         build_encoder("resnet18", (3, 32, 32), {"pretrained": str(tmp_path / "mixed.pth")})
 
 
-def test_a_run_started_from_pretrained_weights_loads_without_the_file(reference_file, tmp_path):
+def test_a_run_started_from_pretrained_weights_loads_and_evaluates_without_the_file(reference_file, tmp_path):
     _, path = reference_file
     weights = tmp_path / "resnet18.pth"
     weights.write_bytes(path.read_bytes())
@@ -167,3 +167,4 @@ def test_a_run_started_from_pretrained_weights_loads_without_the_file(reference_
     run = load_run(run_dir)
     assert run.config.model.encoder_options["image"]["pretrained"] == str(weights)  # the record keeps it
     assert predict(run, {"image": np.zeros((2, 3, 16, 16), np.float32)}).probabilities.shape == (2, 2)
+    assert main(["eval", str(run_dir), "--device", "cpu"]) == 0

@@ -8,6 +8,7 @@ from typing import Any, Collection
 
 from ..training.checkpoint import load_checkpoint
 from ..config import load_config
+from ..encoders import without_initial_weights
 from ..errors import CheckpointError, ConfigError, DataError
 from .evaluation import imbalance_report
 from ..training.trainer import Trainer, evaluate
@@ -67,7 +68,10 @@ def load_trained(run_dir: str | Path, data_root: str | None = None, device: str 
     overrides = [f"train.device={device}", "train.tensorboard=false"]
     if data_root is not None:
         overrides += ["data.dataset=arrays", f"data.root={json.dumps(str(data_root))}", "data.options={}"]
-    trainer = Trainer(load_config(config_path, overrides))
+    config = load_config(config_path, overrides)
+    # best.pt holds every weight: a pretrained file the run started from is not needed.
+    config.model.encoder_options = without_initial_weights(config.model.encoder_options)
+    trainer = Trainer(config)
     state = load_checkpoint(run_dir / "best.pt", trainer.device)
     modalities, classes = state.get("modalities"), state.get("classes")
     if modalities is not None and list(modalities) != trainer.splits.modalities:
