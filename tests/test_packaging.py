@@ -29,11 +29,12 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_drop_in_pieces_import_without_trainer_data_or_optional_packages():
+    heavy = ("erlmr.training", "erlmr.data", "erlmr.methods", "erlmr.analysis", "erlmr.config")
     code = f"""
 import json, sys
 from erlmr.nn import EulerRepresentation, MMCLoss, min_norm_weights, ConcatFusion
 from erlmr import EulerRepresentation, MMCLoss, min_norm_weights, ConcatFusion, MultiModalModel
-before = sorted(m for m in sys.modules if m.split(".")[0] in {OPTIONAL!r} or m.startswith(("erlmr.training", "erlmr.data", "erlmr.methods", "erlmr.analysis", "erlmr.config")))
+before = sorted(m for m in sys.modules if m.split(".")[0] in {OPTIONAL!r} or m.startswith({heavy!r}))
 import erlmr
 erlmr.train  # the lazy name pulls the trainer in on first use
 print(json.dumps({{"before": before, "trainer": "erlmr.training.trainer" in sys.modules, "train": erlmr.train.__module__}}))
