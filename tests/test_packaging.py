@@ -37,6 +37,7 @@ from erlmr import EulerRepresentation, MMCLoss, min_norm_weights, ConcatFusion, 
 before = sorted(m for m in sys.modules if m.split(".")[0] in {OPTIONAL!r} or m.startswith({heavy!r}))
 import erlmr
 erlmr.train  # the lazy name pulls the trainer in on first use
+assert callable(erlmr.data.load_dataset)  # subpackages stay reachable as attributes
 print(json.dumps({{"before": before, "trainer": "erlmr.training.trainer" in sys.modules, "train": erlmr.train.__module__}}))
 """
     result = run_python(code)

@@ -29,8 +29,13 @@ LAZY = {
     "RunResult": ".training.trainer", "resume": ".training.trainer", "train": ".training.trainer",
 }
 
+# Subpackages reachable as attributes after a plain `import erlmr` (erlmr.data.load_dataset), as before.
+SUBMODULES = ("analysis", "cli", "config", "data", "encoders", "methods", "training")
+
 
 def __getattr__(name: str):
+    if name in SUBMODULES:
+        return import_module(f".{name}", __name__)
     if name not in LAZY:
         raise AttributeError(f"module 'erlmr' has no attribute {name!r}")
     value = getattr(import_module(LAZY[name], __name__), name)
@@ -39,7 +44,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(LAZY))
+    return sorted(set(globals()) | set(LAZY) | set(SUBMODULES))
 
 
 __all__ = [
