@@ -1,7 +1,12 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The shared test builders (tests/support.py) import as `support` from every test folder.
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Tests share two cores with each other's subprocesses; more threads only add contention.
 torch.set_num_threads(1)

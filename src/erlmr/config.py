@@ -49,6 +49,8 @@ class OptimConfig:
     schedule: str = "none"
     step_size: int = 10
     gamma: float = 0.1
+    #: clip the gradients to this global norm before every update; 0 leaves them alone
+    grad_clip: float = 0.0
 
 
 @dataclass
@@ -94,6 +96,9 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
     if unknown:
         valid = f"valid keys: {', '.join(names)}" if names else "it takes none"
         raise ConfigError(f"unknown key(s) {unknown} in {where}; {valid}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f)]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}; give {' and '.join(f'{m}=...' for m in missing)}")
     values = {}
     for name, value in data.items():
         hint = hints[name]
@@ -101,21 +106,26 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
         if dataclasses.is_dataclass(hint):
             values[name] = from_dict(hint, value, key)
         else:
-            values[name] = coerce(value, hint, key)
+            values[name] = _coerce(value, hint, key)
     try:
         return cls(**values)
     except ConfigError as error:  # a range check in the dataclass's __post_init__
         raise ConfigError(f"{where}: {error}") from None
 
 
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """``value`` as the type ``hint`` names (an int passes for a float), or ConfigError naming ``key``."""
+def _required(spec: dataclasses.Field) -> bool:
+    return spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return coerce(value, options[0], key)
+        return _coerce(value, options[0], key)
     expected = origin or hint
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -195,6 +205,7 @@ def validate(config: Config) -> None:
         (config.optim.name in OPTIMIZERS, f"unknown optimizer {config.optim.name!r}; valid: {', '.join(OPTIMIZERS)}"),
         (config.optim.schedule in SCHEDULES, f"unknown schedule {config.optim.schedule!r}; valid: {', '.join(SCHEDULES)}"),
         (config.optim.step_size >= 1, f"optim.step_size must be >= 1, got {config.optim.step_size}"),
+        (config.optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 turns clipping off), got {config.optim.grad_clip}"),
         (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),
         (0 <= config.train.seed <= MAX_SEED, f"train.seed must be in 0..{MAX_SEED} (numpy takes 32-bit seeds), got {config.train.seed}"),
         (config.train.batch_size >= 1, f"train.batch_size must be >= 1, got {config.train.batch_size}"),

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import errno
-import os
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import erlmr
-from erlmr.training import checkpoint as checkpoint_module
-from erlmr.training.checkpoint import load_checkpoint
 from erlmr.data import DatasetSplits, Split
 from erlmr.data.checks import check_splits
 from erlmr.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from erlmr.training import checkpoint as checkpoint_module
+from erlmr.training.checkpoint import load_checkpoint
 
 from .conftest import small_config
 

@@ -37,10 +37,8 @@ def one_line_error(capsys) -> str:
     (["--lr", "inf"], "optim.lr must be a finite number, got inf"),
     (["--method", "joint", "--set", "method.options.x=1"],
      "unknown key(s) ['x'] in method.options of 'joint'; it takes none"),
-    (["--set", "model.fusion_options.hidden=3"], "unknown option(s) ['hidden'] for fusion 'concat'; valid options: none"),
-    (["--set", "model.encoder_options.m0.dropout=[1, 2]"], "encoder 'mlp': option dropout must be float, got [1, 2]"),
-    (["--set", "model.encoder_options.m0.layers=0"], "encoder 'mlp': layers must be >= 1, got 0"),
-    (["--set", "model.encoder_options.m0=null"], "encoder 'mlp' takes a mapping of option names to values, got None"),
+    (["--set", "model.encoder_options.m0.layers=0"], "options of encoder 'mlp': option layers must be >= 1, got 0"),
+    (["--set", "model.encoders.m0=[1]"], "encoder names are strings, got [1]; valid encoders: cnn1d, cnn2d"),
 ])
 def test_bad_flags_get_one_line(tmp_path, capsys, flags, message):
     assert main(["train", *SYNTHETIC, "--run-dir", str(tmp_path / "run"), *flags]) == 2
@@ -106,8 +104,8 @@ def test_an_npz_member_that_is_not_an_array_is_refused(tmp_path):
 def test_divergence_in_the_first_epoch_says_no_checkpoint_was_kept(tmp_path, at_step):
     at_step(3, poison_gradient)
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingDivergedError, match=r"diverged at epoch 1, step 3: .*; no checkpoint was kept: it "
-                                                    r"diverged before its first epoch ended, so train it again$"):
+    with pytest.raises(TrainingDivergedError, match=r"diverged at epoch 1, step 3: .*; no checkpoint was written yet "
+                                                    r"\(it diverged in the first epoch\)$"):
         erlmr.train(small_config(run_dir, method={"name": "joint"}))
     assert not (run_dir / "last.pt").exists()
 
@@ -115,8 +113,8 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_was_kept(tmp_path, at_
 def test_divergence_later_names_the_checkpoint_kept(tmp_path, at_step):
     at_step(13 + 2, poison_gradient)
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingDivergedError, match=rf"diverged at epoch 2, step 2: .*; the last good checkpoint is "
-                                                    rf"kept in {run_dir / 'last.pt'}$"):
+    with pytest.raises(TrainingDivergedError, match=r"diverged at epoch 2, step 2: .*; the last good checkpoint is "
+                                                    r"kept in the run folder$"):
         erlmr.train(small_config(run_dir, method={"name": "joint"}))
 
 

@@ -19,8 +19,9 @@ from ..config import load_config
 from .cost import machine_description
 from ..errors import ConfigError, ErlmrError, TrainingInterrupted
 from .grid import ChildRuns, ForwardedStop, process_context
-from .runs import dataset_label, method_label, read_summary
+from .runs import dataset_label, method_label
 from ..training.lock import FolderLock
+from ..training.run_folder import RunFolder
 from ..training.runstate import config_fingerprint, differences, result_config
 from ..training.trainer import resume, train
 
@@ -59,9 +60,8 @@ def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
 def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
     """Train one grid entry; a finished run is read back, a partial one (an interrupted bench) continued."""
     run_dir = run_dir_for(out, dataset, method, seed)
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        return read_summary(summary_path)
+    if RunFolder(run_dir).finished:
+        return RunFolder(run_dir).read_summary()
     grid_keys = [
         f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
@@ -75,7 +75,7 @@ def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | 
 
 def check_same_settings(run_dir: Path, config: dict) -> None:
     """Refuse to continue a partial run that an earlier bench started with other settings."""
-    saved = load_config(run_dir / "config.yaml").to_dict()
+    saved = RunFolder(run_dir).read_config().to_dict()
     if config_fingerprint(saved) != config_fingerprint(config):
         raise ConfigError(
             f"{run_dir} holds an unfinished run with other settings than this bench's: "
@@ -196,7 +196,7 @@ def run_grid(
     SIGINT or SIGTERM stops the running entries, which save their state, and raises
     :class:`~erlmr.errors.TrainingInterrupted`; the same bench run again continues them.
     """
-    pending = [e for e in entries if not (run_dir_for(out, *e) / "summary.json").exists()]
+    pending = [e for e in entries if not RunFolder(run_dir_for(out, *e)).finished]
     failures = {}
     children = ChildRuns(process_context(), max(1, usable_cores() // jobs))
     with tqdm(total=len(entries), initial=len(entries) - len(pending), desc="bench", unit="run", disable=not progress) as bar:
@@ -254,11 +254,8 @@ def run_bench(
     entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
     with FolderLock(out, "bench folder", "wait for that bench to finish, or choose another --out"):
         failures = run_grid(entries, out, base_config, overrides, jobs, progress)
-        summaries = [
-            read_summary(path)
-            for entry in entries
-            if (path := run_dir_for(out, *entry) / "summary.json").exists()
-        ]
+        folders = [RunFolder(run_dir_for(out, *entry)) for entry in entries]
+        summaries = [folder.read_summary() for folder in folders if folder.finished]
         grid = {"datasets": list(datasets), "methods": list(methods), "seeds": seeds, "overrides": list(overrides)}
         table, files = write_results(out, summaries, failures, command, grid)
     return BenchResult(table, failures, files)

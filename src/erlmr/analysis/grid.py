@@ -3,7 +3,7 @@
 Every run gets a fresh process, so that its peak memory and step time do not depend on the runs before
 it. A child leaves the terminal's process group, so that a Ctrl-C reaches the bench alone; the bench
 forwards SIGINT or SIGTERM to each running child as one SIGTERM, on which the trainer finishes its step,
-saves its state and stops (:class:`erlmr.training.runstate.StopSignals`), and re-running the bench
+saves its state and stops (:class:`erlmr.training.signals.StopSignals`), and re-running the bench
 continues those runs exactly.
 
 A child also stops that way when the bench dies without a word (``kill -9``, the OOM killer): each child
@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable
 
 import torch
 
-from ..training.runstate import StopSignals
+from ..training.signals import StopSignals
 
 #: seconds a child whose bench died has to save its state before it is ended
 GRACE_S = 30.0

@@ -1,17 +1,11 @@
-"""Finished run folders: find and read them, and rebuild a run's model to evaluate it again."""
+"""Finished run folders: find them and read them, and name what they ran."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
 
-from ..training.checkpoint import load_checkpoint
-from ..training.lock import refuse_if_being_written
-from ..config import load_config
-from ..errors import CheckpointError, ConfigError, DataError
-from .evaluation import imbalance_report
-from ..training.trainer import Trainer, evaluate
+from ..errors import DataError
+from ..training.run_folder import RunFolder
 
 
 @dataclass
@@ -35,51 +29,6 @@ def method_label(summary: dict) -> str:
     return with_options(summary["method"], summary.get("method_options"))
 
 
-#: what erlmr report and erlmr bench read from a summary.json
-SUMMARY_KEYS = ("method", "dataset", "seed", "modalities", "classes", "test")
-TEST_KEYS = ("accuracy", "macro_f1", "modality_accuracy")
-
-
-def read_summary(path: Path) -> dict:
-    """A run's summary.json, refused with the fix when it is damaged."""
-    advice = f"delete it and run erlmr train --resume {path.parent} to write it again"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path} is damaged ({type(error).__name__}: {error}); {advice}") from None
-    summary = summary if isinstance(summary, dict) else {}
-    test = summary["test"] if isinstance(summary.get("test"), dict) else {}
-    missing = [k for k in SUMMARY_KEYS if k not in summary] + [f"test.{k}" for k in TEST_KEYS if k not in test]
-    if missing:
-        raise DataError(f"{path} is not a summary erlmr wrote (it lacks {missing}); {advice}")
-    return summary
-
-
-def read_epochs(run_dir: Path) -> list[dict]:
-    """The per-epoch records of ``metrics.jsonl`` (error records left out); a damaged line is refused, since
-    dropping it would shift every later epoch of the curves drawn from them."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        try:
-            record = json.loads(line) if line.strip() else {}
-        except ValueError as error:
-            raise damaged_line(path, number, str(error)) from None
-        if not isinstance(record, dict):
-            raise damaged_line(path, number, f"a JSON {type(record).__name__}")
-        records.append(record)
-    return [r for r in records if "error" not in r and "val_accuracy" in r]
-
-
-def damaged_line(path: Path, number: int, problem: str) -> DataError:
-    return DataError(
-        f"{path}, line {number}, is not a JSON object ({problem}): the epoch records of the run are damaged; "
-        "fix or delete that line"
-    )
-
-
 def find_runs(root: str | Path) -> list[FinishedRun]:
     """Every finished run (a folder holding ``summary.json``) at or below ``root``, in path order."""
     root = Path(root)
@@ -88,62 +37,5 @@ def find_runs(root: str | Path) -> list[FinishedRun]:
     paths = sorted(p.parent for p in root.rglob("summary.json"))
     if not paths:
         raise DataError(f"no finished run under {root}: no summary.json found; train or bench first")
-    return [FinishedRun(p, read_summary(p / "summary.json"), read_epochs(p)) for p in paths]
-
-
-def load_trained(run_dir: str | Path, data_root: str | None = None, device: str = "auto") -> Trainer:
-    """A :class:`Trainer` for the run's config with the weights of its ``best.pt``.
-
-    With ``data_root``, the data comes from that array folder instead; it must have the run's
-    modalities, number of classes and sample shapes.
-    """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml); give the folder 'erlmr train' wrote")
-    refuse_if_being_written(run_dir, "run folder", "evaluate it once its training has ended")
-    overrides = [f"train.device={device}", "train.tensorboard=false"]
-    if data_root is not None:
-        overrides += ["data.dataset=arrays", f"data.root={json.dumps(str(data_root))}", "data.options={}"]
-    trainer = Trainer(load_config(config_path, overrides))
-    state = load_checkpoint(run_dir / "best.pt", trainer.device)
-    modalities, classes = state.get("modalities"), state.get("classes")
-    if modalities is not None and list(modalities) != trainer.splits.modalities:
-        raise DataError(f"the run was trained on modalities {modalities} but the data has {trainer.splits.modalities}")
-    if classes is not None and len(classes) != trainer.splits.num_classes:
-        raise DataError(f"the run was trained on {len(classes)} classes but the data has {trainer.splits.num_classes}")
-    try:
-        trainer.model.load_state_dict(state["model"])
-    except RuntimeError:
-        raise DataError(
-            f"the data's sample shapes {trainer.splits.input_shapes()} do not fit the model saved in {run_dir}; "
-            "give data with the shapes the run was trained on"
-        ) from None
-    trainer.method.load_state_dict(state["method"])
-    return trainer
-
-
-def evaluate_run(
-    run_dir: str | Path, data_root: str | None = None, drop: Collection[str] = (), device: str = "auto"
-) -> dict[str, Any]:
-    """Test-split metrics of a saved run, with the modalities in ``drop`` missing (zeroed)."""
-    trainer = load_trained(run_dir, data_root, device)
-    modalities = trainer.splits.modalities
-    unknown = sorted(set(drop) - set(modalities))
-    if unknown:
-        raise ConfigError(f"cannot drop {unknown}: the run's modalities are {modalities}")
-    if set(modalities) <= set(drop):
-        raise ConfigError(f"cannot drop every modality {modalities}; keep at least one")
-    batch_size = trainer.config.train.batch_size
-    args = (trainer.model, trainer.method, trainer.splits.test, batch_size, trainer.device)
-    result = evaluate(*args, absent=drop)
-    return {
-        "run": str(run_dir),
-        "data": trainer.splits.name,
-        "samples": len(trainer.splits.test),
-        "dropped": [m for m in modalities if m in drop],
-        "accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
-        "modality_accuracy": result["modality_accuracy"],
-        **imbalance_report(*args, absent=drop),
-    }
+    folders = [RunFolder(p) for p in paths]
+    return [FinishedRun(f.path, f.read_summary(), f.epoch_records()) for f in folders]

@@ -5,22 +5,22 @@ Their defaults all give 256 features per sample (MLP: 256; 1-D CNN: 64 channels 
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import Bounds
 from .base import ENCODERS
+
+#: a size (width, layer count, kernel, positions): 0 or less builds a module that cannot run
+Size = Annotated[int, Bounds(ge=1)]
 
 
 def _require_rank(name: str, input_shape: tuple[int, ...], rank: int, layout: str) -> None:
     if len(input_shape) != rank:
         raise ConfigError(f"encoder {name!r} takes samples shaped {layout}, got {tuple(input_shape)}")
-
-
-def _require_positive(name: str, **sizes: int) -> None:
-    for option, value in sizes.items():
-        if value < 1:
-            raise ConfigError(f"encoder {name!r}: {option} must be >= 1, got {value}")
 
 
 class MLPEncoder(nn.Module):
@@ -39,9 +39,8 @@ class MLPEncoder(nn.Module):
 
 
 @ENCODERS.register("mlp", "multi-layer perceptron for (D,) vectors")
-def mlp(input_shape: tuple[int, ...], hidden: int = 256, layers: int = 2, dropout: float = 0.0) -> nn.Module:
+def mlp(input_shape: tuple[int, ...], hidden: Size = 256, layers: Size = 2, dropout: float = 0.0) -> nn.Module:
     _require_rank("mlp", input_shape, 1, "(D,)")
-    _require_positive("mlp", hidden=hidden, layers=layers)
     if not 0 <= dropout < 1:
         raise ConfigError(f"encoder 'mlp': dropout must be in [0, 1), got {dropout}")
     return MLPEncoder(input_shape[0], hidden, layers, dropout)
@@ -74,17 +73,15 @@ class ConvEncoder(nn.Module):
 
 @ENCODERS.register("cnn1d", "1-D CNN for (C, T) sequences, output (channels, positions)")
 def cnn1d(
-    input_shape: tuple[int, ...], channels: int = 64, layers: int = 3, kernel: int = 5, positions: int = 4
+    input_shape: tuple[int, ...], channels: Size = 64, layers: Size = 3, kernel: Size = 5, positions: Size = 4
 ) -> nn.Module:
     _require_rank("cnn1d", input_shape, 2, "(C, T)")
-    _require_positive("cnn1d", channels=channels, layers=layers, kernel=kernel, positions=positions)
     return ConvEncoder(1, input_shape[0], channels, layers, kernel, (positions,))
 
 
 @ENCODERS.register("cnn2d", "small 2-D CNN for (C, H, W) images or spectrograms, output (channels, positions)")
 def cnn2d(
-    input_shape: tuple[int, ...], channels: int = 64, layers: int = 3, kernel: int = 3, positions: int = 2
+    input_shape: tuple[int, ...], channels: Size = 64, layers: Size = 3, kernel: Size = 3, positions: Size = 2
 ) -> nn.Module:
     _require_rank("cnn2d", input_shape, 3, "(C, H, W)")
-    _require_positive("cnn2d", channels=channels, layers=layers, kernel=kernel, positions=positions)
     return ConvEncoder(2, input_shape[0], channels, layers, kernel, (positions, positions))

@@ -9,16 +9,15 @@ Kiela et al. 2018 as used by OGM-GE.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..options import call_options
 from ..registry import Registry
 
-FUSIONS: Registry[type["FusionHead"]] = Registry("fusion")
+FUSIONS: Registry[type["FusionHead"]] = Registry("fusion", positional=("in_features", "num_classes"))
 
 
 @dataclass
@@ -135,9 +134,3 @@ class GatedFusion(FusionHead):
         gate = torch.sigmoid(hidden[self.gate_on])
         logits = self.out(gate * hidden[1 - self.gate_on])
         return FusionOutput(logits, [self.out(h) for h in hidden])
-
-
-def build_fusion(name: str, in_features: Sequence[int], num_classes: int, options: Mapping[str, object]) -> FusionHead:
-    """The registered head ``name`` with ``model.fusion_options`` checked against its parameters."""
-    head = FUSIONS.get(name)
-    return head(in_features, num_classes, **call_options(f"fusion {name!r}", head, options, skip=("in_features", "num_classes")))

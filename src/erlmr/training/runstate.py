@@ -3,7 +3,7 @@
 A checkpoint holds, besides the model, optimiser, scheduler and method states, the position to continue
 from (epoch and step), the best validation accuracy so far, the epoch's running totals when it was
 saved mid-epoch, and the torch, numpy and Python RNG states. The data order of an epoch is a pure
-function of (seed, epoch) (see :func:`erlmr.training.trainer.make_loader`), so the sampler position is the step.
+function of (seed, epoch) (see :func:`erlmr.training.builders.make_loader`), so the sampler position is the step.
 """
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ import hashlib
 import json
 import random
 import shutil
-import signal
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError, TrainingInterrupted
-from .lock import FolderLock
+from ..errors import CheckpointError, ConfigError
 
 #: config keys that say where and how visibly a run happens, not what it computes: they may differ on resume
 RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_dir")}
@@ -114,7 +111,7 @@ def check_model_fits(path: Path, state: Mapping[str, torch.Tensor], model: torch
     reshaped = [
         f"{k} {tuple(state[k].shape)} in the checkpoint vs {tuple(v.shape)} in the model"
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if k in state and isinstance(v, torch.Tensor) and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
     ]
     problems = [
         f"missing {missing[:3]}" if missing else "",
@@ -126,32 +123,6 @@ def check_model_fits(path: Path, state: Mapping[str, torch.Tensor], model: torch
         raise CheckpointError(f"checkpoint {path} holds weights of another model: {', '.join(problems)}")
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The complete JSON records of ``metrics.jsonl``; a line cut short by a crash is skipped."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def metrics_before(path: Path, epoch: int) -> str:
-    """The text of ``metrics.jsonl`` keeping only the epoch records of epochs before ``epoch``."""
-    kept = [r for r in read_metrics(path) if isinstance(r, dict) and "error" not in r and r.get("epoch", epoch) < epoch]
-    return "".join(json.dumps(r) + "\n" for r in kept)
-
-
-def kept_checkpoint(metrics_path: Path | None) -> str:
-    """What a diverged run leaves to go back to, for its message (``metrics_path`` is None on ranks other than 0)."""
-    if metrics_path is None:
-        return "rank 0's run folder keeps the last good checkpoint, if one was written"
-    if (metrics_path.parent / "last.pt").exists():
-        return f"the last good checkpoint is kept in {metrics_path.parent / 'last.pt'}"
-    return "no checkpoint was kept: it diverged before its first epoch ended, so train it again"
-
-
 def check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
@@ -159,69 +130,4 @@ def check_free_space(folder: Path, needed: int) -> None:
             f"the disk of {folder} has {free / 2**20:.1f} MiB free, but this run needs about {needed / 2**20:.1f} MiB "
             "for its checkpoints (last.pt, best.pt and a temporary copy while one is written); "
             "free some space or choose another train.out"
-        )
-
-
-def claim_run_dir(run_dir: Path, resuming: bool) -> FolderLock:
-    """Create ``run_dir`` and take its lock (one writer per run folder), then check, under the lock, that a
-    new run overwrites no other: not a finished one, and not an unfinished one unless it is resuming it."""
-    lock = FolderLock(run_dir, "run folder", "wait for it to finish, or choose another train.run_dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        lock.release()
-        raise ConfigError(f"cannot write the run folder {run_dir}: {error.strerror}; choose a writable train.out") from None
-    if (run_dir / "summary.json").exists():
-        lock.release()
-        raise ConfigError(f"run folder {run_dir} already holds a finished run; choose another train.run_dir")
-    if not resuming and (run_dir / "last.pt").exists():
-        lock.release()
-        raise ConfigError(
-            f"run folder {run_dir} holds an unfinished run; continue it with: erlmr train --resume {run_dir} "
-            "(or choose another train.run_dir)"
-        )
-    return lock
-
-
-class StopSignals:
-    """While active, SIGINT and SIGTERM only record that the run should stop.
-
-    The trainer looks at :attr:`received` after every step and every epoch, saves a checkpoint and
-    raises :class:`~erlmr.errors.TrainingInterrupted`. A second signal interrupts at once.
-    Outside the main thread, where Python cannot install handlers, signals keep their usual effect.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        self.received = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous = {}
-
-    def _handle(self, number: int, frame: Any) -> None:
-        if self.received is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.received = number
-
-    def interrupted(self, run_dir: Path, where: str) -> TrainingInterrupted:
-        name = signal.Signals(self.received).name
-        return TrainingInterrupted(
-            f"training stopped by {name} {where}; its state is saved in {run_dir / 'last.pt'}. "
-            f"Continue with: erlmr train --resume {run_dir}",
-            self.received,
         )

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from erlmr.analysis.bench import run_bench, run_dir_for
+from erlmr.analysis.report import write_report
 from erlmr.cli import main
 from erlmr.config import load_config
 from erlmr.errors import DataError
-from erlmr.analysis.report import write_report
 from erlmr.training.trainer import train
 
 SMALL = [
