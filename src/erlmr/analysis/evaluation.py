@@ -86,7 +86,7 @@ def subset_accuracies(
     reuse = uses_model_prediction(method)
     correct = dict.fromkeys(subsets, 0)
     for inputs, labels in batches(split, batch_size, device):
-        encoded = {m: model.encoders[m](inputs[m]) for m in players} if reuse else {}
+        encoded = model.encode(inputs, players) if reuse else {}
         for subset in subsets:
             if reuse or not subset:
                 logits = head_logits(model, encoded, subset, len(labels))

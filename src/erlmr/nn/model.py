@@ -10,6 +10,7 @@ from torch import nn
 from ..errors import DataError
 from .euler import EulerRepresentation
 from .fusion import FusionHead
+from .normalize import InputNormalizer
 
 
 @dataclass
@@ -28,7 +29,8 @@ class MultiModalModel(nn.Module):
 
     Without the Euler representation an encoder's feature map ``(B, C, L)`` is averaged over positions
     into ``(B, C)``. A modality left out of the inputs (or named in ``absent``) is treated as missing:
-    its fusion-head input is all zeros and its encoder does not run.
+    its fusion-head input is all zeros and its encoder does not run. With a ``normalizer``
+    (:class:`~erlmr.nn.normalize.InputNormalizer`) the model takes raw inputs and normalises them first.
     """
 
     def __init__(
@@ -38,8 +40,10 @@ class MultiModalModel(nn.Module):
         head: FusionHead,
         euler: EulerRepresentation | None = None,
         input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        normalizer: InputNormalizer | None = None,
     ):
         super().__init__()
+        self.normalizer = normalizer
         self.modalities = list(modalities)
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.euler = euler
@@ -51,7 +55,7 @@ class MultiModalModel(nn.Module):
         if not present:
             raise DataError(f"no modality given; this model takes {self.modalities}")
         batch = self._check_inputs(inputs, present)
-        encoded = {m: self.encoders[m](inputs[m]) for m in present}
+        encoded = self.encode(inputs, present)
         features, phases = self.represent(encoded, batch)
         fused = self.head([features[m] for m in self.modalities])
         return ModelOutput(
@@ -61,6 +65,13 @@ class MultiModalModel(nn.Module):
             encoded=encoded,
             phases=phases,
         )
+
+    def encode(self, inputs: Mapping[str, torch.Tensor], present: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Encoder outputs of the ``present`` modalities, their inputs normalised first when there is a normalizer."""
+        given = {m: inputs[m] for m in present}
+        if self.normalizer is not None:
+            given = self.normalizer(given)
+        return {m: self.encoders[m](x) for m, x in given.items()}
 
     def represent(
         self, encoded: Mapping[str, torch.Tensor], batch: int

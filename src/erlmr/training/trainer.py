@@ -31,6 +31,7 @@ from ..nn.fusion import FUSIONS
 from ..methods import Method, MethodContext, build_method, method_class
 from ..analysis.metrics import accuracy, confusion_matrix, macro_f1
 from ..nn.model import MultiModalModel
+from ..nn.normalize import InputNormalizer
 from .runstate import (
     StopSignals, capture_rng, check_free_space, check_model_fits, check_same_config, check_same_spec,
     config_fingerprint, metrics_before, restore_rng,
@@ -58,6 +59,7 @@ class ModelSpec:
     encoders: dict[str, str]
     num_classes: int
     euler: bool
+    normalization: str = "none"  # the kind of the model's InputNormalizer, "none" for none
 
 
 @dataclass
@@ -87,7 +89,7 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device {name!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'") from None
 
 
-def model_spec(config: ModelConfig, splits: DatasetSplits, use_euler: bool) -> ModelSpec:
+def model_spec(config: ModelConfig, splits: DatasetSplits, use_euler: bool, normalize: str = "none") -> ModelSpec:
     shapes = splits.input_shapes()
     unknown = sorted((set(config.encoders) | set(config.encoder_options)) - set(splits.modalities))
     if unknown:
@@ -96,7 +98,8 @@ def model_spec(config: ModelConfig, splits: DatasetSplits, use_euler: bool) -> M
         m: config.encoders.get(m) or splits.default_encoders.get(m) or default_encoder_for(shapes[m])
         for m in splits.modalities
     }
-    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler)
+    normalization = splits.input_normalization(normalize)
+    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler, normalization)
 
 
 def build_model_from_spec(config: ModelConfig, spec: ModelSpec) -> MultiModalModel:
@@ -114,7 +117,8 @@ def build_model_from_spec(config: ModelConfig, spec: ModelSpec) -> MultiModalMod
     else:
         widths = [encoders[m].output_shape[0] for m in spec.modalities]
     head = FUSIONS.get(config.fusion)(widths, spec.num_classes, **config.fusion_options)
-    return MultiModalModel(spec.modalities, encoders, head, euler, shapes)
+    normalizer = None if spec.normalization == "none" else InputNormalizer(shapes, spec.normalization)
+    return MultiModalModel(spec.modalities, encoders, head, euler, shapes, normalizer)
 
 
 def build_model(config: ModelConfig, splits: DatasetSplits, use_euler: bool) -> MultiModalModel:
@@ -285,8 +289,10 @@ class Trainer:
             )
         cls = method_class(cfg.method.name)
         use_euler = cls.uses_euler if cfg.model.euler is None else cfg.model.euler
-        self.spec = model_spec(cfg.model, self.splits, use_euler)
+        self.spec = model_spec(cfg.model, self.splits, use_euler, cfg.data.normalize)
         self.model = build_model_from_spec(cfg.model, self.spec).to(self.device)
+        if self.model.normalizer is not None:  # train-split statistics, saved with the weights
+            self.model.normalizer.fit_split(self.splits.train, seed=cfg.train.seed)
         self.method = make_method(cfg, self.model, self.device, self.splits)
         self.model.to(self.device)  # the modules a method added (an extra head, say) join the model's device
         # The model training steps run through: DDP across ranks and/or compiled; self.model stays the bare one.
