@@ -67,7 +67,7 @@ def test_report_embeds_every_plot_as_a_valid_png(report):
 def test_report_tables_list_every_method_with_seed_counts(report):
     html = report.read_text()
     assert "<h2>synthetic (dim=8, test_size=80, train_size=160)</h2>" in html
-    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", html)
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", html.split("</table>")[0])  # the first table: results
     assert rows == [("joint", "2"), ("erlmr", "2")]
     assert "step time ÷ joint" in html and "1.00 ± " in html
 

@@ -10,7 +10,7 @@ from ..training.checkpoint import load_checkpoint
 from ..config import load_config
 from ..errors import CheckpointError, ConfigError, DataError
 from .evaluation import imbalance_report
-from ..training.trainer import Trainer, evaluate
+from ..training.trainer import Trainer, evaluate, resolve_device
 
 
 @dataclass
@@ -65,10 +65,12 @@ def load_trained(run_dir: str | Path, data_root: str | None = None, device: str 
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml); give the folder 'erlmr train' wrote")
     overrides = [f"train.device={device}", "train.tensorboard=false"]
-    if data_root is not None:
-        overrides += ["data.dataset=arrays", f"data.root={json.dumps(str(data_root))}", "data.options={}"]
+    state = load_checkpoint(run_dir / "best.pt", resolve_device(device))
+    if data_root is not None:  # the run's own input normalisation, whatever the new data's default
+        normalization = state.get("spec", {}).get("normalization", "none")
+        overrides += ["data.dataset=arrays", f"data.root={json.dumps(str(data_root))}", "data.options={}",
+                      f"data.normalize={normalization}"]
     trainer = Trainer(load_config(config_path, overrides))
-    state = load_checkpoint(run_dir / "best.pt", trainer.device)
     modalities, classes = state.get("modalities"), state.get("classes")
     if modalities is not None and list(modalities) != trainer.splits.modalities:
         raise DataError(f"the run was trained on modalities {modalities} but the data has {trainer.splits.modalities}")

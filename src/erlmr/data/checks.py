@@ -51,7 +51,7 @@ def nonfinite_where(values: np.ndarray | torch.Tensor) -> str:
     return text
 
 
-def check_split(where: str, split: Split, modalities: list[str], num_classes: int) -> None:
+def check_split(where: str, split: Split, modalities: list[str], num_classes: int, finite: bool = True) -> None:
     if len(split) == 0:
         raise DataError(f"{where}: the split is empty; it needs at least one sample")
     missing = [m for m in modalities if m not in split.inputs]
@@ -63,7 +63,7 @@ def check_split(where: str, split: Split, modalities: list[str], num_classes: in
             raise DataError(f"{where}: modality {m!r} holds {x.dtype}; loaders must give floating-point tensors")
         if x.dim() < 2 or x[0].numel() == 0:
             raise DataError(f"{where}: modality {m!r} has shape {tuple(x.shape)}; every sample needs at least one feature")
-        if len(nonfinite_rows(x)):
+        if finite and len(nonfinite_rows(x)):
             raise DataError(f"{where}: modality {m!r} has NaN or Inf {nonfinite_where(x)}; clean or drop those samples")
     labels = split.labels
     if labels.dim() != 1:
@@ -77,12 +77,14 @@ def check_split(where: str, split: Split, modalities: list[str], num_classes: in
         )
 
 
-def check_splits(name: str, splits: DatasetSplits) -> None:
-    """Raise a DataError naming the first problem in any split of dataset ``name``."""
+def check_splits(name: str, splits: DatasetSplits, finite: bool = True) -> None:
+    """Raise a DataError naming the first problem in any split of dataset ``name`` (``finite=False``: NaN
+    and Inf are let through, for the data check to count them)."""
     if splits.num_classes < 2:
         raise DataError(f"dataset {name!r} has {splits.num_classes} class(es); classification needs at least two")
     for split_name in SPLIT_NAMES:
-        check_split(f"dataset {name!r}, {split_name} split", getattr(splits, split_name), splits.modalities, splits.num_classes)
+        split = getattr(splits, split_name)
+        check_split(f"dataset {name!r}, {split_name} split", split, splits.modalities, splits.num_classes, finite)
     for m in splits.modalities:
         shapes = {s: tuple(getattr(splits, s).inputs[m].shape[1:]) for s in SPLIT_NAMES}
         if len(set(shapes.values())) > 1:

@@ -195,7 +195,7 @@ class InputNormalizer(nn.Module):
         bad = np.flatnonzero((moments.nonfinite > 0) | (moments.count == 0))
         if len(bad):
             raise DataError(
-                f"modality {m!r}: {column_names(self.shapes[m], bad.tolist())} hold NaN or Inf on the train split; "
+                f"modality {m!r} has NaN or Inf on the train split in {column_names(self.shapes[m], bad.tolist())}; "
                 "clean or drop those values before training"
             )
         if self.kind == "standard":
@@ -211,8 +211,8 @@ class InputNormalizer(nn.Module):
             warnings.warn(f"modality {m!r} is constant on the train split: it carries no information", stacklevel=3)
         elif constant.any():
             warnings.warn(
-                f"modality {m!r}: {column_names(self.shapes[m], np.flatnonzero(constant).tolist())} constant on the "
-                "train split; left unscaled (scale 1)", stacklevel=3,
+                f"modality {m!r} is constant on the train split in "
+                f"{column_names(self.shapes[m], np.flatnonzero(constant).tolist())}; left unscaled (scale 1)", stacklevel=3,
             )
         if not (np.isfinite(shift).all() and np.isfinite(scale).all()):
             raise DataError(f"modality {m!r}: its {self.kind} statistics on the train split are not finite; check its values")
