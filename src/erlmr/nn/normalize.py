@@ -150,7 +150,6 @@ class InputNormalizer(nn.Module):
             self.register_buffer(f"shift_{i}", torch.zeros(statistics_shape(self.shapes[m])))
             self.register_buffer(f"scale_{i}", torch.ones(statistics_shape(self.shapes[m])))
 
-    @torch.no_grad()
     def fit_split(self, dataset, seed: int = 0) -> None:
         """:meth:`fit` on a split-like ``dataset`` (see :func:`batched_inputs`), in batches of about
         :data:`BATCH_VALUES` values."""
@@ -168,7 +167,6 @@ class InputNormalizer(nn.Module):
             normalized[m] = (x - shift) / scale
         return normalized
 
-    @torch.no_grad()
     def fit(self, batches: Iterable[Mapping[str, torch.Tensor]], rows: int, seed: int = 0) -> None:
         """Set the statistics from ``batches`` of training inputs (``{modality: (B, *shape)}``, in row order,
         ``rows`` rows in all) in one pass; warns about constant features, refuses non-finite statistics."""
