@@ -416,7 +416,8 @@ def format_check(report: Mapping[str, Any]) -> str:
     if report["groups"]:
         lines.append("groups shared: " + "; ".join(f"{pair} {info['count']}" for pair, info in report["groups"].items()))
     lines += ["", f"warnings ({len(report['warnings'])}):"] + [f"  ! {w['message']}" for w in report["warnings"]]
-    lines += [f"  - {n['message']}" for n in report["notes"]]
+    if report["notes"]:
+        lines += ["notes:"] + [f"  - {n['message']}" for n in report["notes"]]
     return "\n".join(lines)
 
 

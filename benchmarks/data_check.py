@@ -1,0 +1,94 @@
+"""How long does ``erlmr data check`` take, and how close are its probes to trained unimodal runs?
+
+For the scaled-digits fixture of the tests (tests/scaled_views.py: two views of scikit-learn's digits, one
+multiplied by 1 .. 10^4 per pixel), AV-digits (default build and noise) and BasicMotions, the command
+``erlmr data check --json`` runs in a fresh process, timed from start to exit (imports included). Each
+modality's probe accuracy on the test split is set against the same modality trained alone
+(``unimodal``, test split, 3 seeds): for AV-digits and BasicMotions the committed benchmark's runs
+(benchmarks/results/), for the fixture runs trained here on the defaults (``erlmr bench``, 30 epochs).
+
+    PYTHONPATH=src python benchmarks/data_check.py --out benchmarks/results/data_check.md
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from erlmr.analysis.bench import run_bench
+from step_cost import publish, report_header
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from scaled_views import MODALITIES, write_scaled_digits  # noqa: E402
+
+COMMITTED = {"avdigits": ("avdigits", ["audio", "visual"]), "basicmotions": ("basicmotions", ["acc", "gyro"])}
+
+
+def timed_check(arguments: list[str]) -> tuple[float, dict]:
+    """Wall time of ``erlmr data check ARGUMENTS --json`` in a fresh process, and its report."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "erlmr", "data", "check", *arguments, "--json"],
+                          capture_output=True, text=True, env=env, check=True)
+    return time.perf_counter() - started, json.loads(done.stdout)
+
+
+def unimodal_accuracy(results_csv: Path, modality: str) -> tuple[float, float, int]:
+    """Mean, std and count over seeds of ``unimodal[modality]``'s own test accuracy in a bench's results.csv."""
+    with results_csv.open() as file:
+        values = [float(row[f"acc_{modality}"]) for row in csv.DictReader(file)
+                  if row["method"] == f"unimodal (modality={modality})"]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def fixture_runs(work: Path) -> Path:
+    """The fixture folder, and its unimodal runs on the defaults (3 seeds), in ``work``."""
+    folder = write_scaled_digits(work / "scaled-digits")
+    methods = [f"unimodal[modality={m}]" for m in MODALITIES]
+    run_bench(["arrays"], methods, 3, work / "bench", overrides=[f"data.root={folder}", "train.device=cpu"], jobs=2,
+              progress=False)
+    return folder
+
+
+def rows_for(name: str, seconds: float, report: dict, results_csv: Path) -> list[str]:
+    lines = []
+    for m in report["modalities"]:
+        mean, std, seeds = unimodal_accuracy(results_csv, m)
+        probe = report["probe"]["accuracy"]["test"][m]
+        lines.append(f"| {name} | {m} | {report['probe']['representation'][m]} | {probe:.3f} | {mean:.3f} ± {std:.3f} "
+                     f"({seeds}) | {probe - mean:+.3f} | {seconds:.1f} (check {report['seconds']:.1f}) |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="markdown file to write")
+    parser.add_argument("--work", help="folder for the fixture and its runs (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    work = Path(args.work or tempfile.mkdtemp(prefix="erlmr-data-check-"))
+    folder = fixture_runs(work)
+    table = ["| data set | modality | probe features | probe test accuracy | trained alone, test (seeds) | "
+             "probe − trained | `erlmr data check` wall s |", "|---|---|---|---|---|---|---|"]
+    seconds, report = timed_check(["--data", str(folder)])
+    table += rows_for("scaled digits (array folder)", seconds, report, work / "bench" / "results.csv")
+    for name, (dataset, _) in COMMITTED.items():
+        seconds, report = timed_check(["--dataset", dataset])
+        table += rows_for(name, seconds, report, ROOT / "benchmarks" / "results" / name / "results.csv")
+    header = report_header("erlmr data check: time and probe against trained unimodal runs", torch.device("cpu"),
+                           "data_check.py", argv)
+    publish("\n".join(header + table) + "\n", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
