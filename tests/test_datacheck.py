@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +83,14 @@ def test_constant_modality_and_constant_features_are_named(tmp_path):
     ]
     assert messages(report, "constant_modality")[0].startswith("modality 'b' is constant on the train split")
     assert "modality 'b' scores" in messages(report, "probe_chance")[0]
+    config = {"data": {"dataset": "arrays", "root": str(root)},
+              "train": {"epochs": 1, "quiet": True, "device": "cpu", "run_dir": str(tmp_path / "run")}}
+    with pytest.warns(UserWarning) as caught:
+        erlmr.train(config)
+    assert {str(w.message) for w in caught} >= {
+        "modality 'a' is constant on the train split in feature 2; left unscaled (scale 1)",
+        "modality 'b' is constant on the train split: it carries no information",
+    }
 
 
 def test_nonfinite_values_are_counted_by_the_check_and_refused_by_training(tmp_path):

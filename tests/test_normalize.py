@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from erlmr.config import load_config
 from erlmr.data import Split
 from erlmr.errors import ConfigError, DataError
 from erlmr.nn import normalize
@@ -146,3 +147,9 @@ def test_statistics_travel_in_the_state_dict():
 def test_unknown_kind_is_a_config_error():
     with pytest.raises(ConfigError, match=r"unknown input normalisation 'zscore'; valid: standard, robust, minmax"):
         InputNormalizer({"a": (3,)}, "zscore")
+
+
+def test_data_normalize_is_validated_in_the_config():
+    assert load_config(None, ["data.normalize=robust"]).data.normalize == "robust"
+    with pytest.raises(ConfigError, match=r"unknown data.normalize 'zscore'; valid: auto, standard, robust, minmax, none"):
+        load_config(None, ["data.normalize=zscore"])

@@ -54,6 +54,13 @@ def test_the_scaled_view_alone_beats_chance_by_a_wide_margin(runs, folder, tmp_p
         pass
 
 
+@pytest.mark.parametrize("kind", ["robust", "minmax"])
+def test_the_other_kinds_also_learn_the_scaled_view(folder, tmp_path, kind):
+    result = erlmr.train(config(folder, tmp_path / kind, "unimodal", {"modality": SCALED}, normalize=kind))
+    assert result.summary["test"]["accuracy"] > 0.7
+    assert erlmr.load_run(result.run_dir).model.normalizer.kind == kind
+
+
 def test_fusion_reaches_the_better_view_alone(runs):
     best_view = max(runs[name].summary["test"]["accuracy"] for name in ("left alone", "right alone"))
     for method in ("joint", "erlmr"):

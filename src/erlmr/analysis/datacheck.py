@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,7 +52,7 @@ class SplitScan:
     compact: dict[str, torch.Tensor]
     labels: np.ndarray  # of the compact rows
     class_counts: np.ndarray
-    digests: list[str] = field(default_factory=list)  # of the compact rows, for exact copies
+    digests: list[str]  # of the compact rows, for exact copies
 
 
 def seeded_rows(total: int, keep: int, seed: int) -> np.ndarray:
@@ -173,15 +173,11 @@ def shared_groups(groups: Mapping[str, Sequence]) -> dict[str, dict[str, Any]]:
     return shared
 
 
-def scan_all(splits: DatasetSplits, seed: int) -> dict[str, SplitScan]:
-    return {s: scan_split(s, getattr(splits, s), splits, seed) for s in SPLITS}
-
-
 def check_data(splits: DatasetSplits, normalize: str = "auto", seed: int = 0, probe: bool = True) -> dict[str, Any]:
     """The data-check report of loaded ``splits`` (see the module docstring); ``normalize`` is the
     ``data.normalize`` setting training would use."""
     started = time.perf_counter()
-    scans = scan_all(splits, seed)
+    scans = {s: scan_split(s, getattr(splits, s), splits, seed) for s in SPLITS}
     shapes = splits.input_shapes()
     report: dict[str, Any] = {
         "dataset": splits.name,
