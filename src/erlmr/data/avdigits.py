@@ -32,8 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
-from sklearn.datasets import load_digits
 from tqdm import tqdm
 
 from ..errors import DataError
@@ -130,6 +128,8 @@ def _replace_folder(staging: Path, out: Path) -> None:
 
 def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.ndarray], dict]:
     """Every random choice of a build, drawn up front from one generator: per-clip arrays and the metadata."""
+    from sklearn.datasets import load_digits  # only a build needs it; loading the arrays does not
+
     rng = np.random.default_rng(seed)
     speaker_order = rng.permutation(len(SPEAKERS))
     n_test_speakers = max(1, round(test_fraction * len(SPEAKERS)))
@@ -208,6 +208,8 @@ def _synthesise_clip(job: tuple[str, str, int, int, int]) -> np.ndarray:
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
     if not np.any(samples):
         raise DataError(f"espeak-ng produced no audio for: {' '.join(command)}")
+    from scipy.signal import resample_poly  # only a build needs it; loading the arrays does not
+
     # 16000 / 22050 = 320 / 441; the polyphase filter removes what would alias above 8 kHz.
     resampled = resample_poly(samples, 320, 441)
     return _centre_in_clip(np.clip(np.round(resampled), -32768, 32767).astype(np.int16))
