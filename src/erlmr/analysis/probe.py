@@ -36,6 +36,7 @@ KERNELS = 200
 KERNEL_LENGTH = 9
 CHOICE_ROWS = 1000  # training rows that choose between a sequence's two representations
 REGULARIZATION = 0.1  # LogisticRegression's C: with a few hundred features per modality and 10^2-10^3 rows
+MAX_ITER = 100  # lbfgs steps: the same accuracies as 300 on AV-digits, BasicMotions and the scaled digits
 SPLITS = ("train", "val", "test")
 
 
@@ -140,9 +141,9 @@ def representations(train: torch.Tensor, seed: int) -> dict[str, Representation]
 
 def fit_score(train: tuple[np.ndarray, np.ndarray], scored: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, float]:
     _, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler = import_sklearn()
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=REGULARIZATION, max_iter=300, random_state=seed))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=REGULARIZATION, max_iter=MAX_ITER, random_state=seed))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # 300 lbfgs steps suffice for a preview
+        warnings.simplefilter("ignore", ConvergenceWarning)  # MAX_ITER steps suffice for a preview
         model.fit(*train)
     return {name: float(model.score(x, y)) for name, (x, y) in scored.items() if len(y)}
 
