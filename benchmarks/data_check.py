@@ -7,7 +7,7 @@ modality's probe accuracy on the test split is set against the same modality tra
 (``unimodal``, test split, 3 seeds): for AV-digits and BasicMotions the committed benchmark's runs
 (benchmarks/results/), for the fixture runs trained here on the defaults (``erlmr bench``, 30 epochs).
 
-    PYTHONPATH=src python benchmarks/data_check.py --out benchmarks/results/data_check.md
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/data_check.py --out benchmarks/results/data_check.md
 """
 from __future__ import annotations
 
@@ -92,7 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         table += rows_for(name, timing, report, ROOT / "benchmarks" / "results" / name / "results.csv")
     header = report_header("erlmr data check: time and probe against trained unimodal runs", torch.device("cpu"),
                            "data_check.py", argv)
-    publish("\n".join(header + table) + "\n", args.out)
+    notes = [
+        "", "Wall time is the whole command in a fresh process (imports included) on this shared machine; CPU time is",
+        "user + system time of that process, what the command costs on an idle core. \"load + check\" is the",
+        "report's own `seconds`: loading the data set (for AV-digits, its noise and log-mel spectrograms) and",
+        "the check. \"trained alone\" is `unimodal` with the modality's own logits on the test split: for",
+        "AV-digits and BasicMotions the committed benchmark (benchmarks/results/, 20 and 100 epochs), for the",
+        "scaled digits `erlmr bench` on the defaults (30 epochs) run by this script.",
+    ]
+    publish("\n".join(header + table + notes) + "\n", args.out)
     return 0
 
 
