@@ -168,7 +168,7 @@ def test_without_scikit_learn_the_probe_is_skipped_with_the_extra_to_install(tmp
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
     report = check_dataset("arrays", str(write_arrays(tmp_path / "d")))
     assert messages(report, "probe_skipped") == [
-        "probe skipped: the data check's probe needs scikit-learn: pip install erlmr[probe]"
+        "probe skipped: the data check's probe needs scikit-learn: pip install 'erlmr[probes]'"
     ]
     assert report["modalities"]["a"]["columns"] == 6 and "probe skipped" in format_check(report)
 

@@ -11,11 +11,10 @@ import torch
 
 import erlmr
 from erlmr.analysis.datacheck import check_dataset
-from erlmr.analysis.runs import load_trained
 from erlmr.cli import main
 from erlmr.data import load_dataset
 from erlmr.errors import TrainingDivergedError
-from erlmr.training.trainer import evaluate
+from erlmr.analysis.evaluation import evaluate
 
 from scaled_views import SCALED, write_scaled_digits
 
@@ -85,8 +84,8 @@ def test_predict_on_raw_arrays_equals_erlmr_eval(runs, folder, capsys):
         labels = torch.from_numpy(test["label"])
     run = erlmr.load_run(run_dir)
     predicted = erlmr.predict(run, raw).logits.argmax(1)
-    trainer = load_trained(run_dir, device="cpu")  # what `erlmr eval` evaluates
-    evaluated = evaluate(trainer.model, trainer.method, trainer.splits.test, 64, torch.device("cpu"))["predictions"]
+    test = load_dataset("arrays", str(folder), 0, 0.1, {}).test  # what `erlmr eval` evaluates, as it loads it
+    evaluated = evaluate(run.model, run.method, test, 64, torch.device("cpu"))["predictions"]
     assert torch.equal(predicted, evaluated)
     assert main(["eval", str(run_dir), "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(float((predicted == labels).float().mean()))

@@ -25,7 +25,7 @@ import torch
 from ..data import DatasetSplits, Split, load_dataset
 from ..data.arrays import read_array_folder
 from ..data.checks import check_splits
-from ..errors import ConfigError, DataError, ErlmrError
+from ..errors import ConfigError, ErlmrError, MissingDependencyError
 from ..training.checkpoint import write_json
 from ..nn.normalize import BATCH_VALUES, ChannelMoments, by_channel, column_names, statistics_shape
 from .probe import pool_trailing, pooled, run_probe
@@ -203,7 +203,7 @@ def check_data(splits: DatasetSplits, normalize: str = "auto", seed: int = 0, pr
 def probe_report(inputs, labels, modalities: Sequence[str], seed: int) -> dict[str, Any]:
     try:
         result = run_probe(inputs, labels, modalities, seed)
-    except DataError as error:  # scikit-learn missing: the rest of the check still stands
+    except MissingDependencyError as error:  # scikit-learn missing: the rest of the check still stands
         return {"skipped": str(error)}
     return {"accuracy": result.accuracy, "representation": result.representation, "features": result.features,
             "train_rows": result.train_rows}

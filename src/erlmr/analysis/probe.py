@@ -15,7 +15,7 @@ Each modality's samples are first reduced to at most :data:`PROBE_FEATURES` feat
 Then a ``StandardScaler`` and a multinomial ``LogisticRegression`` are fitted on the training rows of
 one modality, and of all of them side by side ("fused"), and scored on the validation and test rows.
 The inputs must already be standardised per channel (the data check does it with train statistics).
-scikit-learn is imported lazily: ``pip install erlmr[probe]``.
+scikit-learn is imported lazily: ``pip install 'erlmr[probes]'``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..extras import require
 
 PROBE_FEATURES = 512
 PCA_COMPONENTS = 128
@@ -41,15 +41,13 @@ SPLITS = ("train", "val", "test")
 
 
 def import_sklearn():
-    try:
-        from sklearn.decomposition import PCA
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-    except ImportError:
-        raise DataError("the data check's probe needs scikit-learn: pip install erlmr[probe]") from None
-    return PCA, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler
+    """PCA, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler, or a
+    :class:`~erlmr.errors.MissingDependencyError` naming ``erlmr[probes]``."""
+    modules = [require(f"sklearn.{name}", "probes", "the data check's probe")
+               for name in ("decomposition", "exceptions", "linear_model", "pipeline", "preprocessing")]
+    decomposition, exceptions, linear_model, pipeline, preprocessing = modules
+    return (decomposition.PCA, exceptions.ConvergenceWarning, linear_model.LogisticRegression, pipeline.make_pipeline,
+            preprocessing.StandardScaler)
 
 
 def pool_trailing(x: torch.Tensor, budget: int) -> torch.Tensor:

@@ -12,17 +12,20 @@ import re
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from ..extras import require
 from .bench import JOINT, summary_row, summary_tables
 from .datacheck import MODALITY_HEADINGS, SPLIT_HEADINGS, modality_rows, probe_table, split_rows
 from .runs import FinishedRun, dataset_label, find_runs, method_label
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MethodRuns = dict[str, list[FinishedRun]]
+REPORT = ("report", "the report")  # matplotlib is the report's optional package: pip install 'erlmr[report]'
 
 
 def group_runs(runs: Sequence[FinishedRun]) -> dict[str, MethodRuns]:
@@ -49,7 +52,7 @@ def plot_band(axes, series: tuple[np.ndarray, np.ndarray], label: str, **style) 
     epochs = np.arange(1, len(mean) + 1)
     line = axes.plot(epochs, mean, label=label, **style)[0]
     axes.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(require("matplotlib.ticker", *REPORT).MaxNLocator(integer=True))
 
 
 def label_axes(axes, legend: bool = True, **labels) -> None:
@@ -59,10 +62,15 @@ def label_axes(axes, legend: bool = True, **labels) -> None:
         axes.legend(fontsize="small")
 
 
+def new_figure(**options) -> Figure:
+    """A matplotlib Figure drawn without pyplot, so no display backend is involved."""
+    return require("matplotlib.figure", *REPORT).Figure(**options)
+
+
 def panel_grid(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
     columns = min(count, 3)
     rows = -(-count // columns)
-    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    figure = new_figure(figsize=(width * columns, height * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for unused in axes[count:]:
         unused.set_visible(False)
@@ -84,7 +92,7 @@ def validation_accuracy_figure(methods: MethodRuns) -> Figure:
 
 
 def imbalance_curve_figure(methods: MethodRuns) -> Figure:
-    figure = Figure(figsize=(6, 3.6), layout="constrained")
+    figure = new_figure(figsize=(6, 3.6), layout="constrained")
     axes = figure.subplots()
     for method, runs in methods.items():
         series = epoch_series(runs, lambda r: r.get("val_imbalance_degree"))
@@ -100,7 +108,7 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
 
 def contribution_figure(methods: MethodRuns) -> Figure:
     modalities = next(iter(methods.values()))[0].summary["modalities"]
-    figure = Figure(figsize=(max(6, 1.1 * len(methods) * len(modalities)), 3.8), layout="constrained")
+    figure = new_figure(figsize=(max(6, 1.1 * len(methods) * len(modalities)), 3.8), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(modalities)
     positions = np.arange(len(methods))
@@ -118,7 +126,7 @@ def contribution_figure(methods: MethodRuns) -> Figure:
 
 
 def cost_figure(methods: MethodRuns) -> Figure:
-    figure = Figure(figsize=(6, 4), layout="constrained")
+    figure = new_figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
     for method, runs in methods.items():
         times = [run.summary.get("cost", {}).get("step_time_s") for run in runs]
@@ -139,7 +147,7 @@ def pareto_methods(methods: MethodRuns) -> MethodRuns:
 
 
 def erlmr_figure(methods: MethodRuns) -> Figure:
-    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    figure = new_figure(figsize=(10, 3.6), layout="constrained")
     cosine_axes, weight_axes = figure.subplots(1, 2)
     for method, runs in methods.items():
         series = epoch_series(runs, lambda r: r.get("method", {}).get("phase_cosine"))
@@ -236,6 +244,7 @@ def data_check_html(check: dict) -> str:
 
 def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` and its PNG plots for every finished run under ``source``; return the HTML path."""
+    require("matplotlib", *REPORT)  # before any work, not at the first plot
     source = Path(source)
     runs = find_runs(source)
     out = Path(out) if out is not None else source / "report"

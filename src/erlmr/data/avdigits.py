@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..extras import require
 from .base import DATASETS, DatasetSplits, Split, stratified_split
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -56,6 +57,7 @@ PITCH_RANGE = (25, 75)  # espeak-ng -p, default 50
 SPEED_RANGE = (140, 200)  # espeak-ng -s in words per minute, default 175
 AMPLITUDE_RANGE = (40, 100)  # espeak-ng -a, default 100; louder clips often clip at the int16 limit
 ESPEAK_RATE = 22050
+BUILD_MODULES = ("sklearn.datasets", "scipy.signal")  # optional packages that building (not loading) needs
 SILENCE_FRACTION = 0.02  # samples below this fraction of the peak count as leading/trailing silence
 INSTALL_HINT = "install it with `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)"
 
@@ -93,6 +95,8 @@ def build_avdigits(
     The folder is written under a temporary name and renamed when complete, so a folder named ``out``
     is always a finished build.
     """
+    for module in BUILD_MODULES:  # before any synthesis, not in the middle of it
+        require(module, "datasets", "building AV-digits")
     if shutil.which("espeak-ng") is None:
         raise DataError(f"AV-digits needs the espeak-ng speech synthesiser, which is not on PATH; {INSTALL_HINT}")
     out = Path(out)
@@ -128,8 +132,6 @@ def _replace_folder(staging: Path, out: Path) -> None:
 
 def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.ndarray], dict]:
     """Every random choice of a build, drawn up front from one generator: per-clip arrays and the metadata."""
-    from sklearn.datasets import load_digits  # only a build needs it; loading the arrays does not
-
     rng = np.random.default_rng(seed)
     speaker_order = rng.permutation(len(SPEAKERS))
     n_test_speakers = max(1, round(test_fraction * len(SPEAKERS)))
@@ -137,6 +139,8 @@ def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.nda
         "test": np.sort(speaker_order[:n_test_speakers]),
         "train": np.sort(speaker_order[n_test_speakers:]),
     }
+
+    from sklearn.datasets import load_digits
 
     digits = load_digits()
     train_images, test_images = stratified_split(digits.target, test_fraction, int(rng.integers(2**31)))
@@ -197,6 +201,8 @@ def _synthesise_all(plan: dict[str, np.ndarray], workers: int, progress: bool) -
 
 def _synthesise_clip(job: tuple[str, str, int, int, int]) -> np.ndarray:
     """One word spoken by espeak-ng, resampled to 16 kHz and centred in a 1 s int16 clip."""
+    from scipy.signal import resample_poly
+
     word, voice, pitch, speed, amplitude = job
     command = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-a", str(amplitude), "--stdout", word]
     result = subprocess.run(command, capture_output=True)
@@ -208,8 +214,6 @@ def _synthesise_clip(job: tuple[str, str, int, int, int]) -> np.ndarray:
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
     if not np.any(samples):
         raise DataError(f"espeak-ng produced no audio for: {' '.join(command)}")
-    from scipy.signal import resample_poly  # only a build needs it; loading the arrays does not
-
     # 16000 / 22050 = 320 / 441; the polyphase filter removes what would alias above 8 kHz.
     resampled = resample_poly(samples, 320, 441)
     return _centre_in_clip(np.clip(np.round(resampled), -32768, 32767).astype(np.int16))

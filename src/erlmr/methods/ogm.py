@@ -6,19 +6,19 @@ CVPR 2022. Official code: github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
-from ..errors import ConfigError
 from ..nn.model import MultiModalModel
+from ..options import ranged
 from .base import METHODS, Method, MethodContext, StepResult
-from .scores import check_window, in_window, mean_of_others, true_class_scores
+from .scores import WindowOptions, in_window, mean_of_others, true_class_scores
 
 
 @dataclass
-class OGMOptions:
-    alpha: float = 0.1
-    modulation_start: int = 0
-    modulation_end: int = 50
+class OGMOptions(WindowOptions):
+    alpha: float = ranged(0.1, ge=0)
+    modulation_end: int = ranged(50, ge=0)
 
 
 @METHODS.register("ogm", "OGM: shrink the dominant modality's encoder gradients by 1 − tanh(α·ρ) (Peng et al., CVPR 2022)")
@@ -49,9 +49,6 @@ class OGM(Method):
 
     def __init__(self, model: MultiModalModel, options: OGMOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.alpha < 0:
-            raise ConfigError(f"method {self.name!r}: alpha must be >= 0, got {options.alpha}")
-        check_window(self.name, options.modulation_start, options.modulation_end)
         self.modalities = list(model.modalities)
         self.coefficients = torch.ones(len(self.modalities))
 
@@ -81,10 +78,3 @@ class OGM(Method):
         """Scale one encoder's gradients in place."""
         if grads:
             torch._foreach_mul_(grads, coefficient.to(grads[0].device))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "coefficients": self.coefficients}
-
-    def load_state_dict(self, state) -> None:
-        super().load_state_dict(state)
-        self.coefficients = state.get("coefficients", self.coefficients)
