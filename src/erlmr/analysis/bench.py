@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
 from .cost import machine_description
+from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError
 from .runs import dataset_label, method_label
 from ..training.trainer import train
@@ -181,6 +182,16 @@ def process_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, overrides: Sequence[str]) -> None:
+    """Write each dataset's ``data_check.json`` (``erlmr data check``) once, for ``erlmr report``."""
+    for dataset in datasets:
+        try:
+            config = load_config(base_config, [*overrides, f"data.dataset={dataset}"])
+        except ErlmrError:
+            continue  # the grid reports a bad config for every run
+        write_data_check(out / dataset, config)
+
+
 def run_grid(
     entries: Sequence[tuple[str, str, int]],
     out: Path,
@@ -222,7 +233,8 @@ def run_bench(
     command: str | None = None,
     progress: bool = True,
 ) -> tuple[str, dict[tuple[str, str, int], str]]:
-    """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md`` and ``bench.json``.
+    """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md``, ``bench.json`` and,
+    per dataset, ``DATASET/data_check.json``.
 
     Returns the markdown tables and the failed entries with their error messages.
     """
@@ -233,6 +245,7 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
+    check_datasets(out, datasets, base_config, overrides)
     failures = run_grid(entries, out, base_config, overrides, jobs, progress)
     summaries = [
         json.loads(path.read_text())
