@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
 from .cost import machine_description
+from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError, TrainingInterrupted
 from .grid import ChildRuns, ForwardedStop, process_context
 from .runs import dataset_label, method_label
@@ -182,6 +183,16 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, overrides: Sequence[str]) -> None:
+    """Write each dataset's ``data_check.json`` (``erlmr data check``) once, for ``erlmr report``."""
+    for dataset in datasets:
+        try:
+            config = load_config(base_config, [*overrides, f"data.dataset={dataset}"])
+        except ErlmrError:
+            continue  # the grid reports a bad config for every run
+        write_data_check(out / dataset, config)
+
+
 def run_grid(
     entries: Sequence[tuple[str, str, int]],
     out: Path,
@@ -240,8 +251,9 @@ def run_bench(
     command: str | None = None,
     progress: bool = True,
 ) -> BenchResult:
-    """Run the grid (finished runs are skipped, partial ones continued) and write ``results.md`` and
-    ``bench.json``, and ``results.csv`` when a run finished. One bench at a time writes a folder.
+    """Run the grid (finished runs are skipped, partial ones continued) and write ``results.md``, ``bench.json``,
+    ``results.csv`` when a run finished and, per dataset, ``DATASET/data_check.json``. One bench at a time
+    writes a folder.
 
     Returns the markdown tables, the failed entries with their error messages and the files written.
     """
@@ -253,6 +265,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
     with FolderLock(out, "bench folder", "wait for that bench to finish, or choose another --out"):
+        check_datasets(out, datasets, base_config, overrides)
         failures = run_grid(entries, out, base_config, overrides, jobs, progress)
         folders = [RunFolder(run_dir_for(out, *entry)) for entry in entries]
         summaries = [folder.read_summary() for folder in folders if folder.finished]

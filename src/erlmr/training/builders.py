@@ -19,6 +19,7 @@ from ..methods import Method, MethodContext, build_method, method_class
 from ..nn.euler import EulerRepresentation
 from ..nn.fusion import FUSIONS
 from ..nn.model import MultiModalModel
+from ..nn.normalize import InputNormalizer
 from .distributed import ShardedBatchSampler
 
 
@@ -32,6 +33,7 @@ class ModelSpec:
     encoders: dict[str, str]
     num_classes: int
     euler: bool
+    normalization: str = "none"  # the kind of the model's InputNormalizer, "none" for none
 
 
 def as_config(config: Config | Mapping | str | Path) -> Config:
@@ -75,7 +77,8 @@ def model_spec(config: Config, splits: DatasetSplits) -> ModelSpec:
         for m in splits.modalities
     }
     use_euler = method_class(config.method.name).uses_euler if model.euler is None else model.euler
-    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler)
+    normalization = splits.input_normalization(config.data.normalize)
+    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler, normalization)
 
 
 def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = True) -> MultiModalModel:
@@ -97,7 +100,8 @@ def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = Tr
     else:
         widths = [encoders[m].output_shape[0] for m in spec.modalities]
     head = FUSIONS.build(config.fusion, config.fusion_options, widths, spec.num_classes)
-    return MultiModalModel(spec.modalities, encoders, head, euler, shapes)
+    normalizer = None if spec.normalization == "none" else InputNormalizer(shapes, spec.normalization)
+    return MultiModalModel(spec.modalities, encoders, head, euler, shapes, normalizer)
 
 
 def build_training_method(

@@ -101,6 +101,8 @@ class Trainer:
         self.spec = model_spec(cfg, self.splits)
         # A run restored from a checkpoint gets every weight from it, not from a pretrained file.
         model = build_model(cfg.model, self.spec, initial_weights=not restoring)
+        if model.normalizer is not None and not restoring:  # train-split statistics; a checkpoint holds them
+            model.normalizer.fit_split(self.splits.train, seed=cfg.train.seed)
         self.model = sync_batch_norm(model, self.cluster).to(self.device)
         self.method = build_training_method(cfg, self.model, self.device, self.splits)
         broadcast_from_main([self.model, self.method], self.cluster)
