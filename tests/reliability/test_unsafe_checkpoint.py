@@ -6,6 +6,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,12 @@ def test_a_pickle_torch_cannot_parse_is_refused_as_corrupt(tmp_path):
                                               r"operand 149\); erlmr loads only tensors and plain containers from it"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_checkpoint_holding_a_numpy_array_is_named_as_such(tmp_path):
+    """What an erlmr before weights-only loading wrote: numpy's RNG state as a pickled array."""
+    path = tmp_path / "last.pt"
+    torch.save({"model": {}, "resume": {"rng": {"numpy": ("MT19937", np.zeros(624, np.uint32), 0, 0, 0.0)}}}, path)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} holds a pickled numpy array \(numpy\..*\), not only tensors "
+                                              r"and plain containers; erlmr versions before weights-only loading stored numpy's random state"):
+        load_checkpoint(path)

@@ -95,6 +95,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def unsafe_or_corrupt(path: Path, reason: str) -> CheckpointError:
     """The refusal of a pickle that ``weights_only`` loading stopped, without torch's advice to load it unsafely."""
     named = re.search(r"GLOBAL ([\w.]+)", reason)
+    if named and named.group(1).startswith("numpy."):
+        return CheckpointError(
+            f"checkpoint {path} holds a pickled numpy array ({named.group(1)}), not only tensors and plain "
+            "containers; erlmr versions before weights-only loading stored numpy's random state that way, and erlmr "
+            "no longer unpickles it: evaluate the run with the erlmr version that trained it, or train again"
+        )
     if named:
         return CheckpointError(
             f"checkpoint {path} holds a pickled {named.group(1)}, not only tensors and plain containers; erlmr "
