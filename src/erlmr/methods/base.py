@@ -97,6 +97,11 @@ class Method(nn.Module):
         self.epoch = 0
         self._state_reductions: dict[str, str | None] = {}
 
+    @property
+    def trained_modalities(self) -> list[str]:
+        """The modalities the method trains to be used (what the imbalance alarm watches)."""
+        return list(self.context.modalities)
+
     def add_state(self, name: str, default: torch.Tensor, reduce: str | None = None) -> None:
         """Declare ``name`` as state kept across steps: a buffer saved in checkpoints, moved with the
         method, and reduced over ranks by :meth:`reduce_states` with ``reduce`` ("sum", "mean" or None)."""
