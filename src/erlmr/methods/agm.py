@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import WindowOptions, in_window, mean_of_others
 

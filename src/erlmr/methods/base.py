@@ -43,8 +43,8 @@ from torch import nn
 from ..data.base import DatasetSplits
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
+from ..parallel import all_reduce_mean, all_reduce_sum
 from ..registry import Registry
-from ..training.distributed import all_reduce_mean, all_reduce_sum
 
 if TYPE_CHECKING:
     from ..training.step import StepContext

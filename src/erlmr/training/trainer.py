@@ -27,16 +27,36 @@ from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..methods.base import StepResult
 from . import acceleration
 from .builders import (
-    as_config, build_model, build_optimizer, build_scheduler, build_training_method, make_loader, model_spec,
-    resolve_device, seed_everything, to_device, trainable_parameters,
+    as_config,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    build_training_method,
+    make_loader,
+    model_spec,
+    resolve_device,
+    seed_everything,
+    to_device,
+    trainable_parameters,
 )
 from .distributed import (
-    ShardedBatchSampler, broadcast_from_main, check_replicas_agree, join_from_env, share_from_main, sum_over_ranks,
+    ShardedBatchSampler,
+    broadcast_from_main,
+    check_replicas_agree,
+    join_from_env,
+    share_from_main,
+    sum_over_ranks,
     sync_batch_norm,
 )
 from .reload import restore_weights
 from .run_folder import BEST, CHECKPOINT_FORMAT, LAST, RunFolder, read_checkpoint
-from .runstate import capture_rng, check_same_config, check_same_spec, config_fingerprint, restore_rng
+from .runstate import (
+    capture_rng,
+    check_same_config,
+    check_same_spec,
+    config_fingerprint,
+    restore_rng,
+)
 from .signals import StopSignals
 from .step import StepContext, method_step
 from .tensorboard import TensorBoardLogger
