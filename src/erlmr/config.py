@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from .errors import ConfigError
+from .options import log_uniform
 
 
 @dataclass
@@ -49,6 +50,13 @@ class OptimConfig:
     schedule: str = "none"
     step_size: int = 10
     gamma: float = 0.1
+
+
+#: the search ranges every method is tuned over besides its own (``erlmr tune``; docs/protocol.md)
+SHARED_SPACE = {
+    "optim.lr": log_uniform(1e-3, 1e-1),
+    "optim.weight_decay": log_uniform(1e-5, 1e-2),
+}
 
 
 @dataclass
@@ -145,17 +153,30 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+#: the top-level section of a config file that only ``erlmr tune`` reads (search ranges); training skips it
+TUNE_SECTION = "tune"
+
+
+def read_config_file(path: str | Path | None) -> dict:
+    """The mapping in a YAML config file ({} for no file)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or start from defaults), apply overrides, validate."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    data = read_config_file(path)
+    data.pop(TUNE_SECTION, None)
     config = from_dict(Config, apply_overrides(data, overrides))
     validate(config)
     return config

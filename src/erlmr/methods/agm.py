@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..training.distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
+from ..options import CheckedOptions, log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import check_window, in_window, mean_of_others
 
@@ -29,8 +30,8 @@ HEAD_GRADIENT_LIMIT = 1.0
 
 
 @dataclass
-class AGMOptions:
-    alpha: float = 1.0
+class AGMOptions(CheckedOptions):
+    alpha: float = ranged(1.0, ge=0, search=log_uniform(0.1, 3.0))
     modulation_start: int = 0
     modulation_end: int = 20
     clip_norm: float = 1.0
@@ -69,8 +70,6 @@ class AGM(Method):
 
     def __init__(self, model: MultiModalModel, options: AGMOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.alpha < 0:
-            raise ConfigError(f"method 'agm': alpha must be >= 0, got {options.alpha}")
         if options.clip_norm < 0:
             raise ConfigError(f"method 'agm': clip_norm must be >= 0 (0 disables clipping), got {options.clip_norm}")
         check_window("agm", options.modulation_start, options.modulation_end)

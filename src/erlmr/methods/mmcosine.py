@@ -16,12 +16,13 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.fusion import ConcatFusion, FusionHead, FusionOutput, SumFusion
 from ..nn.model import MultiModalModel
+from ..options import CheckedOptions, log_uniform, ranged
 from .base import METHODS, Method, MethodContext
 
 
 @dataclass
-class MMCosineOptions:
-    scale: float = 10.0
+class MMCosineOptions(CheckedOptions):
+    scale: float = ranged(10.0, gt=0, search=log_uniform(2.0, 50.0))
 
 
 class CosineHead(FusionHead):
@@ -61,8 +62,6 @@ class MMCosine(Method):
 
     def __init__(self, model: MultiModalModel, options: MMCosineOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.scale <= 0:
-            raise ConfigError(f"method 'mmcosine': scale must be > 0, got {options.scale}")
         if not isinstance(model.head, (ConcatFusion, SumFusion)):
             raise ConfigError(
                 f"method 'mmcosine' replaces a linear fusion head (concat or sum) by cosine classifiers; "

@@ -13,16 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training.distributed import all_reduce_mean
-from ..errors import ConfigError
 from ..nn.model import MultiModalModel
 from ..nn.pareto import min_norm_weights
+from ..options import CheckedOptions, ranged, uniform
 from .base import METHODS, Method, MethodContext, StepResult
 
 
 @dataclass
-class MMParetoOptions:
+class MMParetoOptions(CheckedOptions):
     #: every encoder gradient is multiplied by this after combination (hard-coded 1.5 in the official code)
-    gamma: float = 1.5
+    gamma: float = ranged(1.5, gt=0, search=uniform(1.0, 2.0))
 
 
 def pareto_weights(multimodal: torch.Tensor, unimodal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,8 +71,6 @@ class MMPareto(Method):
 
     def __init__(self, model: MultiModalModel, options: MMParetoOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.gamma <= 0:
-            raise ConfigError(f"mmpareto gamma must be > 0, got {options.gamma}")
         heads = {m: nn.Linear(d, context.num_classes) for m, d in zip(model.modalities, model.head.in_features)}
         model.add_module("mmpareto_heads", nn.ModuleDict(heads))
         # Parameters ordered encoder by encoder, then the rest, so each encoder's gradients are one slice.

@@ -8,15 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
-from ..errors import ConfigError
 from ..nn.model import MultiModalModel
+from ..options import CheckedOptions, log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import check_window, in_window, mean_of_others, true_class_scores
 
 
 @dataclass
-class OGMOptions:
-    alpha: float = 0.1
+class OGMOptions(CheckedOptions):
+    #: searched over the official README's suggestions (0.1 for VGGSound, 0.8 for CREMA-D) and around them
+    alpha: float = ranged(0.1, ge=0, search=log_uniform(0.05, 1.0))
     modulation_start: int = 0
     modulation_end: int = 50
 
@@ -49,8 +50,6 @@ class OGM(Method):
 
     def __init__(self, model: MultiModalModel, options: OGMOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.alpha < 0:
-            raise ConfigError(f"method {self.name!r}: alpha must be >= 0, got {options.alpha}")
         check_window(self.name, options.modulation_start, options.modulation_end)
         self.modalities = list(model.modalities)
         self.coefficients = torch.ones(len(self.modalities))

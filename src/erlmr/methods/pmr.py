@@ -15,6 +15,7 @@ from ..data.base import Split, stratified_split
 from ..training.distributed import all_reduce_sum
 from ..errors import ConfigError
 from ..nn.model import MultiModalModel
+from ..options import CheckedOptions, log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import check_window, in_window, mean_of_others, true_class_scores
 
@@ -22,8 +23,8 @@ Batch = tuple[Mapping[str, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class PMROptions:
-    alpha: float = 2.0
+class PMROptions(CheckedOptions):
+    alpha: float = ranged(2.0, ge=0, search=log_uniform(0.2, 5.0))
     momentum: float = 0.0
     modulation_start: int = 0
     modulation_end: int = 70
@@ -57,8 +58,6 @@ class PMR(Method):
 
     def __init__(self, model: MultiModalModel, options: PMROptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.alpha < 0:
-            raise ConfigError(f"method 'pmr': alpha must be >= 0, got {options.alpha}")
         if not 0 <= options.momentum < 1:
             raise ConfigError(f"method 'pmr': momentum must be in [0, 1), got {options.momentum}")
         if not 0 < options.prototype_fraction <= 1:

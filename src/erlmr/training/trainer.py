@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -363,7 +363,9 @@ class Trainer:
         weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         return 3 * weights + 2**20
 
-    def run(self) -> RunResult:
+    def run(self, on_epoch: Callable[[int, dict], None] | None = None) -> RunResult:
+        """Train; ``on_epoch(epoch, record)`` is called after each epoch's record and checkpoints are written
+        and may raise :class:`~erlmr.errors.TrialPruned` to stop the run there."""
         if not self.cluster.is_main:
             return self.follow_main()
         cfg = self.config
@@ -394,6 +396,8 @@ class Trainer:
                 self.append_metrics(metrics_path, record)
                 # Higher val accuracy wins; on a tie (common on small val splits) the lower val loss does.
                 self.save_epoch(epoch, (val["accuracy"], -val["loss"]), metrics_path)
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
                 if self.stop.received is not None:
                     raise self.stop.interrupted(run_dir, f"after epoch {epoch + 1}")
         summary = self.finish(run_dir, self.best_epoch)
@@ -599,11 +603,12 @@ def _json_line(record: dict) -> str:
     return json.dumps(clean(record)) + "\n"
 
 
-def train(config: Config | Mapping | str | Path) -> RunResult:
+def train(config: Config | Mapping | str | Path, on_epoch: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train as configured and return the run folder and its summary (see README for the folder).
 
-    Under torchrun every rank returns rank 0's result (see :mod:`erlmr.training.ddp`)."""
-    return Trainer(config).run()
+    ``on_epoch(epoch, record)`` sees every epoch's record (:meth:`Trainer.run`). Under torchrun every rank
+    returns rank 0's result (see :mod:`erlmr.training.ddp`)."""
+    return Trainer(config).run(on_epoch)
 
 
 def resume(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunResult:
