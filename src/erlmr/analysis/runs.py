@@ -13,6 +13,14 @@ from .evaluation import imbalance_report
 from ..training.trainer import Trainer, evaluate
 
 
+#: written beside a run of a setting found by ``erlmr tune`` (``erlmr bench --tuned``): its label and origin
+TUNED_MARKER = "tuned.json"
+#: appended to a method's label for its tuned setting
+TUNED_SUFFIX = " (tuned)"
+#: written by ``erlmr tune`` in each trial's run folder; trials are not runs of a benchmark
+TRIAL_MARKER = "trial.json"
+
+
 @dataclass
 class FinishedRun:
     path: Path
@@ -30,8 +38,20 @@ def dataset_label(summary: dict) -> str:
 
 
 def method_label(summary: dict) -> str:
-    """The method name, with its ``method.options`` when any were set, e.g. ``unimodal (modality=audio)``."""
+    """The method name, with its ``method.options`` when any were set, e.g. ``unimodal (modality=audio)``;
+    a tuned setting's run is labelled as its ``tuned.json`` says, e.g. ``ogm_ge (tuned)``."""
+    if "tuned" in summary:
+        return summary["tuned"]["label"]
     return with_options(summary["method"], summary.get("method_options"))
+
+
+def read_summary(run_dir: Path) -> dict:
+    """A finished run's ``summary.json``, with its ``tuned.json`` under ``"tuned"`` when it has one."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    marker = Path(run_dir) / TUNED_MARKER
+    if marker.exists():
+        summary["tuned"] = json.loads(marker.read_text())
+    return summary
 
 
 def read_epochs(run_dir: Path) -> list[dict]:
@@ -43,15 +63,17 @@ def read_epochs(run_dir: Path) -> list[dict]:
     return [r for r in records if "error" not in r and "val_accuracy" in r]
 
 
-def find_runs(root: str | Path) -> list[FinishedRun]:
-    """Every finished run (a folder holding ``summary.json``) at or below ``root``, in path order."""
+def find_runs(root: str | Path, required: bool = True) -> list[FinishedRun]:
+    """Every finished run (a folder holding ``summary.json``) at or below ``root``, in path order; the
+    trials of ``erlmr tune`` only when ``root`` is one. With ``required``, none is a DataError."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; give a run folder or a bench output folder")
     paths = sorted(p.parent for p in root.rglob("summary.json"))
-    if not paths:
+    paths = [p for p in paths if p == root or not (p / TRIAL_MARKER).exists()]
+    if not paths and required:
         raise DataError(f"no finished run under {root}: no summary.json found; train or bench first")
-    return [FinishedRun(p, json.loads((p / "summary.json").read_text()), read_epochs(p)) for p in paths]
+    return [FinishedRun(p, read_summary(p), read_epochs(p)) for p in paths]
 
 
 def load_trained(run_dir: str | Path, data_root: str | None = None, device: str = "auto") -> Trainer:
