@@ -52,13 +52,15 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
+    from .config import yaml_value
+
     overrides = []
     if getattr(args, "data", None) and not getattr(args, "dataset", None):
         overrides.append("data.dataset=arrays")
     for dest, key in TRAIN_FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else yaml_value(value)}")
     if getattr(args, "quiet", False):
         overrides.append("train.quiet=true")
     if getattr(args, "tensorboard", False):

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from .errors import ConfigError
-from .options import log_uniform
+from .options import NumberLoader, log_uniform
 
 
 @dataclass
@@ -134,11 +134,17 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is read as YAML."""
+    """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is read as YAML (``1e-5`` as a float too)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.01")
     path, raw = text.split("=", 1)
-    return path.strip().split("."), yaml.safe_load(raw)
+    return path.strip().split("."), yaml.load(raw, Loader=NumberLoader)
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` written so that :func:`parse_override` reads it back as the same value (``1e-07`` is a
+    string to YAML, ``1.0e-07`` a float)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:

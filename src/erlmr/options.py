@@ -30,6 +30,14 @@ import yaml
 
 from .errors import ConfigError
 
+class NumberLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
 _COMPARISONS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
 
 
@@ -137,7 +145,7 @@ def parse_distribution(text: str) -> Distribution:
     if maker is None:
         raise ConfigError(f"search range {text!r} is not one of {DISTRIBUTION_FORMS}")
     try:
-        arguments = yaml.safe_load(f"[{match.group(2)}]")
+        arguments = yaml.load(f"[{match.group(2)}]", Loader=NumberLoader)
         distribution = maker(*arguments)
     except (yaml.YAMLError, TypeError):
         raise ConfigError(f"search range {text!r}: bad arguments; the forms are {DISTRIBUTION_FORMS}") from None

@@ -9,11 +9,10 @@ option, in the config's ``tune: {space: {...}}`` section or with ``erlmr tune --
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from typing import Any, Mapping, Sequence
 
-from ..config import SHARED_SPACE, TUNE_SECTION, Config, load_config, read_config_file
+from ..config import SHARED_SPACE, TUNE_SECTION, Config, load_config, read_config_file, yaml_value
 from ..errors import ConfigError
 from ..options import Distribution, check_search, option_fields, parse_distribution
 
@@ -101,7 +100,7 @@ def check_user_space(user: UserSpace) -> None:
             check_search(key, distribution, metadata, hint)
             if head in SHARED_SECTIONS:
                 for value in distribution.values():
-                    load_config(None, [f"{key}={json.dumps(value)}"])
+                    load_config(None, [f"{key}={yaml_value(value)}"])
 
 
 def _config_field(key: str) -> Any:
@@ -155,7 +154,7 @@ def suggest(trial: Any, space: Mapping[str, Distribution]) -> dict[str, Any]:
 
 def as_overrides(values: Mapping[str, Any]) -> list[str]:
     """``{"optim.lr": 0.02}`` → ``["optim.lr=0.02"]``, values written so that YAML reads them back."""
-    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    return [f"{key}={yaml_value(value)}" for key, value in values.items()]
 
 
 def describe(space: Mapping[str, Distribution]) -> dict[str, str]:

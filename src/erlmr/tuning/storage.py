@@ -55,19 +55,25 @@ def open_storage(url: str, heartbeat: int) -> Any:
     optuna = import_optuna()
     if url.startswith(JOURNAL_PREFIX):
         return open_journal(optuna, url[len(JOURNAL_PREFIX):], heartbeat)
+    from sqlalchemy.exc import IntegrityError
+
     # SQLite waits for a busy file (another worker writing) instead of failing at once
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                with_driver(url), engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat
-            )
-    except ConfigError:
-        raise
-    except Exception as error:  # SQLAlchemy and the drivers raise many kinds; the message is what helps
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"cannot open the study storage {shown(url)}: {reason}. Give {STORAGE_FORMS}") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    with_driver(url), engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat
+                )
+        except IntegrityError:  # another worker created the tables at the same moment: they exist now
+            time.sleep(0.5 * (attempt + 1))
+        except ConfigError:
+            raise
+        except Exception as error:  # SQLAlchemy and the drivers raise many kinds; the message is what helps
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"cannot open the study storage {shown(url)}: {reason}. Give {STORAGE_FORMS}") from None
+    raise ConfigError(f"cannot open the study storage {shown(url)}: its tables could not be created; try again")
 
 
 def with_driver(url: str) -> str:

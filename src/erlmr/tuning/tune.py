@@ -154,15 +154,17 @@ def make_pruner(optuna: Any, config: Config, settings: TuneSettings) -> Any:
     return optuna.pruners.MedianPruner(n_startup_trials=settings.prune_startup, n_warmup_steps=warmup)
 
 
-def counted(trials: Sequence[Any], optuna: Any) -> list[Any]:
-    """The trials that use up the budget: finished, pruned, running or waiting, never surplus ones."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-              optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+def counted(trials: Sequence[Any], optuna: Any, waiting: bool = False) -> list[Any]:
+    """The trials that use up the budget: finished, pruned or running (and, with ``waiting``, those queued
+    to run next), never surplus ones."""
+    state = optuna.trial.TrialState
+    states = (state.COMPLETE, state.PRUNED, state.RUNNING) + ((state.WAITING,) if waiting else ())
     return [t for t in trials if t.state in states and not t.user_attrs.get(SURPLUS_KEY)]
 
 
 def budget_left(optuna: Any, study: Any, trials: int) -> int:
-    """Trials still to start, after marking FAIL the running trials whose worker stopped beating."""
+    """Trials still to start, after marking FAIL the running trials whose worker stopped beating. Queued
+    trials do not count here: the next one asked for is a queued one."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fail_stale_trials is "experimental"
         optuna.storages.fail_stale_trials(study)
@@ -175,7 +177,9 @@ class SurplusTrial(Exception):
 
 def trial_objective(optuna: Any, plan: Plan, settings: TuneSettings, config_path: str | None):
     def objective(trial: Any) -> float:
-        earlier = [t for t in counted(trial.study.get_trials(deepcopy=False), optuna) if t.number < trial.number]
+        # Trial numbers follow creation order, so the first `trials` counted trials are the budget; a later
+        # one was asked for in a race with another worker and gives its place up.
+        earlier = [t for t in counted(trial.study.get_trials(deepcopy=False), optuna, waiting=True) if t.number < trial.number]
         if len(earlier) >= settings.trials:
             trial.set_user_attr(SURPLUS_KEY, True)
             raise SurplusTrial()
