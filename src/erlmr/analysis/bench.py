@@ -350,6 +350,13 @@ def run_entries(
     out.mkdir(parents=True, exist_ok=True)
     failures = run_grid(shard_of(entries, shard), out, base_config, overrides, jobs, progress)
     summaries = [read_summary(path) for entry in entries if ((path := entry_dir(out, entry)) / "summary.json").exists()]
+    record = {**record, "overrides": list(overrides), "shard": None if shard is None else f"{shard[0]}/{shard[1]}"}
+    return write_results(out, summaries, failures, command, record), failures
+
+
+def write_results(out: Path, summaries: Sequence[dict], failures: Mapping, command: str | None, record: Mapping) -> str:
+    """Write ``results.csv``, ``results.md`` (headed by the command, machine and date) and ``bench.json``
+    for the finished runs; return the markdown tables."""
     rows = [summary_row(s) for s in summaries]
     machine = machine_description(sorted({s.get("cost", {}).get("device", "unknown") for s in summaries}))
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -373,8 +380,6 @@ def run_entries(
         write_csv(out / "results.csv", rows)
     atomic_write(out / "results.md", lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
     write_json(out / "bench.json", {
-        "command": command, "machine": machine, "date": date, **record, "overrides": list(overrides),
-        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
-        "failed": ["/".join(map(str, e)) for e in failures],
+        "command": command, "machine": machine, "date": date, **record, "failed": ["/".join(map(str, e)) for e in failures],
     })
-    return table, failures
+    return table

@@ -64,13 +64,18 @@ def read_epochs(run_dir: Path) -> list[dict]:
 
 
 def find_runs(root: str | Path, required: bool = True) -> list[FinishedRun]:
-    """Every finished run (a folder holding ``summary.json``) at or below ``root``, in path order; the
-    trials of ``erlmr tune`` only when ``root`` is one. With ``required``, none is a DataError."""
+    """Every finished run (a folder holding ``summary.json``) at or below ``root``, in path order, but
+    not the trials of ``erlmr tune`` (their test metrics are withheld). With ``required``, none is a
+    DataError."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; give a run folder or a bench output folder")
-    paths = sorted(p.parent for p in root.rglob("summary.json"))
-    paths = [p for p in paths if p == root or not (p / TRIAL_MARKER).exists()]
+    if (root / TRIAL_MARKER).exists() and required:
+        raise DataError(
+            f"{root} is a trial of 'erlmr tune': its test metrics are withheld (docs/protocol.md); report the "
+            "tune folder, or train its setting with 'erlmr bench --tuned TUNE_OUT'"
+        )
+    paths = sorted(p.parent for p in root.rglob("summary.json") if not (p.parent / TRIAL_MARKER).exists())
     if not paths and required:
         raise DataError(f"no finished run under {root}: no summary.json found; train or bench first")
     return [FinishedRun(p, read_summary(p), read_epochs(p)) for p in paths]

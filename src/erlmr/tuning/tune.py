@@ -198,11 +198,21 @@ def trial_objective(optuna: Any, plan: Plan, settings: TuneSettings, config_path
             trial.set_user_attr(DIVERGED_KEY, str(error))
             mark(run_dir, {**record, "state": "PRUNED", "reason": str(error)})
             raise optuna.TrialPruned(str(error)) from None
+        withhold_test(run_dir)
         value = result.summary["val"][settings.metric.summary_key]
         mark(run_dir, {**record, "state": "COMPLETE", "value": value})
         return value
 
     return objective
+
+
+def withhold_test(run_dir: Path) -> None:
+    """Delete the test metrics the trainer wrote into a trial's ``summary.json``: no one picks a setting
+    by them (docs/protocol.md); ``erlmr bench --tuned`` measures the test split once, at the end."""
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.pop("test", None)
+    write_json(path, {**summary, "test_withheld": "a tuning trial: selection sees the validation split only"})
 
 
 def mark(run_dir: Path, record: Mapping[str, Any]) -> None:
