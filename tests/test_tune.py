@@ -264,7 +264,7 @@ def test_a_killed_worker_loses_only_its_running_trial(tmp_path, storage):
     storage_object = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "tune.log"))) \
         if storage == "journal" else url
     assert states(study_of(storage_object)) == ["RUNNING"]
-    time.sleep(4)  # three missed heartbeats: the trial is stale
+    # The next worker runs trial 1, waits for trial 0 until three heartbeats are missed, then replaces it.
     assert main(tune_args(out, "--no-prune", *flags, trials=2)) == 0
     study = study_of(storage_object)
     assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
@@ -355,3 +355,14 @@ def test_two_workers_share_a_study_on_a_real_postgresql_server(tmp_path, postgre
     trials = [t for t in study_of(with_driver(postgres_url)).trials if not t.user_attrs.get("erlmr:surplus")]
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 and len({t.number for t in trials}) == 3
     assert sorted(p.name for p in (out / "synthetic" / "joint").iterdir()) == [f"trial{t.number}" for t in trials]
+
+
+def test_bench_tuned_refuses_a_study_that_is_still_running(tuned, tmp_path):
+    from erlmr.errors import DataError
+    from erlmr.tuning.results import check_finished, load_tuning
+
+    records = load_tuning(str(tuned))
+    check_finished(records, str(tuned))
+    running = [{**records[0], "trials": records[0]["trials"][:3] + [{**records[0]["trials"][3], "state": "RUNNING"}]}]
+    with pytest.raises(DataError, match=r"not finished: .*joint \(3 of 4 trials done, 1 running\)"):
+        check_finished(running, str(tuned))

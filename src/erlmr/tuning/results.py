@@ -158,6 +158,20 @@ def tuned_grid(records: Sequence[dict], out: Path) -> list[tuple[str, GridMethod
     return grid
 
 
+def check_finished(records: Sequence[dict], source: str) -> None:
+    """Every study has run its whole budget and none of its trials is still running."""
+    unfinished = [
+        f"{r['study']} ({count(r, 'COMPLETE') + count(r, 'PRUNED')} of {r['budget']} trials done, {count(r, 'RUNNING')} running)"
+        for r in records
+        if count(r, "RUNNING") or count(r, "COMPLETE") + count(r, "PRUNED") < (r["budget"] or 0)
+    ]
+    if unfinished:
+        raise DataError(
+            f"tuning in {source} is not finished: {'; '.join(unfinished)}. Wait for 'erlmr tune' to return, or run "
+            "the same erlmr tune command again to finish it"
+        )
+
+
 def run_tuned_bench(
     source: str, seeds: int, out: str | Path, overrides: Sequence[str], jobs: int, command: str | None,
     progress: bool, shard: tuple[int, int] | None,
@@ -166,6 +180,7 @@ def run_tuned_bench(
     (resumable, shardable as ``erlmr bench``); the study records go to ``out/tuning.json`` for the report."""
     out = Path(out)
     records = load_tuning(source)
+    check_finished(records, source)
     grid = tuned_grid(records, out)
     if seeds < 1:
         raise ConfigError("bench --tuned needs --seeds >= 1")

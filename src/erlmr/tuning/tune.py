@@ -16,6 +16,7 @@ import json
 import math
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,20 +234,25 @@ def reporter(trial: Any, metric: Metric):
 
 
 def run_study(optuna: Any, study: Any, plan: Plan, settings: TuneSettings, config_path: str | None) -> None:
-    """Run trials one at a time until the study holds its budget (with the other workers' trials)."""
+    """Run trials one at a time until the study holds its budget (with the other workers' trials), then
+    wait for the other workers' running trials, so that the study is finished when this returns; a
+    running trial that goes stale meanwhile is replaced."""
     objective = trial_objective(optuna, plan, settings, config_path)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    state = optuna.trial.TrialState
     with tqdm(total=settings.trials, desc=plan.spec, unit="trial", disable=not settings.progress) as bar:
         while True:
-            done = [t for t in counted(study.get_trials(deepcopy=False), optuna) if t.state in finished]
-            bar.n = min(len(done), settings.trials)
+            trials = counted(study.get_trials(deepcopy=False), optuna)
+            bar.n = min(sum(t.state in (state.COMPLETE, state.PRUNED) for t in trials), settings.trials)
             bar.refresh()
-            if budget_left(optuna, study, settings.trials) <= 0:
-                break
-            # A seed per trial count: one worker repeats its run exactly; several workers do not draw alike.
-            seed = (plan.config.train.seed * 1_000_003 + len(study.get_trials(deepcopy=False))) % 2**32
-            study.sampler = optuna.samplers.TPESampler(seed=seed)
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+            if budget_left(optuna, study, settings.trials) > 0:
+                # A seed per trial count: one worker repeats its run exactly; several workers do not draw alike.
+                seed = (plan.config.train.seed * 1_000_003 + len(study.get_trials(deepcopy=False))) % 2**32
+                study.sampler = optuna.samplers.TPESampler(seed=seed)
+                study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+            elif any(t.state == state.RUNNING for t in trials):
+                time.sleep(min(settings.heartbeat, 5))
+            else:
+                return
 
 
 def tune(
