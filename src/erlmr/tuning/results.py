@@ -105,9 +105,10 @@ def read_tuning_files(root: Path) -> list[dict]:
 
 
 def load_tuning(source: str, heartbeat: int = 60) -> list[dict]:
-    """The studies of a tune output folder (read again from its storage when that opens without a
-    password) or of a storage URL (every study ``erlmr tune`` made in it)."""
-    from .storage import import_optuna, open_storage
+    """The studies of a tune output folder (read again from its own ``study.db``, or from its storage
+    when that is a journal file or a database URL without a password, else from its ``tuning.json``) or
+    of a storage URL (every study ``erlmr tune`` made in it)."""
+    from .storage import default_storage, import_optuna, open_storage
 
     folder = Path(source)
     if folder.is_dir():
@@ -115,9 +116,11 @@ def load_tuning(source: str, heartbeat: int = 60) -> list[dict]:
         if not path.is_file():
             raise DataError(f"{folder} holds no {TUNING_FILE}: give the --out folder of 'erlmr tune' or the study storage URL")
         data = json.loads(path.read_text())
-        if "***" in data["storage"]:
-            return data["studies"]
-        names, source = [r["study"] for r in data["studies"]], data["storage"]
+        source = default_storage(folder) if (folder / "study.db").exists() else data["storage"]
+        moved = source.startswith("sqlite:///") and not Path(source[len("sqlite:///"):]).exists()
+        if "***" in source or moved:
+            return data["studies"]  # the password is not recorded, or the SQLite file is gone
+        names = [r["study"] for r in data["studies"]]
     else:
         names = None
     optuna = import_optuna()

@@ -12,6 +12,7 @@ The protocol is docs/protocol.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -273,7 +274,7 @@ def tune(
     plans = [plan_method(spec, base_config, overrides, user, settings) for spec in methods]
     settings.out.mkdir(parents=True, exist_ok=True)
     url = settings.storage or default_storage(settings.out)
-    settings = TuneSettings(**{**settings.__dict__, "storage": url})
+    settings = dataclasses.replace(settings, storage=url)
     optuna = import_optuna()
     storage = open_storage(url, settings.heartbeat)
     studies = [open_study(optuna, storage, plan, settings) for plan in plans]
