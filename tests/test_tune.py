@@ -19,6 +19,7 @@ import pytest
 
 from erlmr.analysis import bench
 from erlmr.cli import main
+from erlmr.config import parse_override, yaml_value
 from erlmr.errors import ConfigError
 from erlmr.methods import METHODS
 from erlmr.options import CheckedOptions, Choice, Uniform, int_range, log_uniform, one_of, parse_distribution, ranged, search_space
@@ -106,6 +107,9 @@ def test_every_registered_method_declares_a_valid_space():
 def test_distributions_read_from_text_and_refuse_empty_or_inverted_ranges():
     assert parse_distribution("log_uniform(0.05, 0.5)") == Uniform(0.05, 0.5, log=True)
     assert parse_distribution("choice('loss+', none)") == Choice(("loss+", "none"))
+    assert parse_distribution("log_uniform(1e-5, 1e-2)") == Uniform(1e-5, 1e-2, log=True)  # YAML 1.1 wants 1.0e-5
+    assert parse_override("optim.lr=1e-5") == (["optim", "lr"], 1e-5) and parse_override("a='1e-5'")[1] == "1e-5"
+    assert parse_override(f"optim.lr={yaml_value(1e-7)}")[1] == 1e-7
     for text, problem in [
         ("uniform(0.5, 0.1)", "empty or inverted"), ("uniform(1, 1)", "empty or inverted"),
         ("log_uniform(0, 1)", "needs low > 0"), ("int_range(3, 1)", "empty or inverted"),
