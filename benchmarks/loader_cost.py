@@ -3,7 +3,7 @@ sliced straight from in-memory tensors.
 
 Both epochs run the same training steps (``joint`` on the avdigits default network, the cheapest step,
 so the loader's share is as large as it gets) over the same seeded batches. The real path is
-``erlmr.training.trainer.make_loader`` + ``to_device``, with pinned memory on CUDA, for each worker count asked
+``erlmr.training.builders.make_loader`` + ``to_device``, with pinned memory on CUDA, for each worker count asked
 for; the in-memory path indexes tensors that already sit on the device. Epochs are interleaved and
 each real epoch is divided by the in-memory epoch of the same round; the report gives medians.
 
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from erlmr.training.trainer import make_loader, to_device
+from erlmr.training.builders import make_loader, to_device
 from step_cost import Entry, build, publish, registered, report_header, synchronize, synthetic_splits, train_step, workloads
 
 

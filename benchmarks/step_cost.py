@@ -42,7 +42,8 @@ from erlmr.errors import ErlmrError
 from erlmr.methods import METHODS, Method, MethodContext, build_method
 from erlmr.methods.base import StepResult
 from erlmr.nn.model import MultiModalModel
-from erlmr.training.trainer import build_model, make_optimizer
+from erlmr.training.builders import ModelSpec, build_model, build_optimizer, trainable_parameters
+from erlmr.training.step import StepContext, method_step
 
 
 @dataclass
@@ -92,7 +93,9 @@ class AuthorsThreePassStep(Method):
     logits and phases with forward 1's modality logits and takes a third backward pass.
     """
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         order = model.modalities
         shared = model.shared_parameters()
         first = model(inputs)
@@ -111,7 +114,7 @@ class AuthorsThreePassStep(Method):
         mmc = 1 - batch_axis_cosine([third.phases[m] for m in order])
         mmc = mmc + sum(F.cross_entropy(first.modality_logits[m], labels) for m in order)
         loss = scale[0] * F.cross_entropy(third.logits, labels) + scale[1] * mmc
-        loss.backward()
+        step.backward(loss)
         return StepResult(loss.detach(), third)
 
 
@@ -146,6 +149,7 @@ class Entry:
     model: MultiModalModel | None = None
     method: Method | None = None
     optimizer: torch.optim.Optimizer | None = None
+    parameters: list | None = None
     times: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
     skipped: str | None = None
@@ -186,15 +190,15 @@ def baseline_of(entry: Entry) -> str:
 def build(entry: Entry, workload: Workload, splits: DatasetSplits, device: torch.device, seed: int) -> None:
     torch.manual_seed(seed)
     config = ModelConfig(euler_dim=workload.euler_dim)
+    spec = ModelSpec(list(workload.shapes), dict(workload.shapes), dict(workload.encoders), workload.num_classes, entry.euler)
     try:
-        entry.model = build_model(config, splits, entry.euler).to(device)
+        entry.model = build_model(config, spec).to(device)
         if entry.adjust_model is not None:
             entry.adjust_model(entry.model)
-        context = MethodContext(splits.modalities, splits.num_classes, 1, workload.batch_size, device, splits)
-        entry.method = entry.make_method(entry.model, context)
-        entry.model.to(device)  # modules the method added
-        entry.optimizer = make_optimizer(Config(), entry.model)
-        entry.method.optimizer = entry.optimizer
+        context = MethodContext(splits.modalities, splits.num_classes, workload.batch_size, device, splits)
+        entry.method = entry.make_method(entry.model, context).to(device)
+        entry.parameters = trainable_parameters(entry.model, entry.method)
+        entry.optimizer = build_optimizer(Config(), entry.parameters)
         entry.model.train()
         entry.method.on_epoch_start(entry.model, 0)
     except ErlmrError as error:
@@ -202,18 +206,16 @@ def build(entry: Entry, workload: Workload, splits: DatasetSplits, device: torch
 
 
 def release(entry: Entry) -> None:
-    entry.model = entry.method = entry.optimizer = None
+    entry.model = entry.method = entry.optimizer = entry.parameters = None
 
 
 def train_step(entry: Entry, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, amp: bool) -> None:
     """What the trainer does per batch, less its logging and finiteness checks."""
     entry.optimizer.zero_grad(set_to_none=True)
-    device_type = labels.device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16) if amp else nullcontext():
-        result = entry.method.training_step(entry.model, inputs, labels)
-    entry.method.modify_gradients(entry.model, result, labels)
-    if not entry.method.steps_optimizer:
-        entry.optimizer.step()
+    step = StepContext(entry.optimizer, entry.parameters, 0, 0, 1)
+    with torch.autocast(labels.device.type, dtype=torch.bfloat16) if amp else nullcontext():
+        method_step(entry.method, entry.model, inputs, labels, step)
+    step.finish()
 
 
 def synchronize(device: torch.device) -> None:

@@ -24,14 +24,14 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from erlmr.cli import main
-from erlmr.training.distributed import rank
+import torch.distributed as dist
 from erlmr.methods import METHODS, Method
 
 
 @METHODS.register("rank_local_scale", "test only: scales gradients by 1 + rank (what a method must never do)")
 class RankLocalScale(Method):
     def modify_gradients(self, model, result, labels) -> None:
-        torch._foreach_mul_([p.grad for p in model.parameters() if p.grad is not None], 1.0 + rank())
+        torch._foreach_mul_([p.grad for p in model.parameters() if p.grad is not None], 1.0 + dist.get_rank())
 
 
 def run_commands(out: Path, commands: list[list[str]]) -> list[int]:

@@ -17,10 +17,10 @@ import erlmr
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.errors import ConfigError
-from erlmr.methods import MethodContext, build_method
+from erlmr.methods import build_method
 from erlmr.methods.agm import shapley_matrix
 from erlmr.methods.mmcosine import CosineHead
-from erlmr.training.trainer import build_model
+from support import context_for, model_for, take_step
 
 
 def setup(method: str, options: dict | None = None, strengths=(2.5, 0.8), fusion="concat", euler=False, hidden=16):
@@ -31,8 +31,8 @@ def setup(method: str, options: dict | None = None, strengths=(2.5, 0.8), fusion
         fusion=fusion, encoder_options={m: {"hidden": hidden} for m in splits.modalities}, euler_dim=8, euler_dropout=0.0
     )
     torch.manual_seed(0)
-    model = build_model(config, splits, euler)
-    context = MethodContext(splits.modalities, splits.num_classes, 2, 16, torch.device("cpu"), splits)
+    model = model_for(config, splits, euler)
+    context = context_for(splits, 16)
     return splits, model, build_method(method, options or {}, model, context), context
 
 
@@ -47,9 +47,7 @@ def joint_gradients(model, inputs, labels) -> dict[str, torch.Tensor]:
 
 
 def step(method, model, inputs, labels):
-    result = method.training_step(model, inputs, labels)
-    method.modify_gradients(model, result, labels)
-    return result
+    return take_step(method, model, inputs, labels)
 
 
 def true_class_sums(output, modalities, labels) -> torch.Tensor:
@@ -160,7 +158,7 @@ def test_erlmr_plus_ogm_scales_erlmrs_gradient_by_the_coefficient():
     twin = copy.deepcopy(model)
     plain = build_method("erlmr", {}, twin, context)
     inputs, labels = first_batch(splits)
-    plain.training_step(twin, inputs, labels)
+    take_step(plain, twin, inputs, labels)
     reference = {name: p.grad for name, p in twin.named_parameters()}
     result = step(composed, model, inputs, labels)
     expected = expected_ogm_coefficients(true_class_sums(result.output, splits.modalities, labels), alpha)
@@ -233,8 +231,8 @@ def test_pmr_adds_prototype_cross_entropy_to_the_slow_modality_only(squared):
 def test_agm_boosts_the_modality_whose_loss_falls_behind_its_running_mean():
     alpha = 1.0
     _, _, method, _ = setup("agm", {"alpha": alpha})
-    method.running_scores = torch.tensor([1.0, 1.0])
-    method.steps = 10
+    method.running_scores.copy_(torch.tensor([1.0, 1.0]))
+    method.steps.fill_(10)
     k = method.update_coefficients(torch.tensor([1.5, 1.0]))  # m0's loss rose above its usual level
     assert k[0] > 1 > k[1]
     torch.testing.assert_close(k, torch.exp(alpha * (1 - torch.exp(torch.tensor([-0.5, 0.5])))))
@@ -297,17 +295,17 @@ def test_agm_outside_its_window_is_joint_training_but_keeps_its_running_means():
 def test_mmcosine_logits_are_scaled_cosines():
     scale = 7.0
     splits, model, method, _ = setup("mmcosine", {"scale": scale}, (2.5, 1.0, 0.8))
-    assert isinstance(model.head, CosineHead)
-    assert {id(p) for p in model.head.parameters()} <= {id(p) for p in model.parameters()}
+    assert isinstance(method.head, CosineHead)
+    assert {id(p) for p in method.head.parameters()} <= {id(p) for p in method.parameters()}
     inputs, _ = first_batch(splits)
-    output = model(inputs)
-    for m, weight in zip(splits.modalities, model.head.weights):
+    output = method.predict(model, inputs)
+    for m, weight in zip(splits.modalities, method.head.weights):
         x = output.features[m]
         cosine = (x @ weight.T) / (x.norm(dim=1, keepdim=True) * weight.norm(dim=1))
         torch.testing.assert_close(output.modality_logits[m], scale * cosine)
         assert float(output.modality_logits[m].detach().abs().max()) <= scale + 1e-5
     torch.testing.assert_close(output.logits, sum(output.modality_logits.values()))
-    stretched = model.head([3.0 * output.features[m] for m in splits.modalities])
+    stretched = method.head([3.0 * output.features[m] for m in splits.modalities])
     torch.testing.assert_close(stretched.logits, output.logits)
 
 

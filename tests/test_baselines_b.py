@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.errors import ConfigError
-from erlmr.methods import MethodContext, build_method
+from erlmr.methods import build_method
 from erlmr.methods.gblending import LossSnapshot, blend_weights, head_losses
 from erlmr.methods.mla import entropy_fusion, update_projection
 from erlmr.methods.mmpareto import combine_gradients, pareto_weights
 from erlmr.methods.reconboost import RECTIFY, boosting_terms, consolidation_term, schedule_for
 from erlmr.nn.pareto import min_norm_weights
-from erlmr.training.trainer import build_model, train
+from erlmr.training.trainer import train
+from support import context_for, model_for, step_context, take_step
 
 SMALL_SYNTHETIC = {"strengths": [2.5, 1.0, 0.8], "train_size": 96, "test_size": 48, "dim": 8}
 
@@ -24,8 +25,8 @@ SMALL_SYNTHETIC = {"strengths": [2.5, 1.0, 0.8], "train_size": 96, "test_size": 
 def make_setup(method: str, options: dict | None = None, model_config: ModelConfig | None = None, seed: int = 0):
     torch.manual_seed(seed)
     splits = load_dataset("synthetic", None, 0, 0.25, SMALL_SYNTHETIC)
-    model = build_model(model_config or ModelConfig(encoder_options={m: {"hidden": 16} for m in splits.modalities}), splits, False)
-    context = MethodContext(splits.modalities, splits.num_classes, 2, 32, torch.device("cpu"), splits)
+    model = model_for(model_config or ModelConfig(encoder_options={m: {"hidden": 16} for m in splits.modalities}), splits, False)
+    context = context_for(splits, 32)
     return splits, model, build_method(method, options or {}, model, context)
 
 
@@ -36,15 +37,17 @@ def first_batch(splits, size: int = 32):
 class RecordingOptimizer:
     """Stands in for the trainer's optimiser: records what each step would apply, changes nothing."""
 
-    def __init__(self, model):
-        self.model, self.head_grads, self.projections, self.method = model, [], [], None
+    def __init__(self, model, method):
+        self.model, self.head_grads, self.projections, self.method = model, [], [], method
+        self.state = {}
 
     def step(self):
-        self.head_grads.append(self.model.mla_head.weight.grad.clone())
+        self.head_grads.append(self.method.head.weight.grad.clone())
         self.projections.append(self.method.projection.clone())
 
     def zero_grad(self, set_to_none=True):
         self.model.zero_grad(set_to_none=True)
+        self.method.zero_grad(set_to_none=True)
 
 
 # --------------------------------------------------------------------------------------------- G-Blending
@@ -84,15 +87,16 @@ class Untouchable:
 def test_gblend_estimates_weights_on_val_and_never_reads_test():
     splits, model, method = make_setup("gblending", {"super_epoch": 1})
     splits.test = Untouchable()
-    method.optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
     method.on_epoch_start(model, 0)
-    for begin in range(0, len(splits.train), 32):
-        method.optimizer.zero_grad()
-        method.training_step(model, *splits.train.__getitems__(range(begin, min(begin + 32, len(splits.train)))))
-        method.optimizer.step()
+    for inputs, labels in splits.train.batches(32):
+        optimizer.zero_grad()
+        take_step(method, model, inputs, labels, optimizer)
+        optimizer.step()
     logs = method.on_epoch_end(model, 0)
-    torch.testing.assert_close(method.snapshot.val, head_losses(model, splits.val, 32, torch.device("cpu")))
-    torch.testing.assert_close(method.snapshot.train, head_losses(model, splits.train, 32, torch.device("cpu")))
+    train_loss, val_loss = method.snapshot
+    torch.testing.assert_close(val_loss, head_losses(model, splits.val, 32, torch.device("cpu")))
+    torch.testing.assert_close(train_loss, head_losses(model, splits.train, 32, torch.device("cpu")))
     assert not torch.allclose(method.weights, torch.full((4,), 0.25))
     assert abs(sum(logs.values()) - 1) < 1e-5 and set(logs) == {"gblend_weight_fused", "gblend_weight_m0", "gblend_weight_m1", "gblend_weight_m2"}
 
@@ -101,14 +105,13 @@ def test_gblend_estimates_weights_on_val_and_never_reads_test():
 
 def test_mla_projection_replaces_the_head_gradient():
     splits, model, method = make_setup("mla")
-    recorder = RecordingOptimizer(model)
-    recorder.method, method.optimizer = method, recorder
+    recorder = RecordingOptimizer(model, method)
     inputs, labels = first_batch(splits)
-    method.training_step(model, inputs, labels)
+    method.training_step(model, inputs, labels, step_context(method, model, recorder))
     assert len(recorder.head_grads) == 3  # one optimiser step per modality
     for i, m in enumerate(splits.modalities):
         feature = model({m: inputs[m]}).features[m]
-        raw = torch.autograd.grad(F.cross_entropy(model.mla_head(feature), labels), model.mla_head.weight)[0]
+        raw = torch.autograd.grad(F.cross_entropy(method.head(feature), labels), method.head.weight)[0]
         applied = recorder.head_grads[i]
         if i == 0:  # the very first update is not projected (official code)
             torch.testing.assert_close(applied, raw)
@@ -186,14 +189,14 @@ def test_mmpareto_step_takes_one_forward_and_sets_encoder_gradients():
     inputs, labels = first_batch(splits)
     calls = []
     handle = model.register_forward_hook(lambda *args: calls.append(1))
-    result = method.training_step(model, inputs, labels)
+    result = take_step(method, model, inputs, labels)
     handle.remove()
     assert len(calls) == 1
     output = model(inputs)
     multimodal = F.cross_entropy(output.logits, labels)
     for m in splits.modalities:
         params = list(model.encoders[m].parameters())
-        unimodal = F.cross_entropy(model.mmpareto_heads[m](output.features[m]), labels)
+        unimodal = F.cross_entropy(method.heads[m](output.features[m]), labels)
         g_mm = torch.autograd.grad(multimodal, params, retain_graph=True)
         g_u = torch.autograd.grad(unimodal, params, retain_graph=True)
         flat = [torch.cat([g.flatten() for g in grads]) for grads in (g_mm, g_u)]
@@ -234,14 +237,14 @@ def test_reconboost_learner_terms_carry_gradient_into_the_current_modality_only(
     assert (method.schedule.learner, method.schedule.previous) == ("m1", "m0")
     inputs, labels = first_batch(splits)
     logits = model(inputs).modality_logits
-    _, reconcile = boosting_terms(logits["m1"], method.ensemble(model, {m: logits[m] for m in ("m0", "m2")}), labels, 5.0, 1.0)
+    _, reconcile = boosting_terms(logits["m1"], method.ensemble({m: logits[m] for m in ("m0", "m2")}), labels, 5.0, 1.0)
     consolidation = consolidation_term(logits["m1"], logits["m0"], 0.5)
     learner, others = list(model.encoders["m1"].parameters()), list(model.encoders["m0"].parameters())
     for term in (reconcile, consolidation):
         grads = torch.autograd.grad(term, learner + others, retain_graph=True, allow_unused=True)
         assert sum(float(g.abs().sum()) for g in grads[: len(learner)]) > 0
         assert all(g is None for g in grads[len(learner):])
-    _, logs = method.learner_loss(model, logits, labels)
+    _, logs = method.learner_loss(logits, labels)
     torch.testing.assert_close(logs["reconboost_consolidation"], consolidation.detach())
 
 
@@ -249,19 +252,22 @@ def test_reconboost_trains_one_learner_then_everything():
     splits, model, method = make_setup("reconboost", {"stage_epochs": 1, "rectify_epochs": 1})
     inputs, labels = first_batch(splits)
     method.on_epoch_start(model, 0)
-    method.training_step(model, inputs, labels)
+    take_step(method, model, inputs, labels)
     assert all(p.grad is not None for p in model.encoders["m0"].parameters())
     assert all(p.grad is None for m in ("m1", "m2") for p in model.encoders[m].parameters())
     model.zero_grad(set_to_none=True)
-    method.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    method.optimizer.state[model.reconboost_rate]["momentum_buffer"] = torch.ones(())
+    optimizer = torch.optim.SGD([*model.parameters(), method.rate], lr=0.1, momentum=0.9)
+    optimizer.state[method.rate]["momentum_buffer"] = torch.ones(())
     method.on_epoch_start(model, 1)  # rectification: fresh optimiser state, every encoder and β learn
-    assert len(method.optimizer.state) == 0
-    method.training_step(model, inputs, labels)
+    take_step(method, model, inputs, labels, optimizer, index=0)
+    assert len(optimizer.state) == 0
+    optimizer.state[method.rate]["momentum_buffer"] = torch.ones(())
+    take_step(method, model, inputs, labels, optimizer, index=1)  # later steps of the epoch keep the state
+    assert len(optimizer.state) == 1
     assert all(p.grad is not None for m in splits.modalities for p in model.encoders[m].parameters())
-    assert model.reconboost_rate.grad is not None
+    assert method.rate.grad is not None
     output = method.predict(model, inputs)
-    torch.testing.assert_close(output.logits, model.reconboost_rate * sum(output.modality_logits.values()))
+    torch.testing.assert_close(output.logits, method.rate * sum(output.modality_logits.values()))
 
 
 # ---------------------------------------------------------------------------------------- state, training
@@ -269,10 +275,10 @@ def test_reconboost_trains_one_learner_then_everything():
 @pytest.mark.parametrize(
     "name, mutate, read",
     [
-        ("gblending", lambda m: setattr(m, "weights", torch.tensor([0.1, 0.2, 0.3, 0.4])), lambda m: m.weights),
-        ("mla", lambda m: setattr(m, "projection", torch.randn(16, 16)), lambda m: m.projection),
-        ("mmpareto", lambda m: m.last_weights.update(m0=torch.tensor([0.2, 0.8])), lambda m: m.last_weights["m0"]),
-        ("reconboost", lambda m: m.on_epoch_start(None, 9), lambda m: torch.tensor(m.schedule.stage)),
+        ("gblending", lambda m: m.weights.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4])), lambda m: m.weights),
+        ("mla", lambda m: m.projection.copy_(torch.randn(16, 16)), lambda m: m.projection),
+        ("mmpareto", lambda m: m.heads["m0"].weight.data.normal_(), lambda m: m.heads["m0"].weight),
+        ("reconboost", lambda m: m.rate.data.fill_(2.5), lambda m: m.rate),
     ],
 )
 def test_method_state_round_trips(name, mutate, read):

@@ -331,5 +331,5 @@ def test_bad_option_values_are_refused(tmp_path):
     fx.write_crema_d(tmp_path)
     with pytest.raises(ConfigError, match="crema-d option frames must be a positive integer, got 0"):
         load_crema(tmp_path, frames=0)
-    with pytest.raises(ConfigError, match="unknown option.*image_sise"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \[.image_sise.\] in options of dataset .crema-d.; valid keys: frames, image_size"):
         load_crema(tmp_path, image_sise=32)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from erlmr import ConfigError
-from erlmr.training.ddp import Cluster, ShardedBatchSampler, check_replicas_agree, sum_over_ranks
+from erlmr.training.distributed import Cluster, ShardedBatchSampler, check_replicas_agree, sum_over_ranks
 from erlmr.methods import METHODS
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -145,6 +145,6 @@ def test_batch_that_does_not_split_across_ranks_is_a_config_error():
 
 
 def test_single_process_helpers_are_identities():
-    cluster = Cluster(0, 1, 0, torch.device("cpu"))
+    cluster = Cluster(0, 1, torch.device("cpu"))
     assert sum_over_ranks({"loss": torch.tensor(2.5), "seen": 3}, cluster) == {"loss": 2.5, "seen": 3.0}
-    check_replicas_agree(torch.nn.Linear(2, 2), cluster, 0)
+    check_replicas_agree(list(torch.nn.Linear(2, 2).parameters()), cluster, 0)

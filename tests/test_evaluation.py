@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -16,10 +18,12 @@ from erlmr.config import load_config
 from erlmr.analysis.cost import PeakMemory, StepTimer, flops_per_sample, parameter_count
 from erlmr.errors import ConfigError
 from erlmr.analysis.evaluation import imbalance_report, subset_accuracies
-from erlmr.methods.joint import Joint
 from erlmr.analysis.metrics import imbalance_degree, shapley_values
 from erlmr.training.tensorboard import TensorBoardLogger, scalars
-from erlmr.training.trainer import Trainer, build_model, evaluate, train
+from erlmr.analysis.evaluation import evaluate
+from erlmr.training.run_folder import RunFolder
+from erlmr.training.trainer import Trainer, train
+from support import model_for
 
 SMALL = [
     "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=120", "data.options.dim=8",
@@ -72,7 +76,7 @@ def test_imbalance_degree_is_mean_absolute_pairwise_difference():
 
 def test_a_modality_the_model_ignores_contributes_nothing(joint_run):
     trainer = Trainer(load_config(joint_run / "config.yaml"))
-    trainer.model.load_state_dict(torch.load(joint_run / "best.pt", weights_only=False)["model"])
+    trainer.model.load_state_dict(RunFolder(joint_run).load_checkpoint("best.pt")["model"])
     args = (trainer.model, trainer.method, trainer.splits.test, 32, torch.device("cpu"))
     before = imbalance_report(*args)
     assert min(before["contribution"].values()) > 0.02, "both modalities should matter before the ablation"
@@ -87,27 +91,27 @@ def test_a_modality_the_model_ignores_contributes_nothing(joint_run):
     assert after["missing_modality_accuracy"] == {"m0": value["m1"], "m1": value["m0"]}
 
 
-class PredictingJoint(Joint):
-    """Joint with its own ``predict`` (same behaviour): forces the one-forward-per-subset path."""
-
-    def predict(self, model, inputs, absent=()):
-        return super().predict(model, inputs, absent)
-
-
 @pytest.mark.parametrize("euler", [False, True])
-def test_cached_encoder_outputs_give_the_same_values_as_full_forward_passes(joint_run, euler):
+def test_reused_encoder_outputs_give_the_values_of_full_forward_passes(joint_run, euler):
     config = small_config(joint_run)
     trainer = Trainer(config)
     torch.manual_seed(1)
-    model = build_model(config.model, trainer.splits, use_euler=euler).eval()
+    model = model_for(config.model, trainer.splits, euler).eval()
     split, device = trainer.splits.test, torch.device("cpu")
-    cached = subset_accuracies(model, trainer.method, split, 32, device)
-    forward = subset_accuracies(model, PredictingJoint(model, None, trainer.method.context), split, 32, device)
-    assert cached == forward
-    for subset, value in cached.items():
+    calls = Counter()
+    for name, encoder in model.encoders.items():
+        encoder.register_forward_hook(lambda *args, name=name: calls.update([name]))
+    reused = subset_accuracies(model, trainer.method, split, 32, device)
+    batches = math.ceil(len(split) / 32)
+    assert calls == Counter({m: batches for m in model.modalities})  # each encoder once per batch, not per subset
+    assert len(reused) == 2 ** len(model.modalities)
+    for subset, value in reused.items():
+        absent = [m for m in model.modalities if m not in subset]
         if subset:
-            absent = [m for m in model.modalities if m not in subset]
             assert value == pytest.approx(evaluate(model, trainer.method, split, 32, device, absent)["accuracy"])
+        else:  # the empty coalition: the head on zeros, a constant prediction
+            constant = model(next(split.batches(len(split)))[0], absent=model.modalities).logits.argmax(1)
+            assert len(set(constant.tolist())) == 1
 
 
 def test_training_records_imbalance_step_time_and_cost(erlmr_run):
@@ -130,7 +134,7 @@ def test_training_records_imbalance_step_time_and_cost(erlmr_run):
     assert "contribution" in summary["val"]
     cost = summary["cost"]
     trainer = Trainer(load_config(erlmr_run / "config.yaml"))
-    assert cost["parameters"] == parameter_count(trainer.model) > 0
+    assert cost["parameters"] == parameter_count(trainer.model, trainer.method) > 0
     assert cost["flops_per_sample"] > 0 and cost["step_time_s"] > 0 and cost["peak_memory_mb"] >= 0
     assert cost["memory_measure"].startswith("cpu_")
 
@@ -138,7 +142,7 @@ def test_training_records_imbalance_step_time_and_cost(erlmr_run):
 def test_flops_per_sample_counts_every_matrix_product():
     config = load_config(None, SMALL + ["model.encoders={m0: mlp, m1: mlp}", "model.encoder_options={m0: {hidden: 16}, m1: {hidden: 16}}"])
     trainer = Trainer(config)
-    model = build_model(config.model, trainer.splits, use_euler=False)
+    model = model_for(config.model, trainer.splits, False)
     # per modality: two 8→16→16 linear layers and the head's 16→4 slice; 2 FLOPs per multiply-add
     expected = 2 * 2 * (8 * 16 + 16 * 16 + 16 * 4)
     assert flops_per_sample(model, trainer.method, trainer.splits.test, torch.device("cpu")) == expected

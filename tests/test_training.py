@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from erlmr import train
 from erlmr.training.trainer import Trainer
+from support import take_step
 
 
 def small_trainer(run_config, method="erlmr", options=None, **sections):
@@ -27,7 +28,7 @@ def test_an_erlmr_step_runs_each_encoder_forward_exactly_once(run_config):
         for name, encoder in trainer.model.encoders.items():
             encoder.register_forward_hook(lambda *args, name=name: calls.update([name]))
         inputs, labels = one_batch(trainer)
-        trainer.method.training_step(trainer.model, inputs, labels)
+        take_step(trainer.method, trainer.model, inputs, labels)
         assert calls == Counter({"m0": 1, "m1": 1}), mode
         assert all(p.grad is not None for p in trainer.model.shared_parameters())
 
@@ -57,7 +58,7 @@ def test_params_mode_writes_the_pareto_weighted_sum_of_both_gradients(run_config
     inputs, labels = one_batch(trainer)
     g_fusion, g_mmc = reference_gradients(model, erlmr_losses(method), inputs, labels)
     model.zero_grad(set_to_none=True)
-    result = method.training_step(model, inputs, labels)
+    result = take_step(method, model, inputs, labels)
     w = method.last_weights
     assert w.sum().item() == pytest.approx(1.0, abs=1e-6) and 0 < w[0] < 1
     for p, a, b in zip(model.parameters(), g_fusion, g_mmc):
@@ -75,7 +76,7 @@ def test_pareto_weights_are_min_norm_over_shared_parameters_only(run_config):
     shared = {id(p) for p in model.shared_parameters()}
     flat = [torch.cat([g.flatten() for g, p in zip(gs, model.parameters()) if id(p) in shared]) for gs in grads]
     model.zero_grad(set_to_none=True)
-    method.training_step(model, inputs, labels)
+    take_step(method, model, inputs, labels)
     torch.testing.assert_close(method.last_weights, min_norm_weights(flat), rtol=1e-3, atol=1e-4)
 
 
@@ -85,7 +86,7 @@ def test_fixed_weights_when_pareto_is_off(run_config):
     inputs, labels = one_batch(trainer)
     g_fusion, g_mmc = reference_gradients(model, erlmr_losses(method), inputs, labels)
     model.zero_grad(set_to_none=True)
-    method.training_step(model, inputs, labels)
+    take_step(method, model, inputs, labels)
     for p, a, b in zip(model.parameters(), g_fusion, g_mmc):
         torch.testing.assert_close(p.grad, 0.3 * a + 2.0 * b, rtol=1e-4, atol=1e-6)
 
@@ -96,7 +97,7 @@ def test_features_mode_solves_on_feature_gradients_then_backpropagates_once(run_
     inputs, labels = one_batch(trainer)
     g_fusion, g_mmc = reference_gradients(model, erlmr_losses(method), inputs, labels)
     model.zero_grad(set_to_none=True)
-    method.training_step(model, inputs, labels)
+    take_step(method, model, inputs, labels)
     w = method.last_weights
     for p, a, b in zip(model.parameters(), g_fusion, g_mmc):
         torch.testing.assert_close(p.grad, w[0] * a + w[1] * b, rtol=1e-4, atol=1e-6)
@@ -181,5 +182,5 @@ def test_authors_pareto_target_solves_against_twice_the_phase_term(run_config):
     values = targets(output, labels)
     flat = [torch.cat([g.flatten() for g in torch.autograd.grad(v, shared, retain_graph=True, materialize_grads=True)]) for v in values]
     expected = min_norm_weights(flat, torch.stack(values).detach(), "loss+")
-    method.training_step(model, inputs, labels)
+    take_step(method, model, inputs, labels)
     torch.testing.assert_close(method.last_weights, expected, rtol=1e-3, atol=1e-4)

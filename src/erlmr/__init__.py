@@ -10,7 +10,8 @@ from .nn.fusion import FUSIONS, ConcatFusion, FiLMFusion, FusionOutput, GatedFus
 from .nn.losses import MMCLoss
 from .nn.model import ModelOutput, MultiModalModel
 from .nn.pareto import min_norm_weights
-from .analysis.prediction import LoadedRun, Prediction, load_run, predict
+from .analysis.prediction import Prediction, predict
+from .training.reload import LoadedRun, load_run
 from .training.trainer import RunResult, resume, train
 
 __version__ = "0.1.0"

@@ -70,7 +70,7 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 def command_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .training.ddp import launched_rank
+    from .training.distributed import launched_rank
     from .training.trainer import resume, train
 
     if args.resume:
@@ -200,7 +200,7 @@ def format_evaluation(result: dict) -> str:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from .analysis.runs import evaluate_run
+    from .analysis.prediction import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data, args.drop_modality, args.device)
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
@@ -215,13 +215,12 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_data_prepare(args: argparse.Namespace) -> int:
-    import inspect
 
     from .config import parse_override
     from .data import DATASETS, load_dataset
     from .errors import ConfigError
 
-    if "cache" not in inspect.signature(DATASETS.get(args.name)).parameters:
+    if "cache" not in DATASETS.options_type(args.name).__dataclass_fields__:
         raise ConfigError(f"dataset {args.name!r} is read directly from its files; it has no cache to prepare")
     options = {}
     for text in args.set:

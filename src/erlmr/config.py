@@ -50,6 +50,8 @@ class OptimConfig:
     schedule: str = "none"
     step_size: int = 10
     gamma: float = 0.1
+    #: clip the gradients to this global norm before every update; 0 leaves them alone
+    grad_clip: float = 0.0
 
 
 #: the search ranges every method is tuned over besides its own (``erlmr tune``; docs/protocol.md)
@@ -99,7 +101,11 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(names)}")
+        valid = f"valid keys: {', '.join(names)}" if names else "it takes none"
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; {valid}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f)]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}; give {' and '.join(f'{m}=...' for m in missing)}")
     values = {}
     for name, value in data.items():
         hint = hints[name]
@@ -114,7 +120,13 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
         raise ConfigError(f"{where}: {error}") from None
 
 
+def _required(spec: dataclasses.Field) -> bool:
+    return spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -197,6 +209,7 @@ def validate(config: Config) -> None:
         (config.optim.name in OPTIMIZERS, f"unknown optimizer {config.optim.name!r}; valid: {', '.join(OPTIMIZERS)}"),
         (config.optim.schedule in SCHEDULES, f"unknown schedule {config.optim.schedule!r}; valid: {', '.join(SCHEDULES)}"),
         (config.optim.step_size >= 1, f"optim.step_size must be >= 1, got {config.optim.step_size}"),
+        (config.optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 turns clipping off), got {config.optim.grad_clip}"),
         (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),
         (config.train.batch_size >= 1, f"train.batch_size must be >= 1, got {config.train.batch_size}"),
         (config.train.num_workers >= 0, f"train.num_workers must be >= 0, got {config.train.num_workers}"),

@@ -15,16 +15,25 @@ fails every range. A search range must lie inside the field's bounds and fit its
 checked whenever a space is collected. :func:`search_space` collects a dataclass's search ranges; :func:`parse_distribution`
 reads one from text such as ``"log_uniform(0.05, 0.5)"`` (the form the config's ``tune:`` section and
 ``erlmr tune --space`` use).
+
+Plug-ins that are functions or plain modules (datasets, encoders, fusion heads) declare their options
+as keyword parameters instead, with the range in the annotation::
+
+    def load(root, seed, val_fraction, frames: Annotated[int, Bounds(ge=1)] = 1) -> DatasetSplits: ...
+
+and :func:`options_from_signature` turns the signature into the same kind of dataclass, so every
+registry validates options the one way: :meth:`erlmr.registry.Registry.options`.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import operator
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -181,6 +190,8 @@ def check_field(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
     if choices is not None and value not in choices:
         raise ConfigError(f"option {name} is {value!r}; valid: {', '.join(map(str, choices))}")
     bounds = metadata.get("bounds", {})
+    if value is None:  # an optional value left unset
+        return
     if not all(_COMPARISONS[key][0](value, limit) for key, limit in bounds.items()):
         rule = " and ".join(f"{_COMPARISONS[key][1]} {limit}" for key, limit in bounds.items())
         raise ConfigError(f"option {name} must be {rule}, got {value}")
@@ -239,3 +250,55 @@ class CheckedOptions:
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             check_field(spec.name, getattr(self, spec.name), spec.metadata)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a plug-in function's keyword option, declared in its annotation:
+    ``frames: Annotated[int, Bounds(ge=1)] = 1`` is what :func:`ranged` is for a dataclass field."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"bounds": {k: v for k, v in dataclasses.asdict(self).items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The valid values of a plug-in function's keyword option: ``Annotated[str, Choices(("a", "b"))]``."""
+
+    values: tuple
+
+    def metadata(self) -> dict[str, Any]:
+        return {"choices": tuple(self.values)}
+
+
+def options_from_signature(factory: Callable, positional: Sequence[str], name: str) -> type:
+    """An options dataclass (a :class:`CheckedOptions`) with one field per keyword parameter of
+    ``factory`` after the ``positional`` ones: its type, its default, and the range or choices
+    declared with :class:`Bounds` / :class:`Choices` in an ``Annotated`` type."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    hints = typing.get_type_hints(target, include_extras=True)
+    fields = []
+    for parameter in inspect.signature(factory).parameters.values():
+        if parameter.name in positional or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        hint, metadata = _split_annotation(hints.get(parameter.name, Any))
+        default = dataclasses.MISSING if parameter.default is parameter.empty else parameter.default
+        fields.append((parameter.name, hint, field(default=default, metadata=metadata)))
+    fields.sort(key=lambda f: f[2].default is not dataclasses.MISSING)  # required fields first
+    return dataclasses.make_dataclass(f"{name}Options", fields, bases=(CheckedOptions,))
+
+
+def _split_annotation(hint: Any) -> tuple[Any, dict[str, Any]]:
+    if typing.get_origin(hint) is not typing.Annotated:
+        return hint, {}
+    base, *extras = typing.get_args(hint)
+    metadata: dict[str, Any] = {}
+    for extra in extras:
+        if isinstance(extra, (Bounds, Choices)):
+            metadata.update(extra.metadata())
+    return base, metadata

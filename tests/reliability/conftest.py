@@ -50,14 +50,14 @@ def at_step(monkeypatch):
 
     def install(n: int, action) -> None:
         steps = itertools.count(1)
-        check = trainer.gradients_finite
+        check = trainer.Trainer.gradients_finite
 
-        def check_and_act(model):
+        def check_and_act(self):
             if next(steps) == n:
-                action(model)
-            return check(model)
+                action(self.model)
+            return check(self)
 
-        monkeypatch.setattr(trainer, "gradients_finite", check_and_act)
+        monkeypatch.setattr(trainer.Trainer, "gradients_finite", check_and_act)
 
     return install
 

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.errors import ConfigError, DataError
-from erlmr.training.trainer import build_model
+from support import model_for
 
 DTYPES = ["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "complex64", "<U2", "M8[s]"]
 FILES = ["train.npz", "test.npz", "val.npz"]
@@ -124,7 +124,7 @@ def test_array_folder_loader_refuses_or_returns_clean_data(case):
             return
         assert_safe_to_train(splits)
         try:
-            model = build_model(ModelConfig(euler_dim=8), splits, use_euler=False)
+            model = model_for(ModelConfig(euler_dim=8), splits, False)
         except ConfigError:
             return  # e.g. a sample rank no default encoder takes: refused with a message
         model.eval()

@@ -23,8 +23,9 @@ from ..nn.model import MultiModalModel
 MIB = 2**20
 
 
-def parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def parameter_count(*modules: torch.nn.Module) -> int:
+    """Parameters of the model and of what the method adds (heads, rates), each counted once."""
+    return sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())
 
 
 @torch.no_grad()
@@ -33,8 +34,7 @@ def flops_per_sample(model: MultiModalModel, method: Method, split: Split, devic
     as counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions; 2 per
     multiply-add)."""
     model.eval()
-    inputs, _ = split.__getitems__(range(min(batch, len(split))))
-    inputs = {m: x.to(device) for m, x in inputs.items()}
+    inputs, _ = next(split.batches(batch, device))
     with FlopCounterMode(display=False) as counter:
         method.predict(model, inputs)
     return counter.get_total_flops() / len(next(iter(inputs.values())))
@@ -135,7 +135,7 @@ def cost_report(
     model: MultiModalModel, method: Method, split: Split, device: torch.device, step_timer: StepTimer, memory: dict
 ) -> dict[str, float | int | str | None]:
     return {
-        "parameters": parameter_count(model),
+        "parameters": parameter_count(model, method),
         "flops_per_sample": flops_per_sample(model, method, split, device),
         "step_time_s": step_timer.mean(),
         **memory,

@@ -8,16 +8,15 @@ of the head fed zeros for every modality (a constant prediction). docs/metrics.m
 from __future__ import annotations
 
 import itertools
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any, Collection, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..data import Split
-from ..errors import DataError
 from ..methods import Method
-from ..methods.compose import ComposedMethod
-from .metrics import imbalance_degree, shapley_values
 from ..nn.model import MultiModalModel
+from .metrics import accuracy, imbalance_degree, macro_f1, shapley_values
 
 
 def subsets_of(players: Sequence[str]) -> list[frozenset[str]]:
@@ -29,41 +28,36 @@ def subset_name(subset: Collection[str], order: Sequence[str]) -> str:
     return "+".join(m for m in order if m in subset) or "none"
 
 
-def batches(split: Split, batch_size: int, device: torch.device) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    """The split in order, one indexing operation per batch: what every evaluation iterates over."""
-    for start in range(0, len(split), batch_size):
-        inputs, labels = split.__getitems__(range(start, min(start + batch_size, len(split))))
-        yield {m: x.to(device) for m, x in inputs.items()}, labels.to(device)
-
-
-def uses_model_prediction(method: Method) -> bool:
-    """True when ``method.predict`` is the plain ``model(inputs, absent)``, so encoder outputs can be reused."""
-    primary = method.primary if isinstance(method, ComposedMethod) else method
-    return type(primary).predict is Method.predict
-
-
-def head_logits(model: MultiModalModel, encoded: Mapping[str, torch.Tensor], subset: Collection[str], batch: int) -> torch.Tensor:
-    """Fused logits with only ``subset`` present, from cached encoder outputs: what ``model.forward`` computes."""
-    if subset:
-        features, _ = model.represent({m: encoded[m] for m in model.modalities if m in subset}, batch)
-        inputs = [features[m] for m in model.modalities]
-    else:
-        reference = next(model.head.parameters())
-        inputs = [reference.new_zeros(batch, width) for width in model.head.in_features]
-    return model.head(inputs).logits
-
-
-def method_logits(
-    model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], subset: Collection[str], everything: bool
-) -> torch.Tensor:
-    """``method.predict`` with only ``subset`` present. A method that then has no modality left (e.g.
-    unimodal without its own) predicts like the empty set: the head fed zeros."""
-    try:
-        return method.predict(model, inputs, [m for m in model.modalities if m not in subset]).logits
-    except DataError:
-        if everything:
-            raise
-        return head_logits(model, {}, (), len(next(iter(inputs.values()))))
+@torch.no_grad()
+def evaluate(
+    model: MultiModalModel,
+    method: Method,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    absent: Collection[str] = (),
+) -> dict[str, Any]:
+    """Fused accuracy, loss and macro-F1, and each present modality's accuracy from its own logits."""
+    model.eval()
+    method.eval()
+    fused, per_modality, labels_all = [], {m: [] for m in model.modalities if m not in absent}, []
+    total_loss = 0.0
+    for inputs, labels in split.batches(batch_size, device):
+        output = method.predict(model, inputs, absent)
+        total_loss += float(F.cross_entropy(output.logits, labels, reduction="sum"))
+        fused.append(output.logits.argmax(1).cpu())
+        for m in per_modality:
+            per_modality[m].append(output.modality_logits[m].argmax(1).cpu())
+        labels_all.append(labels.cpu())
+    predictions, labels = torch.cat(fused), torch.cat(labels_all)
+    return {
+        "accuracy": accuracy(predictions, labels),
+        "loss": total_loss / max(len(labels), 1),
+        "macro_f1": macro_f1(predictions, labels, model.head.num_classes),
+        "modality_accuracy": {m: accuracy(torch.cat(p), labels) for m, p in per_modality.items()},
+        "predictions": predictions,
+        "labels": labels,
+    }
 
 
 @torch.no_grad()
@@ -75,24 +69,22 @@ def subset_accuracies(
     device: torch.device,
     absent: Collection[str] = (),
 ) -> dict[frozenset[str], float]:
-    """Fused accuracy ``v(S)`` on ``split`` for every subset ``S`` of the modalities not in ``absent``.
+    """Fused accuracy ``v(S)`` on ``split`` for every subset ``S`` of the modalities not in ``absent``:
+    ``method.predict`` with every modality outside S absent (for S = ∅ the head on zeros).
 
-    Each encoder runs once per batch; only the representation and the head re-run for each of the 2^M
-    subsets. A method with its own ``predict`` is instead asked once per non-empty subset.
+    Each encoder runs once per batch (:meth:`MultiModalModel.reusing_encodings`); only what follows
+    the encoders re-runs for each of the 2^M subsets.
     """
     model.eval()
+    method.eval()
     players = [m for m in model.modalities if m not in absent]
     subsets = subsets_of(players)
-    reuse = uses_model_prediction(method)
     correct = dict.fromkeys(subsets, 0)
-    for inputs, labels in batches(split, batch_size, device):
-        encoded = {m: model.encoders[m](inputs[m]) for m in players} if reuse else {}
-        for subset in subsets:
-            if reuse or not subset:
-                logits = head_logits(model, encoded, subset, len(labels))
-            else:
-                logits = method_logits(model, method, inputs, subset, subset == subsets[-1])
-            correct[subset] += int((logits.argmax(1) == labels).sum())
+    for inputs, labels in split.batches(batch_size, device):
+        with model.reusing_encodings():
+            for subset in subsets:
+                logits = method.predict(model, inputs, [m for m in model.modalities if m not in subset]).logits
+                correct[subset] += int((logits.argmax(1) == labels).sum())
     return {subset: count / max(len(split), 1) for subset, count in correct.items()}
 
 

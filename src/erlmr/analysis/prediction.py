@@ -8,34 +8,19 @@
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
-import yaml
 
-from ..training.checkpoint import load_checkpoint
-from ..config import Config, from_dict, validate
-from ..data import DatasetSplits
+from ..data import load_dataset
 from ..data.checks import nonfinite_rows
-from ..errors import CheckpointError, ConfigError, DataError
-from ..methods import Method
-from ..nn.model import MultiModalModel
-from ..training.runstate import check_model_fits, check_same_config
-from ..training.trainer import ModelSpec, build_model_from_spec, make_method, resolve_device
-
-
-@dataclass
-class LoadedRun:
-    """A trained model and its method in evaluation mode, with the config and names they were trained with."""
-
-    config: Config
-    model: MultiModalModel
-    method: Method
-    modalities: list[str]
-    classes: list[str]
+from ..errors import ConfigError, DataError
+from ..training.reload import LoadedRun, load_run
+from .evaluation import evaluate, imbalance_report
 
 
 @dataclass
@@ -44,36 +29,6 @@ class Prediction:
     probabilities: torch.Tensor
     labels: list[str]
     modalities: list[str]
-
-
-def load_run(
-    run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu", splits: DatasetSplits | None = None
-) -> LoadedRun:
-    """Rebuild the model and method of a run from one of its checkpoints (``best.pt`` or ``last.pt``).
-
-    The checkpoint alone suffices: it holds the config and the data's shapes. When the folder still has
-    its ``config.yaml``, a checkpoint trained with another config is refused. ``splits`` is handed to
-    the method for methods that read the data when they are built.
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / checkpoint
-    target = resolve_device(device)
-    state = load_checkpoint(path, target)
-    if "spec" not in state or "config" not in state:
-        raise CheckpointError(f"checkpoint {path} lacks the config or model spec a trained run needs to be rebuilt")
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        check_same_config(path, state, from_dict(Config, yaml.safe_load(config_path.read_text())).to_dict(), str(config_path))
-    config = from_dict(Config, state["config"])
-    validate(config)
-    spec = ModelSpec(**state["spec"])
-    model = build_model_from_spec(config.model, spec).to(target)
-    method = make_method(config, model, target, splits)
-    check_model_fits(path, state["model"], model)
-    model.load_state_dict(state["model"])
-    method.load_state_dict(state["method"])
-    model.eval()
-    return LoadedRun(config, model, method, list(spec.modalities), list(state["classes"]))
 
 
 def as_float_tensor(name: str, values: Any, shape: tuple[int, ...]) -> torch.Tensor:
@@ -119,3 +74,51 @@ def predict(run: LoadedRun | str | Path, inputs: Mapping[str, Any], batch_size: 
             logits.append(run.method.predict(run.model, batch, absent).logits.cpu())
     scores = torch.cat(logits)
     return Prediction(scores, scores.softmax(1), [run.classes[i] for i in scores.argmax(1).tolist()], list(tensors))
+
+
+def evaluate_run(
+    run_dir: str | Path, data_root: str | None = None, drop: Collection[str] = (), device: str = "auto"
+) -> dict[str, Any]:
+    """Test-split metrics of a saved run (its ``best.pt``), with the modalities in ``drop`` missing.
+
+    The data is the run's dataset as its config names it, or with ``data_root`` the test split of that
+    array folder, which must have the run's modalities, classes and sample shapes.
+    """
+    run = load_run(run_dir, device=device)
+    data = run.config.data
+    if data_root is not None:
+        splits = load_dataset("arrays", data_root, run.config.train.seed, data.val_fraction, {})
+    else:
+        splits = load_dataset(data.dataset, data.root, run.config.train.seed, data.val_fraction, data.options)
+    check_same_data(run, splits.modalities, splits.num_classes, splits.input_shapes())
+    unknown = sorted(set(drop) - set(run.modalities))
+    if unknown:
+        raise ConfigError(f"cannot drop {unknown}: the run's modalities are {run.modalities}")
+    if set(run.modalities) <= set(drop):
+        raise ConfigError(f"cannot drop every modality {run.modalities}; keep at least one")
+    device_of_run = next(run.model.parameters()).device
+    args = (run.model, run.method, splits.test, run.config.train.batch_size, device_of_run)
+    result = evaluate(*args, absent=drop)
+    return {
+        "run": str(run_dir),
+        "data": splits.name,
+        "samples": len(splits.test),
+        "dropped": [m for m in run.modalities if m in drop],
+        "accuracy": result["accuracy"],
+        "macro_f1": result["macro_f1"],
+        "modality_accuracy": result["modality_accuracy"],
+        **imbalance_report(*args, absent=drop),
+    }
+
+
+def check_same_data(run: LoadedRun, modalities: list[str], num_classes: int, shapes: Mapping[str, tuple]) -> None:
+    if list(modalities) != run.modalities:
+        raise DataError(f"the run was trained on modalities {run.modalities} but the data has {modalities}")
+    if num_classes != len(run.classes):
+        raise DataError(f"the run was trained on {len(run.classes)} classes but the data has {num_classes}")
+    expected = {m: tuple(s) for m, s in run.model.input_shapes.items()}
+    if {m: tuple(s) for m, s in shapes.items()} != expected:
+        raise DataError(
+            f"the data's sample shapes {dict(shapes)} do not fit the model saved in {run.folder.path} ({expected}); "
+            "give data with the shapes the run was trained on"
+        )

@@ -5,14 +5,14 @@ A dataset loader is a function registered in :data:`DATASETS`::
     @DATASETS.register("name", "one-line description")
     def load(root: str | None, seed: int, val_fraction: float, **options) -> DatasetSplits: ...
 
-Its keyword options become the ``data.options`` of a config; an unknown option is an error that lists
-the loader's keyword arguments.
+Its keyword options become the ``data.options`` of a config, validated by their annotations (an
+unknown option is an error that lists the valid ones; a range is declared as
+``Annotated[int, Bounds(ge=1)]``, see :mod:`erlmr.options`).
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from ..registry import Registry
 from .checks import check_splits
 
 DatasetLoader = Callable[..., "DatasetSplits"]
-DATASETS: Registry[DatasetLoader] = Registry("dataset")
+DATASETS: Registry[DatasetLoader] = Registry("dataset", positional=("root", "seed", "val_fraction"))
 
 
 @dataclass
@@ -66,6 +66,15 @@ class Split:
     def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         row = i if self.rows is None else int(self.rows[i])
         return {name: x[row].float() for name, x in self.inputs.items()}, self.labels[i]
+
+    def batches(
+        self, batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """The split in order, one indexing operation per batch, on ``device``: what every pass over a
+        split outside training (evaluation, a method's statistics) iterates over."""
+        for start in range(0, len(self), batch_size):
+            inputs, labels = self.__getitems__(range(start, min(start + batch_size, len(self))))
+            yield {m: x.to(device) for m, x in inputs.items()}, labels.to(device)
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "Split":
         index = torch.as_tensor(indices, dtype=torch.long)
@@ -112,16 +121,8 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: i
 
 
 def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, options: Mapping[str, object]) -> DatasetSplits:
-    """Look ``name`` up in :data:`DATASETS`, check ``options`` against its signature, load it and check
-    every split (:func:`~erlmr.data.checks.check_splits`)."""
-    loader = DATASETS.get(name)
-    params = inspect.signature(loader).parameters
-    valid = [p for p in params if p not in ("root", "seed", "val_fraction")]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {unknown} for dataset {name!r}; valid options: {', '.join(valid) or 'none'}"
-        )
-    splits = loader(root=root, seed=seed, val_fraction=val_fraction, **options)
+    """Look ``name`` up in :data:`DATASETS`, validate ``options`` against its keyword parameters, load it
+    and check every split (:func:`~erlmr.data.checks.check_splits`)."""
+    splits = DATASETS.build(name, options, root, seed, val_fraction)
     check_splits(name, splits)
     return splits

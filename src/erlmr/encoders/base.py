@@ -1,7 +1,6 @@
 """The encoder registry and shape-based defaults."""
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Mapping
 
 from torch import nn
@@ -10,7 +9,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 EncoderFactory = Callable[..., nn.Module]
-ENCODERS: Registry[EncoderFactory] = Registry("encoder")
+ENCODERS: Registry[EncoderFactory] = Registry("encoder", positional=("input_shape",))
 
 DEFAULT_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn2d"}
 
@@ -26,13 +25,7 @@ def default_encoder_for(input_shape: tuple[int, ...]) -> str:
 
 
 def build_encoder(name: str, input_shape: tuple[int, ...], options: Mapping[str, object]) -> nn.Module:
-    factory = ENCODERS.get(name)
-    params = inspect.signature(factory).parameters
-    valid = [p for p in params if p != "input_shape"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for encoder {name!r}; valid options: {', '.join(valid)}")
-    encoder = factory(input_shape, **options)
+    encoder = ENCODERS.build(name, options, input_shape)
     if not hasattr(encoder, "output_shape"):
         raise ConfigError(f"encoder {name!r} does not declare its output_shape")
     return encoder

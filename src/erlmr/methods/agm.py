@@ -9,17 +9,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from ..training.distributed import all_reduce_mean
-from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
-from ..options import CheckedOptions, log_uniform, ranged
+from ..options import log_uniform, ranged
+from ..training.distributed import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
-from .scores import check_window, in_window, mean_of_others
+from .scores import WindowOptions, in_window, mean_of_others
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 #: the official code caps the exponent of a coefficient at 10
 MAX_EXPONENT = 10.0
@@ -30,11 +32,11 @@ HEAD_GRADIENT_LIMIT = 1.0
 
 
 @dataclass
-class AGMOptions(CheckedOptions):
+class AGMOptions(WindowOptions):
     alpha: float = ranged(1.0, ge=0, search=log_uniform(0.1, 3.0))
-    modulation_start: int = 0
-    modulation_end: int = 20
-    clip_norm: float = 1.0
+    modulation_end: int = ranged(20, ge=0)
+    #: 0 turns the clipping off
+    clip_norm: float = ranged(1.0, ge=0)
 
 
 @METHODS.register("agm", "AGM: rescale Shapley mono-modal responses by loss vs its running mean (Li et al., ICCV 2023)")
@@ -70,15 +72,13 @@ class AGM(Method):
 
     def __init__(self, model: MultiModalModel, options: AGMOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.clip_norm < 0:
-            raise ConfigError(f"method 'agm': clip_norm must be >= 0 (0 disables clipping), got {options.clip_norm}")
-        check_window("agm", options.modulation_start, options.modulation_end)
         self.modalities = list(model.modalities)
         count = len(self.modalities)
         self.coalitions = [s for size in range(count, 0, -1) for s in combinations(range(count), size)]
-        self.shapley_weights = shapley_matrix(count, self.coalitions).to(context.device)
-        self.running_scores = torch.zeros(count, device=context.device)
-        self.steps = 0
+        self.register_buffer("shapley_weights", shapley_matrix(count, self.coalitions), persistent=False)
+        # Scores are all-reduced before they enter the running means, so the states need no reduction.
+        self.add_state("running_scores", torch.zeros(count))
+        self.add_state("steps", torch.zeros((), dtype=torch.long))
         self.coefficients = torch.ones(count)
 
     @property
@@ -104,10 +104,12 @@ class AGM(Method):
         targets = torch.exp(mean_of_others(self.running_scores) - self.running_scores)
         coefficients = torch.exp(self.options.alpha * (targets - ratios).clamp(max=MAX_EXPONENT))
         self.steps += 1
-        self.running_scores = self.running_scores + (scores - self.running_scores) / self.steps
+        self.running_scores += (scores - self.running_scores) / self.steps
         return coefficients
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         full, responses = self.responses(model, inputs)
         scores = all_reduce_mean(response_losses(responses.detach(), labels))
         coefficients = self.update_coefficients(scores)
@@ -116,26 +118,18 @@ class AGM(Method):
         self.coefficients = coefficients.detach()
         scaled = [scale_gradient(r, k) for r, k in zip(responses, coefficients)]
         loss = F.cross_entropy(torch.stack(scaled).sum(0), labels)
-        loss.backward()
-        self.clip(model)
+        step.backward(loss)
         logs = {f"agm_coefficient_{m}": k for m, k in zip(self.modalities, self.coefficients)}
         logs.update({f"agm_response_loss_{m}": s for m, s in zip(self.modalities, scores)})
         return StepResult(loss.detach(), full, logs)
 
-    def clip(self, model: MultiModalModel) -> None:
+    def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
+        """The official clipping: all gradients to norm ``clip_norm`` when a head gradient leaves [−1, 1]."""
         if self.options.clip_norm == 0:
             return
         head = [p.grad for p in model.head.parameters() if p.grad is not None]
         if head and max(float(g.abs().max()) for g in head) > HEAD_GRADIENT_LIMIT:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.options.clip_norm)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "running_scores": self.running_scores, "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        super().load_state_dict(state)
-        self.running_scores = state.get("running_scores", self.running_scores)
-        self.steps = state.get("steps", self.steps)
 
 
 def shapley_matrix(count: int, coalitions: list[tuple[int, ...]]) -> torch.Tensor:

@@ -1,44 +1,55 @@
-"""The method interface: a training step hook and an optional gradient hook.
+"""The method contract: a method is an ``nn.Module`` with a training-step hook and a gradient hook.
 
 A method is one class in one file under ``methods/``, registered in :data:`METHODS`. The trainer calls,
 for every batch::
 
-    result = method.training_step(model, inputs, labels)   # forward + backward: fills .grad
-    method.modify_gradients(model, result, labels)          # optional: rescale / project gradients
-    optimizer.step()
+    result = method.training_step(model, inputs, labels, step)  # losses → step.backward / step.gradients
+    method.modify_gradients(model, result, labels)             # optional: rescale / project gradients
+    optimizer.step()                                            # unless the step took its own (MLA)
 
-and ``on_epoch_start`` / ``on_epoch_end`` around every epoch; ``predict`` at evaluation. A method's
-options are a dataclass named ``Options`` on the class, filled from ``method.options`` in the config.
-Options subclass :class:`erlmr.options.CheckedOptions` and declare each number's range beside its field
-(``alpha: float = ranged(0.3, ge=0)``, ``mode: str = one_of("a", ("a", "b"))``), so that a value out of
-range is a ConfigError before anything is trained.
+``on_epoch_start`` / ``on_epoch_end`` around every epoch, and ``predict`` at evaluation. ``step`` is a
+:class:`~erlmr.training.step.StepContext`: it takes the method's losses (``step.backward(loss)``,
+``step.gradients([...], params)``), its own optimiser updates (``step.optimizer_step()``) and says where
+the step falls (``step.epoch``, ``step.index``, ``step.steps_per_epoch``); the trainer keeps the
+optimiser and the distributed reduction to itself, so the same method runs in any loop that provides
+those calls.
 
-Resuming: everything a method keeps across batches or epochs (prototypes, running means, projections,
-scores, weights, an epoch window) goes into ``state_dict()`` and comes back in ``load_state_dict()``;
-a run killed and resumed then ends exactly where an uninterrupted one does. Draw random numbers from
-the global torch, numpy or Python RNG (their states are saved with the run), or keep a private
-generator's state in ``state_dict()``. ``context.splits`` may be None when a trained run is
-loaded for prediction (:func:`erlmr.analysis.prediction.load_run`), so read the data in training hooks, not in
-``__init__``. A method whose ``predict`` needs every modality sets ``supports_missing_modalities = False``.
+**Parts and state.** A method owns the modules and parameters it adds (an extra head, a learnable
+rate) as submodules: the optimiser covers the model's and the method's parameters, and a checkpoint is
+``model.state_dict()`` plus ``method.state_dict()``. Everything it keeps across batches or epochs
+(prototypes, running means, projections) is a tensor declared with :meth:`Method.add_state`, with how
+it is reduced across the ranks of a distributed run; :meth:`Method.reduce_states` applies those
+reductions. Counters are tensors too. A killed and resumed run then ends exactly where an
+uninterrupted one does without any per-method code. Draw random numbers from the global torch, numpy or
+Python RNG (their states are saved with the run), or keep a private generator's state in
+``get_extra_state``/``set_extra_state``.
 
-A method may add modules to the model in ``__init__`` (an extra head, say, with ``model.add_module``):
-the optimiser is created after the method, and the modules are saved with the model. The trainer sets
-``method.optimizer`` once it exists; a method that takes several optimiser steps per batch (alternating
-updates) sets ``steps_optimizer = True`` and calls ``self.optimizer.step()`` itself.
-Statistics that decide a coefficient (scores, prototypes, running means) go through
-:func:`erlmr.training.distributed.all_reduce_mean` so that every rank of a distributed run applies the same one.
+**Options** are a dataclass named ``Options`` on the class, filled from ``method.options`` in the
+config; fields declare their range beside their default (:func:`erlmr.options.ranged`,
+:func:`erlmr.options.one_of`), so a bad value is a ConfigError before anything is trained.
+``context.splits`` is None when a trained run is loaded for prediction, so read the data in training
+hooks, not in ``__init__``. A method whose ``predict`` needs every modality sets
+``supports_missing_modalities = False``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..data.base import DatasetSplits
+from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from ..registry import Registry
+from ..training.distributed import all_reduce_mean, all_reduce_sum
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
+
+REDUCTIONS = {"sum": all_reduce_sum, "mean": all_reduce_mean}
 
 
 @dataclass
@@ -56,7 +67,6 @@ class MethodContext:
 
     modalities: list[str]
     num_classes: int
-    epochs: int
     batch_size: int
     device: torch.device
     splits: DatasetSplits | None = None
@@ -67,7 +77,7 @@ class NoOptions:
     pass
 
 
-class Method:
+class Method(nn.Module):
     """Plain cross-entropy on the fused logits. Subclasses override ``loss`` or ``training_step``."""
 
     Options: type = NoOptions
@@ -77,38 +87,45 @@ class Method:
     modulates_gradients: bool = False
     #: the method cannot run on its default options (``bench --methods all`` leaves it out)
     needs_options: bool = False
-    #: the method calls ``self.optimizer.step()`` itself inside ``training_step``
-    steps_optimizer: bool = False
     #: ``predict`` works with some modalities absent (the model zero-fills their fusion inputs)
     supports_missing_modalities: bool = True
-    #: who averages gradients over the ranks of a distributed run (erlmr.training.ddp): ``"ddp"``, DDP inside the
-    #: step's one backward pass through the model's forward; ``"step"``, the trainer, once after the step
-    #: (and before every optimiser step the method takes itself); ``"method"``, the method itself. Unset:
-    #: ``"ddp"`` for this class's own ``training_step``, ``"step"`` for any other.
-    gradient_sync: str | None = None
 
     def __init__(self, model: MultiModalModel, options: Any, context: MethodContext):
+        super().__init__()
         self.options = options
         self.context = context
         self.epoch = 0
-        self.optimizer: torch.optim.Optimizer | None = None
+        self._state_reductions: dict[str, str | None] = {}
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def add_state(self, name: str, default: torch.Tensor, reduce: str | None = None) -> None:
+        """Declare ``name`` as state kept across steps: a buffer saved in checkpoints, moved with the
+        method, and reduced over ranks by :meth:`reduce_states` with ``reduce`` ("sum", "mean" or None)."""
+        if reduce is not None and reduce not in REDUCTIONS:
+            raise ValueError(f"state {name!r}: reduce must be one of {sorted(REDUCTIONS)} or None, got {reduce!r}")
+        self.register_buffer(name, default.detach().clone().to(self.context.device))
+        self._state_reductions[name] = reduce
+
+    @torch.no_grad()
+    def reduce_states(self) -> None:
+        """Replace every declared state that has a reduction by its reduction over all ranks."""
+        for name, reduce in self._state_reductions.items():
+            if reduce is not None:
+                state = getattr(self, name)
+                state.copy_(REDUCTIONS[reduce](state))
+
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         output = model(inputs)
         loss = self.loss(output, labels)
-        loss.backward()
+        step.backward(loss)
         return StepResult(loss.detach(), output)
-
-    def gradient_sync_mode(self) -> str:
-        if self.gradient_sync is not None:
-            return self.gradient_sync
-        return "ddp" if type(self).training_step is Method.training_step else "step"
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.logits, labels)
 
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
-        """Called after the backward pass, before the optimiser step."""
+        """Called after the step's gradients are complete (and averaged over ranks), before the update."""
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         self.epoch = epoch
@@ -121,11 +138,15 @@ class Method:
     ) -> ModelOutput:
         return model(inputs, absent=absent)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch}
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} is a training method; call training_step or predict, not the module")
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.epoch = state.get("epoch", 0)
+
+def require_splits(method: str, context: MethodContext) -> DatasetSplits:
+    """The run's splits for a method that reads the data in its training hooks."""
+    if context.splits is None:
+        raise ConfigError(f"method {method!r} reads the training data in its hooks; build it with MethodContext.splits")
+    return context.splits
 
 
 METHODS: Registry[type[Method]] = Registry("method")

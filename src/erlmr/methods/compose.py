@@ -1,48 +1,51 @@
 """Build a method from its config name, including compositions such as ``erlmr+ogm_ge``."""
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 import torch
+from torch import nn
 
-from ..config import from_dict
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 
 class ComposedMethod(Method):
     """The first method takes the training step; every later one only modulates its gradients."""
 
     def __init__(self, parts: list[Method]):
-        self.parts = parts
-        self.primary = parts[0]
-        self.uses_euler = parts[0].uses_euler
-        self.steps_optimizer = parts[0].steps_optimizer
-        self.supports_missing_modalities = parts[0].supports_missing_modalities
-        self._optimizer = None
+        primary = parts[0]
+        super().__init__(None, None, primary.context)
+        self.parts = nn.ModuleList(parts)
+        self.uses_euler = primary.uses_euler
+        self.supports_missing_modalities = primary.supports_missing_modalities
 
     @property
-    def optimizer(self):
-        return self._optimizer
+    def primary(self) -> Method:
+        return self.parts[0]
 
-    @optimizer.setter
-    def optimizer(self, optimizer) -> None:
-        self._optimizer = optimizer
-        for part in self.parts:
-            part.optimizer = optimizer
-
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
-        return self.primary.training_step(model, inputs, labels)
-
-    def gradient_sync_mode(self) -> str:
-        return self.primary.gradient_sync_mode()
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
+        result = self.primary.training_step(model, inputs, labels, step)
+        if step.optimizer_steps:
+            names = [type(part).__name__ for part in self.parts[1:]]
+            raise ConfigError(
+                f"{type(self.primary).__name__} updates the model itself during its step, so the gradient "
+                f"modulators {names} after '+' would have nothing to modulate; run it without them"
+            )
+        return result
 
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
         for part in self.parts:
             part.modify_gradients(model, result, labels)
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
+        super().on_epoch_start(model, epoch)
         for part in self.parts:
             part.on_epoch_start(model, epoch)
 
@@ -54,13 +57,6 @@ class ComposedMethod(Method):
 
     def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
         return self.primary.predict(model, inputs, absent)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {str(i): part.state_dict() for i, part in enumerate(self.parts)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for i, part in enumerate(self.parts):
-            part.load_state_dict(state[str(i)])
 
 
 def method_class(name: str) -> type[Method]:
@@ -92,5 +88,4 @@ def build_method(name: str, options: Mapping[str, Any], model: MultiModalModel, 
 
 
 def _instantiate(name: str, options: Mapping[str, Any], model: MultiModalModel, context: MethodContext) -> Method:
-    cls = METHODS.get(name)
-    return cls(model, from_dict(cls.Options, options, where=f"method.options of {name!r}"), context)
+    return METHODS.get(name)(model, METHODS.options(name, options, where=f"method.options of {name!r}"), context)

@@ -7,20 +7,22 @@ github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representat
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..training.distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum, gradient_sync_disabled, world_size
+from ..training.distributed import all_reduce_mean, all_reduce_sum, world_size
 from ..errors import ConfigError
 from ..nn.losses import COSINE_AXES, MMCLoss
 from ..nn.model import MultiModalModel
 from ..options import CheckedOptions, log_uniform, one_of, ranged
 from ..nn.pareto import NORMALIZATIONS, min_norm_weights_from_gram
 from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 PARETO_MODES = ("params", "features")
 PARETO_TARGETS = ("mmc", "authors")
@@ -68,28 +70,26 @@ class ERLMR(Method):
         if model.euler is None:
             raise ConfigError("method 'erlmr' needs the Euler representation; do not set model.euler: false")
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
+        #: the weights of the last step (fixed ones with ``pareto: false``), for logging
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
-        # params mode averages both gradients over ranks itself, before solving; the others backpropagate once.
-        self.gradient_sync = "method" if options.pareto and options.pareto_mode == "params" else "ddp"
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
-        on_params = self.gradient_sync == "method"
-        # In params mode the gradients come from backward passes that DDP must not reduce on its own: this
-        # step reduces them itself, once, after all are taken (see _weighted_backward_on_params).
-        with gradient_sync_disabled(model) if on_params else nullcontext():
-            output = model(inputs)
-            order = model.modalities
-            fusion_ce = F.cross_entropy(output.logits, labels)
-            terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
-            losses = [fusion_ce, terms.total]
-            targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
-            if not self.options.pareto:
-                weights = self.last_weights
-                (float(weights[0]) * fusion_ce + float(weights[1]) * terms.total).backward()
-            elif on_params:
-                weights = self._weighted_backward_on_params(model, losses, targets)
-            else:
-                weights = self._weighted_backward_on_features(losses, targets, [output.features[m] for m in order])
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
+        output = model(inputs)
+        order = model.modalities
+        fusion_ce = F.cross_entropy(output.logits, labels)
+        terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
+        losses = [fusion_ce, terms.total]
+        targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
+        if not self.options.pareto:
+            weights = torch.tensor([self.options.fusion_weight, self.options.mmc_weight])
+            w_fusion, w_mmc = weights.tolist()
+            step.backward(w_fusion * fusion_ce + w_mmc * terms.total)
+        elif self.options.pareto_mode == "params":
+            weights = self._weighted_backward_on_params(model, losses, targets, step)
+        else:
+            weights = self._weighted_backward_on_features(losses, targets, [output.features[m] for m in order], step)
         self.last_weights = weights
         w_fusion, w_mmc = weights.tolist()
         logs = {
@@ -113,26 +113,22 @@ class ERLMR(Method):
         return weights.clamp(floor, 1 - floor)
 
     def _weighted_backward_on_params(
-        self, model: MultiModalModel, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+        self, model: MultiModalModel, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], step: StepContext
     ) -> torch.Tensor:
-        """Both losses' gradients on every parameter, then their min-norm combination as ``.grad``.
+        """Both losses' gradients on every parameter, then their min-norm combination added to ``.grad``.
 
         Two backward passes, the least an exact solution needs (a third, on the shared parameters only,
-        for ``pareto_target="authors"``); everything after them runs on whole lists of gradients with
-        ``torch._foreach_*`` kernels and in place, so the step holds two gradients and copies none (a
-        distributed run copies them into one buffer to reduce them with a single all-reduce).
+        for ``pareto_target="authors"``); the gradients come averaged over ranks, and everything after
+        them runs on whole lists of gradients with ``torch._foreach_*`` kernels and in place, so the step
+        holds two gradients and copies none.
         """
         params = [p for p in model.parameters() if p.requires_grad]
         shared_ids = {id(p) for p in model.shared_parameters()}
         shared = [i for i, p in enumerate(params) if id(p) in shared_ids]
-        by_authors = targets is not losses
-        first = list(torch.autograd.grad(losses[0], params, retain_graph=True, materialize_grads=True))
-        solved_against = []
-        if by_authors:
-            shared_params = [params[i] for i in shared]
-            solved_against = list(torch.autograd.grad(targets[1], shared_params, retain_graph=True, materialize_grads=True))
-        second = list(torch.autograd.grad(losses[1], params, materialize_grads=True))
-        all_reduce_mean_lists([first, second, solved_against])
+        solved_against = None
+        if targets is not losses:
+            (solved_against,) = step.gradients([targets[1]], [params[i] for i in shared], retain_graph=True)
+        first, second = step.gradients(losses, params)
         gram, loss_values = gram_of_two(
             [first[i] for i in shared], solved_against or [second[i] for i in shared], mean_losses(targets)
         )
@@ -140,12 +136,12 @@ class ERLMR(Method):
         w_0, w_1 = weights.tolist()
         torch._foreach_mul_(first, w_0)
         torch._foreach_add_(first, second, alpha=w_1)
-        for p, g in zip(params, first):
-            p.grad = g if p.grad is None else p.grad + g
+        step.add_gradients(params, first)
         return weights
 
     def _weighted_backward_on_features(
-        self, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], features: Sequence[torch.Tensor]
+        self, losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], features: Sequence[torch.Tensor],
+        step: StepContext,
     ) -> torch.Tensor:
         """Weights from the gradients with respect to the fusion-head inputs (MGDA-UB), then one backward.
 
@@ -161,15 +157,8 @@ class ERLMR(Method):
         values = to_host(gram, mean_losses(targets))
         weights = self._solve([values[0:2], values[2:4]], values[4:])
         w_0, w_1 = weights.tolist()
-        (w_0 * losses[0] + w_1 * losses[1]).backward()
+        step.backward(w_0 * losses[0] + w_1 * losses[1])
         return weights
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "last_weights": self.last_weights}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        super().load_state_dict(state)
-        self.last_weights = state.get("last_weights", self.last_weights)
 
 
 def squared_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:

@@ -7,24 +7,23 @@ No official code was released; super-epoch length 10 follows BalanceBenchmark
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from ..data.base import Split
-from ..training.distributed import all_reduce_mean
-from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
-from .base import METHODS, Method, MethodContext
+from ..options import CheckedOptions, ranged
+from ..training.distributed import all_reduce_mean
+from .base import METHODS, Method, MethodContext, require_splits
 
 
 @dataclass
-class GBlendingOptions:
+class GBlendingOptions(CheckedOptions):
     #: epochs between two estimates of the weights (the paper's super-epoch, online G-Blend)
-    super_epoch: int = 10
+    super_epoch: int = ranged(10, ge=1)
     #: |ΔO| is taken as at least this, so a head that neither overfits nor underfits cannot take all weight
-    overfit_floor: float = 1e-3
+    overfit_floor: float = ranged(1e-3, gt=0)
 
 
 @dataclass
@@ -56,10 +55,7 @@ def head_losses(model: MultiModalModel, split: Split, batch_size: int, device: t
     was_training = model.training
     model.eval()
     totals = torch.zeros(len(model.modalities) + 1, device=device)
-    for begin in range(0, len(split), batch_size):
-        inputs, labels = split.__getitems__(range(begin, min(begin + batch_size, len(split))))
-        inputs = {m: x.to(device) for m, x in inputs.items()}
-        labels = labels.to(device)
+    for inputs, labels in split.batches(batch_size, device):
         output = model(inputs)
         losses = [F.cross_entropy(logits, labels, reduction="sum") for logits in head_logits(output, model.modalities)]
         totals += torch.stack(losses)
@@ -90,48 +86,38 @@ class GBlending(Method):
 
     def __init__(self, model: MultiModalModel, options: GBlendingOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.super_epoch < 1:
-            raise ConfigError(f"gblending super_epoch must be >= 1 epoch, got {options.super_epoch}")
-        if options.overfit_floor <= 0:
-            raise ConfigError(f"gblending overfit_floor must be > 0, got {options.overfit_floor}")
         heads = len(context.modalities) + 1
-        self.weights = torch.full((heads,), 1.0 / heads)
-        self.snapshot: LossSnapshot | None = None
+        self.add_state("weights", torch.full((heads,), 1.0 / heads))
+        # The last measurement of every head's train and val loss (already averaged over ranks).
+        self.add_state("snapshot", torch.zeros(2, heads))
+        self.add_state("measured", torch.zeros((), dtype=torch.bool))
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
         losses = torch.stack([F.cross_entropy(logits, labels) for logits in head_logits(output, self.context.modalities)])
-        return (self.weights.to(losses.device) * losses).sum()
+        return (self.weights.to(losses.dtype) * losses).sum()
 
     def measure(self, model: MultiModalModel) -> LossSnapshot:
-        splits, context = self.context.splits, self.context
-        if splits is None:
-            raise ConfigError("gblending estimates its weights on the validation split; give MethodContext the splits")
+        splits, context = require_splits("gblending", self.context), self.context
         return LossSnapshot(
-            head_losses(model, splits.train, context.batch_size, context.device).cpu(),
-            head_losses(model, splits.val, context.batch_size, context.device).cpu(),
+            head_losses(model, splits.train, context.batch_size, context.device),
+            head_losses(model, splits.val, context.batch_size, context.device),
         )
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         super().on_epoch_start(model, epoch)
-        if self.snapshot is None:
-            self.snapshot = self.measure(model)
+        if not self.measured:
+            self.keep(self.measure(model))
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         if (epoch + 1) % self.options.super_epoch == 0:
             current = self.measure(model)
-            weights = blend_weights(self.snapshot, current, self.options.overfit_floor)
+            weights = blend_weights(LossSnapshot(*self.snapshot), current, self.options.overfit_floor)
             if weights is not None:
-                self.weights = weights
-            self.snapshot = current
+                self.weights.copy_(weights)
+            self.keep(current)
         names = ["fused"] + list(self.context.modalities)
         return {f"gblend_weight_{name}": float(w) for name, w in zip(names, self.weights)}
 
-    def state_dict(self) -> dict[str, Any]:
-        snapshot = None if self.snapshot is None else {"train": self.snapshot.train, "val": self.snapshot.val}
-        return {**super().state_dict(), "weights": self.weights, "snapshot": snapshot}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.weights = state.get("weights", self.weights)
-        snapshot = state.get("snapshot")
-        self.snapshot = None if snapshot is None else LossSnapshot(snapshot["train"], snapshot["val"])
+    def keep(self, snapshot: LossSnapshot) -> None:
+        self.snapshot.copy_(torch.stack([snapshot.train, snapshot.val]))
+        self.measured.fill_(True)

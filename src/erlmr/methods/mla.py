@@ -7,26 +7,29 @@ CVPR 2024. Official code: github.com/Cecile-hi/Multimodal-Learning-with-Alternat
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import TYPE_CHECKING, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
+from ..options import CheckedOptions, ranged
+from ..training.distributed import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 
 @dataclass
-class MLAOptions:
+class MLAOptions(CheckedOptions):
     #: project the shared head's gradient (the paper's gradient modification); False = plain alternation
     project: bool = True
     #: base of the projection's regulariser α_t = alpha^(1 + b/B) at batch b of B in an epoch
-    alpha: float = 0.1
+    alpha: float = ranged(0.1, gt=0, lt=1)
     #: test-time fusion weighted by each modality's prediction entropy; False = plain mean of logits
     entropy_fusion: bool = True
 
@@ -56,7 +59,7 @@ def entropy_fusion(logits: list[torch.Tensor]) -> torch.Tensor:
 class MLA(Method):
     """Each batch takes one optimiser step per modality, in order, on ``CE(head(z_m), y)``.
 
-    ``head`` is one ``Linear(d, C)`` shared by all modalities, added to the model as ``mla_head`` (the
+    ``head`` is one ``Linear(d, C)`` shared by all modalities, owned by the method as ``head`` (the
     fusion head of the model is unused), so every modality's feature width d must be the same. Before
     every step but the very first, the projector P (d×d, shared by all modalities, kept across batches
     and epochs, started at I) is updated with the batch-mean feature of the modality about to step, and
@@ -75,12 +78,9 @@ class MLA(Method):
     """
 
     Options = MLAOptions
-    steps_optimizer = True
 
     def __init__(self, model: MultiModalModel, options: MLAOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if not 0 < options.alpha < 1:
-            raise ConfigError(f"mla alpha must be in (0, 1), got {options.alpha}")
         widths = dict(zip(model.modalities, model.head.in_features))
         if len(set(widths.values())) != 1:
             raise ConfigError(
@@ -88,30 +88,27 @@ class MLA(Method):
                 "Give every encoder the same output width in model.encoder_options, or use model.euler: true"
             )
         width = next(iter(widths.values()))
-        model.add_module("mla_head", nn.Linear(width, context.num_classes))
-        self.projection = torch.eye(width, device=context.device)
-        self.updates = 0
-        self.batch_index = 0
-        train = None if context.splits is None else context.splits.train
-        # Without the splits (a method built outside the trainer) α_t stays at its epoch-start value.
-        self.batches_per_epoch = math.inf if train is None else max(1, math.ceil(len(train) / context.batch_size))
+        self.head = nn.Linear(width, context.num_classes)
+        self.add_state("projection", torch.eye(width))
+        self.add_state("updates", torch.zeros((), dtype=torch.long))
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         outputs, losses = {}, {}
         for m in model.modalities:
             outputs[m] = model({m: inputs[m]})
             feature = outputs[m].features[m]
-            loss = F.cross_entropy(model.mla_head(feature), labels)
-            loss.backward()
+            loss = F.cross_entropy(self.head(feature), labels)
+            step.backward(loss)
+            step.synchronize()
             if self.options.project and self.updates > 0:
-                self.project_head_gradient(model.mla_head.weight, feature.detach())
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+                self.project_head_gradient(feature.detach(), step)
+            step.optimizer_step()
             self.updates += 1
             losses[m] = loss.detach()
-        self.batch_index += 1
         with torch.no_grad():
-            logits = [model.mla_head(outputs[m].features[m]) for m in model.modalities]
+            logits = [self.head(outputs[m].features[m]) for m in model.modalities]
         output = ModelOutput(
             logits=self.fuse(logits),
             modality_logits=dict(zip(model.modalities, logits)),
@@ -121,11 +118,12 @@ class MLA(Method):
         logs = {f"mla_loss_{m}": loss for m, loss in losses.items()}
         return StepResult(torch.stack(list(losses.values())).mean(), output, logs)
 
-    def project_head_gradient(self, weight: nn.Parameter, feature: torch.Tensor) -> None:
+    def project_head_gradient(self, feature: torch.Tensor, step: StepContext) -> None:
         """Update P with this batch's mean feature, then replace the head weight's gradient by ``grad·Pᵀ``."""
-        alpha = self.options.alpha ** (1 + min(self.batch_index / self.batches_per_epoch, 1.0))
-        mean_feature = all_reduce_mean(feature.mean(dim=0))
-        self.projection = update_projection(self.projection.to(mean_feature), mean_feature, alpha)
+        alpha = self.options.alpha ** (1 + min(step.index / step.steps_per_epoch, 1.0))
+        mean_feature = all_reduce_mean(feature.mean(dim=0)).to(self.projection.dtype)
+        self.projection.copy_(update_projection(self.projection, mean_feature, alpha))
+        weight = self.head.weight
         weight.grad = weight.grad @ self.projection.T
 
     def fuse(self, logits: list[torch.Tensor]) -> torch.Tensor:
@@ -134,21 +132,8 @@ class MLA(Method):
     def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
         output = model(inputs, absent=absent)
         present = [m for m in model.modalities if m in output.encoded]
-        logits = {m: model.mla_head(output.features[m]) for m in present}
+        logits = {m: self.head(output.features[m]) for m in present}
+        if not logits:  # every modality absent: the head on zero features, a constant prediction
+            zeros = next(iter(output.features.values()))
+            return dataclasses.replace(output, logits=self.head(zeros), modality_logits={})
         return dataclasses.replace(output, logits=self.fuse(list(logits.values())), modality_logits=logits)
-
-    def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
-        super().on_epoch_start(model, epoch)
-        self.batch_index = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(), "projection": self.projection.cpu(), "updates": self.updates,
-            "batch_index": self.batch_index,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.projection = state.get("projection", self.projection).to(self.context.device)
-        self.updates = state.get("updates", self.updates)
-        self.batch_index = state.get("batch_index", self.batch_index)

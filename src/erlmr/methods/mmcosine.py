@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +15,12 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn.fusion import ConcatFusion, FusionHead, FusionOutput, SumFusion
-from ..nn.model import MultiModalModel
+from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, log_uniform, ranged
-from .base import METHODS, Method, MethodContext
+from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 
 @dataclass
@@ -52,8 +55,8 @@ class MMCosine(Method):
 
     The official code keeps the concat head's weight and normalises each modality's slice of it (its
     bias is unused); a concat or sum head with its bias dropped and its per-modality weights
-    normalised is the same classifier, so the method swaps ``model.head`` for a cosine head of the same
-    widths when it is built (the optimiser is created afterwards and checkpoints hold the new head).
+    normalised is the same classifier, so the method owns a cosine head of the same widths and fuses through it
+    in training and prediction (the model's linear head is left unused).
     FiLM and gated heads are refused: the official code rewrites them to expose concatenated features,
     which changes what those heads are. Default s = 10 (official ``--scaling``).
     """
@@ -67,5 +70,15 @@ class MMCosine(Method):
                 f"method 'mmcosine' replaces a linear fusion head (concat or sum) by cosine classifiers; "
                 f"got {type(model.head).__name__}. Use model.fusion: concat"
             )
-        device = next(model.head.parameters()).device
-        model.head = CosineHead(model.head.in_features, model.head.num_classes, options.scale).to(device)
+        self.head = CosineHead(model.head.in_features, model.head.num_classes, options.scale)
+
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
+        output = model(inputs, head=self.head)
+        loss = self.loss(output, labels)
+        step.backward(loss)
+        return StepResult(loss.detach(), output)
+
+    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+        return model(inputs, absent=absent, head=self.head)

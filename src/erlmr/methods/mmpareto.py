@@ -6,17 +6,19 @@ Official code: github.com/GeWu-Lab/MMPareto_ICML2024 (``code/MMPareto.py``; defa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.distributed import all_reduce_mean
 from ..nn.model import MultiModalModel
 from ..nn.pareto import min_norm_weights
 from ..options import CheckedOptions, ranged, uniform
 from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 
 @dataclass
@@ -54,7 +56,7 @@ def combine_gradients(
 class MMPareto(Method):
     """Loss ``CE(fused) + Σ_m CE(head_m(z_m))``; each encoder's gradient is re-weighted between its two parts.
 
-    Unimodal heads: separate ``Linear(d_m, C)`` per modality, added to the model as ``mmpareto_heads``, as
+    Unimodal heads: separate ``Linear(d_m, C)`` per modality, owned by the method as ``heads``, as
     in the official code (not the fusion head's per-modality logits, so the unimodal losses do not train
     the fusion head). The model's own per-modality logits are still what ``predict`` reports.
 
@@ -64,36 +66,41 @@ class MMPareto(Method):
     weights 0.5/0.5 if positive, else min-norm weights (:func:`erlmr.nn.pareto.min_norm_weights`); then
     :func:`combine_gradients`. Heads and parameters shared by all modalities (the Euler representation)
     get the plain summed gradient. Differences from the official code: two backward passes instead of
-    four, and the gradients that decide the weights go through ``all_reduce_mean``.
+    four, and every gradient is averaged over ranks before it is combined.
     """
 
     Options = MMParetoOptions
 
     def __init__(self, model: MultiModalModel, options: MMParetoOptions, context: MethodContext):
         super().__init__(model, options, context)
-        heads = {m: nn.Linear(d, context.num_classes) for m, d in zip(model.modalities, model.head.in_features)}
-        model.add_module("mmpareto_heads", nn.ModuleDict(heads))
-        # Parameters ordered encoder by encoder, then the rest, so each encoder's gradients are one slice.
-        encoder_params = {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in model.modalities}
-        encoder_ids = {id(p) for params in encoder_params.values() for p in params}
-        self.params = [p for params in encoder_params.values() for p in params]
-        self.slices, start = {}, 0
-        for m, params in encoder_params.items():
-            self.slices[m] = slice(start, start + len(params))
-            start += len(params)
-        self.params += [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+        self.heads = nn.ModuleDict(
+            {m: nn.Linear(d, context.num_classes) for m, d in zip(model.modalities, model.head.in_features)}
+        )
         self.last_weights = {m: torch.full((2,), 0.5) for m in context.modalities}
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def parameter_order(self, model: MultiModalModel) -> tuple[list[nn.Parameter], dict[str, slice]]:
+        """Every trainable parameter, encoder by encoder first (each encoder's gradients one slice)."""
+        encoder_params = {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in model.modalities}
+        encoder_ids = {id(p) for params in encoder_params.values() for p in params}
+        params, slices = [], {}
+        for m, group in encoder_params.items():
+            slices[m] = slice(len(params), len(params) + len(group))
+            params += group
+        rest = [*model.parameters(), *self.heads.parameters()]
+        return params + [p for p in rest if p.requires_grad and id(p) not in encoder_ids], slices
+
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         output = model(inputs)
         multimodal_loss = F.cross_entropy(output.logits, labels)
-        unimodal_losses = [F.cross_entropy(model.mmpareto_heads[m](output.features[m]), labels) for m in model.modalities]
+        unimodal_losses = [F.cross_entropy(self.heads[m](output.features[m]), labels) for m in model.modalities]
         unimodal_loss = torch.stack(unimodal_losses).sum()
-        grads_mm = list(torch.autograd.grad(multimodal_loss, self.params, retain_graph=True, materialize_grads=True))
-        grads_uni = list(torch.autograd.grad(unimodal_loss, self.params, materialize_grads=True))
+        params, slices = self.parameter_order(model)
+        grads_mm, grads_uni = step.gradients([multimodal_loss, unimodal_loss], params)
         new_grads = list(torch._foreach_add(grads_mm, grads_uni))
         logs = {}
-        for m, part in self.slices.items():
+        for m, part in slices.items():
             if part.start == part.stop:  # a frozen encoder
                 continue
             weights, cosine = self.encoder_weights(grads_mm[part], grads_uni[part])
@@ -101,20 +108,11 @@ class MMPareto(Method):
             self.last_weights[m] = weights.detach().cpu()
             logs[f"mmpareto_cosine_{m}"] = cosine.detach()
             logs[f"mmpareto_weight_multimodal_{m}"] = weights[0].detach()
-        for p, g in zip(self.params, new_grads):
-            p.grad = g if p.grad is None else p.grad + g
+        step.add_gradients(params, new_grads)
         return StepResult((multimodal_loss + unimodal_loss).detach(), output, logs)
 
     @staticmethod
     def encoder_weights(multimodal: list[torch.Tensor], unimodal: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pareto weights from one encoder's gradients, averaged over ranks so that all agree."""
+        """Pareto weights from one encoder's (globally averaged) gradients."""
         flat = torch.stack([torch.cat(list(map(torch.flatten, multimodal))), torch.cat(list(map(torch.flatten, unimodal)))])
-        flat = all_reduce_mean(flat)
         return pareto_weights(flat[0], flat[1])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "last_weights": self.last_weights}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.last_weights = state.get("last_weights", self.last_weights)

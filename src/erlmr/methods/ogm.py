@@ -6,20 +6,20 @@ CVPR 2022. Official code: github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, log_uniform, ranged
+from ..options import log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
-from .scores import check_window, in_window, mean_of_others, true_class_scores
+from .scores import WindowOptions, in_window, mean_of_others, true_class_scores
 
 
 @dataclass
-class OGMOptions(CheckedOptions):
+class OGMOptions(WindowOptions):
     #: searched over the official README's suggestions (0.1 for VGGSound, 0.8 for CREMA-D) and around them
     alpha: float = ranged(0.1, ge=0, search=log_uniform(0.05, 1.0))
-    modulation_start: int = 0
-    modulation_end: int = 50
+    modulation_end: int = ranged(50, ge=0)
 
 
 @METHODS.register("ogm", "OGM: shrink the dominant modality's encoder gradients by 1 − tanh(α·ρ) (Peng et al., CVPR 2022)")
@@ -50,7 +50,6 @@ class OGM(Method):
 
     def __init__(self, model: MultiModalModel, options: OGMOptions, context: MethodContext):
         super().__init__(model, options, context)
-        check_window(self.name, options.modulation_start, options.modulation_end)
         self.modalities = list(model.modalities)
         self.coefficients = torch.ones(len(self.modalities))
 
@@ -80,10 +79,3 @@ class OGM(Method):
         """Scale one encoder's gradients in place."""
         if grads:
             torch._foreach_mul_(grads, coefficient.to(grads[0].device))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "coefficients": self.coefficients}
-
-    def load_state_dict(self, state) -> None:
-        super().load_state_dict(state)
-        self.coefficients = state.get("coefficients", self.coefficients)

@@ -42,13 +42,11 @@ class OGMGE(OGM):
         if grads:
             torch._foreach_add_(grads, noise)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "noise": self.noise.get_state()}
+    def get_extra_state(self) -> dict:
+        return {"noise": self.noise.get_state()}
 
-    def load_state_dict(self, state) -> None:
-        super().load_state_dict(state)
-        if "noise" in state:
-            self.noise.set_state(state["noise"].cpu())
+    def set_extra_state(self, state: dict) -> None:
+        self.noise.set_state(state["noise"].cpu())
 
 
 def _std(tensor: torch.Tensor) -> torch.Tensor:

@@ -6,29 +6,31 @@ Official code: github.com/fanyunfeng-bit/Modal-Imbalance-PMR (``main_Prototype_g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from ..data.base import Split, stratified_split
-from ..training.distributed import all_reduce_sum
+from ..data.base import stratified_split
 from ..errors import ConfigError
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, log_uniform, ranged
-from .base import METHODS, Method, MethodContext, StepResult
-from .scores import check_window, in_window, mean_of_others, true_class_scores
+from ..options import log_uniform, ranged
+from ..training.distributed import all_reduce_sum
+from .base import METHODS, Method, MethodContext, StepResult, require_splits
+from .scores import WindowOptions, in_window, mean_of_others, true_class_scores
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 Batch = tuple[Mapping[str, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class PMROptions(CheckedOptions):
+class PMROptions(WindowOptions):
     alpha: float = ranged(2.0, ge=0, search=log_uniform(0.2, 5.0))
-    momentum: float = 0.0
-    modulation_start: int = 0
-    modulation_end: int = 70
-    prototype_fraction: float = 0.1
+    momentum: float = ranged(0.0, ge=0, lt=1)
+    modulation_end: int = ranged(70, ge=0)
+    prototype_fraction: float = ranged(0.1, gt=0, le=1)
     squared_distance: bool = False
 
 
@@ -58,23 +60,22 @@ class PMR(Method):
 
     def __init__(self, model: MultiModalModel, options: PMROptions, context: MethodContext):
         super().__init__(model, options, context)
-        if not 0 <= options.momentum < 1:
-            raise ConfigError(f"method 'pmr': momentum must be in [0, 1), got {options.momentum}")
-        if not 0 < options.prototype_fraction <= 1:
-            raise ConfigError(f"method 'pmr': prototype_fraction must be in (0, 1], got {options.prototype_fraction}")
-        check_window("pmr", options.modulation_start, options.modulation_end)
         self.modalities = list(model.modalities)
-        self.prototypes: list[torch.Tensor] | None = None
+        for i, width in enumerate(model.head.in_features):
+            self.add_state(f"prototype_{i}", torch.zeros(context.num_classes, width))
+        self.add_state("has_prototypes", torch.zeros((), dtype=torch.bool))
         self.seed = torch.initial_seed()
         self.ratios = torch.ones(len(self.modalities))
 
+    @property
+    def prototypes(self) -> list[torch.Tensor]:
+        return [getattr(self, f"prototype_{i}") for i in range(len(self.modalities))]
+
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         super().on_epoch_start(model, epoch)
-        if self.context.splits is None:
-            raise ConfigError("method 'pmr' computes prototypes from the training split; MethodContext.splits is missing")
-        train = self.context.splits.train
+        train = require_splits("pmr", self.context).train
         _, sample = stratified_split(train.labels.numpy(), self.options.prototype_fraction, self.seed + epoch)
-        self.update_prototypes(model, _batches(train.subset(sample), self.context.batch_size))
+        self.update_prototypes(model, train.subset(sample).batches(self.context.batch_size, self.context.device))
 
     @torch.no_grad()
     def update_prototypes(self, model: MultiModalModel, batches: Iterable[Batch]) -> None:
@@ -84,8 +85,6 @@ class PMR(Method):
         num_classes = self.context.num_classes
         sums, counts = None, None
         for inputs, labels in batches:
-            inputs = {m: x.to(self.context.device) for m, x in inputs.items()}
-            labels = labels.to(self.context.device)
             features = model(inputs).features
             if sums is None:
                 sums = [features[m].new_zeros(num_classes, features[m].shape[1]) for m in self.modalities]
@@ -100,39 +99,28 @@ class PMR(Method):
         counts = all_reduce_sum(counts)
         seen = (counts > 0).unsqueeze(1)
         means = [s / counts.clamp(min=1).unsqueeze(1) for s in sums]
-        if self.prototypes is None:
-            self.prototypes = means
-            return
-        m = self.options.momentum
-        self.prototypes = [torch.where(seen, (1 - m) * new + m * old, old) for new, old in zip(means, self.prototypes)]
+        m = 0.0 if not self.has_prototypes else self.options.momentum
+        for new, old in zip(means, self.prototypes):
+            old.copy_(torch.where(seen, (1 - m) * new + m * old, old) if self.has_prototypes else new)
+        self.has_prototypes.fill_(True)
 
     def prototype_logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         distance = torch.cdist(features, prototypes)
         return -(distance**2 if self.options.squared_distance else distance)
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         output = model(inputs)
         loss = F.cross_entropy(output.logits, labels)
         logs = {}
         o = self.options
-        if self.prototypes is not None and in_window(self.epoch, o.modulation_start, o.modulation_end):
+        if self.has_prototypes and in_window(self.epoch, o.modulation_start, o.modulation_end):
             sims = [self.prototype_logits(output.features[m], p) for m, p in zip(self.modalities, self.prototypes)]
             scores = true_class_scores(sims, labels)
             self.ratios = scores / mean_of_others(scores)
             prototype_ce = torch.stack([F.cross_entropy(s, labels) for s in sims])
             loss = loss + o.alpha * (prototype_ce * (self.ratios < 1)).sum()
             logs.update({f"pmr_ratio_{m}": r for m, r in zip(self.modalities, self.ratios)})
-        loss.backward()
+        step.backward(loss)
         return StepResult(loss.detach(), output, logs)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "prototypes": self.prototypes}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        super().load_state_dict(state)
-        self.prototypes = state.get("prototypes", self.prototypes)
-
-
-def _batches(split: Split, batch_size: int) -> Iterable[Batch]:
-    for start in range(0, len(split), batch_size):
-        yield split.__getitems__(list(range(start, min(start + batch_size, len(split)))))

@@ -7,31 +7,34 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
+from ..options import CheckedOptions, ranged
 from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 LEARN, RECTIFY = "learn", "rectify"
 
 
 @dataclass
-class ReconBoostOptions:
+class ReconBoostOptions(CheckedOptions):
     #: epochs one modality's learner trains alone in a stage (``epochs_per_stage``)
-    stage_epochs: int = 4
+    stage_epochs: int = ranged(4, ge=1)
     #: epochs of global rectification that close every stage (``correct_epoch``); 0 turns it off
-    rectify_epochs: int = 4
+    rectify_epochs: int = ranged(4, ge=0)
     #: w₁, weight of the learner's own cross-entropy
-    fit_weight: float = 5.0
+    fit_weight: float = ranged(5.0, ge=0)
     #: w₂, weight of the KL-derived reconcilement term (down-weights samples the other learners fit)
-    reconcile_weight: float = 1.0
+    reconcile_weight: float = ranged(1.0, ge=0)
     #: α, weight of the memory-consolidation term tying the learner to the previous stage's learner
-    consolidation_weight: float = 0.5
+    consolidation_weight: float = ranged(0.5, ge=0)
     #: initial value of the learnable scale β of the ensemble ``F = β·Σ_m f_m``
     boost_rate: float = 1.0
 
@@ -101,14 +104,7 @@ class ReconBoost(Method):
 
     def __init__(self, model: MultiModalModel, options: ReconBoostOptions, context: MethodContext):
         super().__init__(model, options, context)
-        if options.stage_epochs < 1 or options.rectify_epochs < 0:
-            raise ConfigError(
-                f"reconboost needs stage_epochs >= 1 and rectify_epochs >= 0, got {options.stage_epochs} "
-                f"and {options.rectify_epochs}"
-            )
-        if min(options.fit_weight, options.reconcile_weight, options.consolidation_weight) < 0:
-            raise ConfigError("reconboost fit_weight, reconcile_weight and consolidation_weight must be >= 0")
-        model.register_parameter("reconboost_rate", nn.Parameter(torch.tensor(float(options.boost_rate))))
+        self.rate = nn.Parameter(torch.tensor(float(options.boost_rate)))
         self.schedule = self.schedule_at(0)
 
     def schedule_at(self, epoch: int) -> Schedule:
@@ -116,37 +112,44 @@ class ReconBoost(Method):
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         super().on_epoch_start(model, epoch)
-        schedule = self.schedule_at(epoch)
-        changed = (schedule.phase, schedule.learner) != (self.schedule.phase, self.schedule.learner)
-        if changed and self.optimizer is not None:
-            self.optimizer.state.clear()
-        self.schedule = schedule
+        self.schedule = self.schedule_at(epoch)
+
+    def starts_new_phase(self, epoch: int) -> bool:
+        """True when ``epoch`` trains another phase or learner than the epoch before it."""
+        if epoch == 0:
+            return False
+        before = self.schedule_at(epoch - 1)
+        return (before.phase, before.learner) != (self.schedule.phase, self.schedule.learner)
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         return {
             "reconboost_stage": float(self.schedule.stage),
             "reconboost_learner": float(self.context.modalities.index(self.schedule.learner)),
             "reconboost_rectifying": float(self.schedule.phase == RECTIFY),
-            "reconboost_rate": float(model.reconboost_rate.detach()),
+            "reconboost_rate": float(self.rate.detach()),
         }
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
+        if step.index == 0 and self.starts_new_phase(step.epoch):
+            step.reset_optimizer_state()  # the official code starts a fresh optimiser for every phase
         output = model(inputs)
-        ensemble = self.ensemble(model, output.modality_logits)
+        ensemble = self.ensemble(output.modality_logits)
         if self.schedule.phase == RECTIFY:
             loss = F.cross_entropy(ensemble, labels)
             logs = {"reconboost_rectify_loss": loss.detach()}
         else:
-            loss, logs = self.learner_loss(model, output.modality_logits, labels)
-        loss.backward()
+            loss, logs = self.learner_loss(output.modality_logits, labels)
+        step.backward(loss)
         return StepResult(loss.detach(), dataclasses.replace(output, logits=ensemble.detach()), logs)
 
     def learner_loss(
-        self, model: MultiModalModel, logits: Mapping[str, torch.Tensor], labels: torch.Tensor
+        self, logits: Mapping[str, torch.Tensor], labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         learner, previous = self.schedule.learner, self.schedule.previous
         rest = {m: f for m, f in logits.items() if m != learner}
-        rest_logits = self.ensemble(model, rest).detach() if rest else None
+        rest_logits = self.ensemble(rest).detach() if rest else None
         fit, reconcile = boosting_terms(
             logits[learner], rest_logits, labels, self.options.fit_weight, self.options.reconcile_weight
         )
@@ -156,19 +159,12 @@ class ReconBoost(Method):
         logs = {"reconboost_fit": fit.detach(), "reconboost_reconcile": reconcile.detach(), "reconboost_consolidation": consolidation.detach()}
         return fit + reconcile + consolidation, logs
 
-    @staticmethod
-    def ensemble(model: MultiModalModel, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return model.reconboost_rate * torch.stack(list(logits.values())).sum(dim=0)
+    def ensemble(self, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.rate * torch.stack(list(logits.values())).sum(dim=0)
 
     def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
         output = model(inputs, absent=absent)
         present = {m: f for m, f in output.modality_logits.items() if m in output.encoded}
-        return dataclasses.replace(output, logits=self.ensemble(model, present))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "schedule": dataclasses.asdict(self.schedule)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "schedule" in state:
-            self.schedule = Schedule(**state["schedule"])
+        if not present:  # every modality absent: the head's constant prediction
+            return output
+        return dataclasses.replace(output, logits=self.ensemble(present))

@@ -6,12 +6,14 @@ coefficient is reduced over ranks here, so all ranks of a distributed run apply 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ..training.distributed import all_reduce_sum
 from ..errors import ConfigError
+from ..options import CheckedOptions, ranged
 
 
 def true_class_scores(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -30,13 +32,20 @@ def mean_of_others(values: torch.Tensor) -> torch.Tensor:
     return (values.sum() - values) / (len(values) - 1)
 
 
-def check_window(method: str, start: int, end: int) -> None:
-    """The epoch window ``start <= epoch <= end`` (0-based, inclusive) in which a method modulates."""
-    if start < 0 or end < start:
-        raise ConfigError(
-            f"method {method!r}: modulation_start must be >= 0 and modulation_end >= modulation_start, "
-            f"got {start} and {end}"
-        )
+@dataclass
+class WindowOptions(CheckedOptions):
+    """Options of a method that modulates in the epoch window ``modulation_start <= epoch <=
+    modulation_end`` (0-based, inclusive). A subclass re-declares ``modulation_end`` with its default."""
+
+    modulation_start: int = ranged(0, ge=0)
+    modulation_end: int = ranged(0, ge=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.modulation_end < self.modulation_start:
+            raise ConfigError(
+                f"modulation_end must be >= modulation_start, got {self.modulation_end} and {self.modulation_start}"
+            )
 
 
 def in_window(epoch: int, start: int, end: int) -> bool:

@@ -6,7 +6,7 @@ The reference accuracy every balancing paper reports next to its multi-modal res
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, Mapping
+from typing import TYPE_CHECKING, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from .base import METHODS, Method, MethodContext, StepResult
+
+if TYPE_CHECKING:
+    from ..training.step import StepContext
 
 
 @dataclass
@@ -43,10 +46,12 @@ class Unimodal(Method):
             )
         self.others = [m for m in model.modalities if m != options.modality]
 
-    def training_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def training_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         output = model(inputs, absent=self.others)
         loss = F.cross_entropy(output.logits, labels)
-        loss.backward()
+        step.backward(loss)
         return StepResult(loss.detach(), output)
 
     def predict(

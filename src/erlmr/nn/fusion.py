@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-FUSIONS: Registry[type["FusionHead"]] = Registry("fusion")
+FUSIONS: Registry[type["FusionHead"]] = Registry("fusion", positional=("in_features", "num_classes"))
 
 
 @dataclass

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Collection, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -45,15 +46,24 @@ class MultiModalModel(nn.Module):
         self.euler = euler
         self.head = head
         self.input_shapes = dict(input_shapes or {})
+        self._encoding_cache: dict | None = None
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def forward(
+        self, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = (), head: FusionHead | None = None
+    ) -> ModelOutput:
+        """Encode the present modalities and fuse them with ``head`` (default: the model's own).
+
+        With every modality absent the head gets zeros for all of them: a constant prediction, the
+        value of the empty coalition in the imbalance metrics.
+        """
         present = [m for m in self.modalities if m in inputs and m not in absent]
-        if not present:
+        given = [m for m in self.modalities if m in inputs]
+        if not given:
             raise DataError(f"no modality given; this model takes {self.modalities}")
-        batch = self._check_inputs(inputs, present)
-        encoded = {m: self.encoders[m](inputs[m]) for m in present}
+        batch = self._check_inputs(inputs, given)
+        encoded = {m: self._encode(m, inputs[m]) for m in present}
         features, phases = self.represent(encoded, batch)
-        fused = self.head([features[m] for m in self.modalities])
+        fused = (head or self.head)([features[m] for m in self.modalities])
         return ModelOutput(
             logits=fused.logits,
             modality_logits=dict(zip(self.modalities, fused.modality_logits)),
@@ -62,13 +72,31 @@ class MultiModalModel(nn.Module):
             phases=phases,
         )
 
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        if self._encoding_cache is None:
+            return self.encoders[modality](x)
+        key = (modality, x.data_ptr(), tuple(x.shape))
+        if key not in self._encoding_cache:
+            self._encoding_cache[key] = self.encoders[modality](x)
+        return self._encoding_cache[key]
+
+    @contextmanager
+    def reusing_encodings(self) -> Iterator[None]:
+        """Within this context each encoder runs once per input tensor: later forward passes on the same
+        inputs (other subsets of modalities, say) reuse its output. For evaluation without gradients."""
+        self._encoding_cache = {}
+        try:
+            yield
+        finally:
+            self._encoding_cache = None
+
     def represent(
         self, encoded: Mapping[str, torch.Tensor], batch: int
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """Fusion-head inputs (zeros for missing modalities) and, with Euler, the phases of present ones."""
-        if self.euler is None:
+        if self.euler is None or not encoded:
             features = {m: x.flatten(2).mean(2) if x.dim() > 2 else x for m, x in encoded.items()}
-            phases = None
+            phases = None if self.euler is None else {}
         else:
             reference = next(iter(encoded.values()))
             maps = [
@@ -78,7 +106,8 @@ class MultiModalModel(nn.Module):
             euler = self.euler(maps)
             features = {m: f for m, f in zip(self.modalities, euler.features) if m in encoded}
             phases = {m: p for m, p in zip(self.modalities, euler.phases) if m in encoded}
-        reference = next(iter(features.values()))
+        reference = next(iter(features.values()), None)
+        reference = next(self.head.parameters()) if reference is None else reference
         widths = self.head.in_features
         full = {
             m: features[m] if m in features else reference.new_zeros(batch, widths[i])

@@ -3,7 +3,7 @@
 A checkpoint holds, besides the model, optimiser, scheduler and method states, the position to continue
 from (epoch and step), the best validation accuracy so far, the epoch's running totals when it was
 saved mid-epoch, and the torch, numpy and Python RNG states. The data order of an epoch is a pure
-function of (seed, epoch) (see :func:`erlmr.training.trainer.make_loader`), so the sampler position is the step.
+function of (seed, epoch) (see :func:`erlmr.training.builders.make_loader`), so the sampler position is the step.
 """
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ import hashlib
 import json
 import random
 import shutil
-import signal
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError
 
 #: config keys that say where and how visibly a run happens, not what it computes: they may differ on resume
 RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_dir")}
@@ -103,7 +101,7 @@ def check_model_fits(path: Path, state: Mapping[str, torch.Tensor], model: torch
     reshaped = [
         f"{k} {tuple(state[k].shape)} in the checkpoint vs {tuple(v.shape)} in the model"
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if k in state and isinstance(v, torch.Tensor) and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
     ]
     problems = [
         f"missing {missing[:3]}" if missing else "",
@@ -115,23 +113,6 @@ def check_model_fits(path: Path, state: Mapping[str, torch.Tensor], model: torch
         raise CheckpointError(f"checkpoint {path} holds weights of another model: {', '.join(problems)}")
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The complete JSON records of ``metrics.jsonl``; a line cut short by a crash is skipped."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def metrics_before(path: Path, epoch: int) -> str:
-    """The text of ``metrics.jsonl`` keeping only the epoch records of epochs before ``epoch``."""
-    kept = [r for r in read_metrics(path) if isinstance(r, dict) and "error" not in r and r.get("epoch", epoch) < epoch]
-    return "".join(json.dumps(r) + "\n" for r in kept)
-
-
 def check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
@@ -139,44 +120,4 @@ def check_free_space(folder: Path, needed: int) -> None:
             f"the disk of {folder} has {free / 2**20:.1f} MiB free, but this run needs about {needed / 2**20:.1f} MiB "
             "for its checkpoints (last.pt, best.pt and a temporary copy while one is written); "
             "free some space or choose another train.out"
-        )
-
-
-class StopSignals:
-    """While active, SIGINT and SIGTERM only record that the run should stop.
-
-    The trainer looks at :attr:`received` after every step and every epoch, saves a checkpoint and
-    raises :class:`~erlmr.errors.TrainingInterrupted`. A second signal interrupts at once.
-    Outside the main thread, where Python cannot install handlers, signals keep their usual effect.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        self.received = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous = {}
-
-    def _handle(self, number: int, frame: Any) -> None:
-        if self.received is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.received = number
-
-    def interrupted(self, run_dir: Path, where: str) -> TrainingInterrupted:
-        name = signal.Signals(self.received).name
-        return TrainingInterrupted(
-            f"training stopped by {name} {where}; its state is saved in {run_dir / 'last.pt'}. "
-            f"Continue with: erlmr train --resume {run_dir}",
-            self.received,
         )

@@ -1,0 +1,165 @@
+"""Everything a run is built from its config: device, model, method, optimiser, schedule, batches."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..config import Config, ModelConfig, from_dict, load_config, validate
+from ..data import DatasetSplits, Split
+from ..encoders import build_encoder, default_encoder_for
+from ..errors import ConfigError
+from ..methods import Method, MethodContext, build_method, method_class
+from ..nn.euler import EulerRepresentation
+from ..nn.fusion import FUSIONS
+from ..nn.model import MultiModalModel
+from .distributed import ShardedBatchSampler
+
+
+@dataclass
+class ModelSpec:
+    """What building the model takes besides the config; fixed by the data and saved in every checkpoint,
+    so that a trained model can be rebuilt without its dataset (:func:`erlmr.load_run`)."""
+
+    modalities: list[str]
+    input_shapes: dict[str, tuple[int, ...]]
+    encoders: dict[str, str]
+    num_classes: int
+    euler: bool
+
+
+def as_config(config: Config | Mapping | str | Path) -> Config:
+    """A validated :class:`Config` from a Config, a mapping or the path of a YAML file."""
+    if isinstance(config, Config):
+        validate(config)
+        return config
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    parsed = from_dict(Config, config)
+    validate(parsed)
+    return parsed
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device {name!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'") from None
+
+
+def model_spec(config: Config, splits: DatasetSplits) -> ModelSpec:
+    """The spec of the model ``config`` trains on ``splits``: encoders named or chosen by sample shape."""
+    model = config.model
+    shapes = splits.input_shapes()
+    unknown = sorted((set(model.encoders) | set(model.encoder_options)) - set(splits.modalities))
+    if unknown:
+        raise ConfigError(f"model.encoders names unknown modalities {unknown}; this dataset has {splits.modalities}")
+    names = {
+        m: model.encoders.get(m) or splits.default_encoders.get(m) or default_encoder_for(shapes[m])
+        for m in splits.modalities
+    }
+    use_euler = method_class(config.method.name).uses_euler if model.euler is None else model.euler
+    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler)
+
+
+def build_model(config: ModelConfig, spec: ModelSpec) -> MultiModalModel:
+    shapes = spec.input_shapes
+    encoders = {m: build_encoder(spec.encoders[m], shapes[m], config.encoder_options.get(m, {})) for m in spec.modalities}
+    euler = None
+    if spec.euler:
+        euler = EulerRepresentation(
+            [encoders[m].output_shape for m in spec.modalities],
+            config.euler_dim,
+            config.euler_dropout,
+            config.shared_projection,
+        )
+        widths = [2 * config.euler_dim] * len(spec.modalities)
+    else:
+        widths = [encoders[m].output_shape[0] for m in spec.modalities]
+    head = FUSIONS.build(config.fusion, config.fusion_options, widths, spec.num_classes)
+    return MultiModalModel(spec.modalities, encoders, head, euler, shapes)
+
+
+def build_training_method(
+    config: Config, model: MultiModalModel, device: torch.device, splits: DatasetSplits | None
+) -> Method:
+    """The configured method for ``model``, on ``device``; ``splits`` for methods that read the data."""
+    context = MethodContext(
+        modalities=model.modalities,
+        num_classes=model.head.num_classes,
+        batch_size=config.train.batch_size,
+        device=device,
+        splits=splits,
+    )
+    return build_method(config.method.name, config.method.options, model, context).to(device)
+
+
+def trainable_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of the model and the method, each once."""
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def build_optimizer(config: Config, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optim
+    params = list(params)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    optimizer = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return optimizer(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> Any:
+    o = config.optim
+    if o.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, o.step_size, o.gamma)
+    if o.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.train.epochs)
+    return None
+
+
+def collate_batch(batch: Any) -> Any:
+    """Batches come whole from ``Split.__getitems__``; nothing is left to collate."""
+    return batch
+
+
+def make_loader(
+    split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool, skip_batches: int = 0,
+    rank: int = 0, world_size: int = 1,
+) -> DataLoader:
+    """Batches in an order that depends on ``seed`` alone (not on the global RNG, which it leaves
+    untouched), so that a resumed epoch sees the same batches; the first ``skip_batches`` are left out.
+    Each batch is gathered from the in-memory split in one indexing operation; ``batch_size`` is the
+    global batch, of which this rank gets its share (see :class:`ShardedBatchSampler`)."""
+    batches: Iterable = ShardedBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size)
+    if skip_batches:
+        batches = list(batches)[skip_batches:]
+    return DataLoader(
+        split, batch_sampler=batches, collate_fn=collate_batch, num_workers=num_workers, pin_memory=pin,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def to_device(inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, device: torch.device):
+    non_blocking = device.type == "cuda"
+    return {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()}, labels.to(device, non_blocking=non_blocking)
