@@ -135,7 +135,7 @@ def test_the_user_overrides_and_extends_a_space_from_the_config_and_the_command_
 
 @pytest.mark.parametrize("entry, problem", [
     ("ogmx.alpha=log_uniform(0.1,1)", "'ogmx' is neither a registered method"),
-    ("ogm_ge.alpah=log_uniform(0.1,1)", "method 'ogm_ge' has no option 'alpah'; its options: alpha"),
+    ("ogm_ge.alpah=log_uniform(0.1,1)", "method 'ogm_ge' has no option 'alpah'; its options: modulation_start, modulation_end, alpha"),
     ("ogm_ge.alpha=uniform(-1, 1)", "leaves the valid values"),
     ("optim.lr=uniform(0, 0.1)", "optim.lr must be > 0"),
     ("optim.lrr=uniform(0.1, 0.2)", "unknown config key 'lrr'"),
