@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 # torch is pinned to 2.13.0: its CPU wheel is what this project is tested with; an unpinned torch pulls a
 # multi-GB CUDA build.
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# Exported: the wheel test (tests/test_wheel.py) installs the same torch into its fresh environment.
+export TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
@@ -17,6 +18,8 @@ stamp=.venv/.erlmr-installed
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
+    # `pip install erlmr` alone is the slim core; the test extra adds the extras the suite and the demo use
+    # (datasets, report, tensorboard), so every test runs here.
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
     echo "$wanted" > "$stamp"
 fi

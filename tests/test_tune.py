@@ -25,7 +25,7 @@ from erlmr.methods import METHODS
 from erlmr.options import CheckedOptions, Choice, Uniform, int_range, log_uniform, one_of, parse_distribution, ranged, search_space
 from erlmr.tuning.space import check_user_space, method_space, read_user_space
 
-optuna = pytest.importorskip("optuna", reason="erlmr tune needs Optuna: pip install 'erlmr[tune]'")
+optuna = pytest.importorskip("optuna", reason="erlmr tune needs Optuna: pip install 'erlmr[tuning]'")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = [
@@ -370,3 +370,10 @@ def test_bench_tuned_refuses_a_study_that_is_still_running(tuned, tmp_path):
     running = [{**records[0], "trials": records[0]["trials"][:3] + [{**records[0]["trials"][3], "state": "RUNNING"}]}]
     with pytest.raises(DataError, match=r"not finished: .*joint \(3 of 4 trials done, 1 running\)"):
         check_finished(running, str(tuned))
+
+
+def test_without_optuna_tune_names_the_extra_before_any_trial(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    assert main(tune_args(tmp_path / "out")) == 2
+    assert "erlmr tune needs optuna: pip install 'erlmr[tuning]'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("trial*"))

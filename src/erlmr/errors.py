@@ -13,6 +13,10 @@ class DataError(ErlmrError, ValueError):
     """Input data that is missing, malformed or inconsistent."""
 
 
+class MissingDependencyError(ErlmrError, ImportError):
+    """An optional package a feature needs is not installed; the message names the pip extra that brings it."""
+
+
 class CheckpointError(ErlmrError):
     """A checkpoint or run folder that cannot be read or written, or that does not match the run."""
 

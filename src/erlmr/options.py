@@ -278,13 +278,15 @@ class Choices:
 
 def options_from_signature(factory: Callable, positional: Sequence[str], name: str) -> type:
     """An options dataclass (a :class:`CheckedOptions`) with one field per keyword parameter of
-    ``factory`` after the ``positional`` ones: its type, its default, and the range or choices
-    declared with :class:`Bounds` / :class:`Choices` in an ``Annotated`` type."""
+    ``factory`` after its first ``len(positional)`` parameters (whatever they are called, so a user's
+    factory may name them as it likes): its type, its default, and the range or choices declared with
+    :class:`Bounds` / :class:`Choices` in an ``Annotated`` type."""
     target = factory.__init__ if isinstance(factory, type) else factory
     hints = typing.get_type_hints(target, include_extras=True)
     fields = []
-    for parameter in inspect.signature(factory).parameters.values():
-        if parameter.name in positional or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+    parameters = list(inspect.signature(factory).parameters.values())[len(positional):]
+    for parameter in parameters:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         hint, metadata = _split_annotation(hints.get(parameter.name, Any))
         default = dataclasses.MISSING if parameter.default is parameter.empty else parameter.default

@@ -11,17 +11,20 @@ import re
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
+from ..extras import require
 from .bench import JOINT, comparison_tables, summary_row, summary_tables
 from .runs import FinishedRun, dataset_label, find_runs, method_label
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MethodRuns = dict[str, list[FinishedRun]]
+REPORT = ("report", "the report")  # matplotlib is the report's optional package: pip install 'erlmr[report]'
 
 
 def group_runs(runs: Sequence[FinishedRun]) -> dict[str, MethodRuns]:
@@ -48,7 +51,7 @@ def plot_band(axes, series: tuple[np.ndarray, np.ndarray], label: str, **style) 
     epochs = np.arange(1, len(mean) + 1)
     line = axes.plot(epochs, mean, label=label, **style)[0]
     axes.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(require("matplotlib.ticker", *REPORT).MaxNLocator(integer=True))
 
 
 def label_axes(axes, legend: bool = True, **labels) -> None:
@@ -58,10 +61,15 @@ def label_axes(axes, legend: bool = True, **labels) -> None:
         axes.legend(fontsize="small")
 
 
+def new_figure(**options) -> Figure:
+    """A matplotlib Figure drawn without pyplot, so no display backend is involved."""
+    return require("matplotlib.figure", *REPORT).Figure(**options)
+
+
 def panel_grid(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
     columns = min(count, 3)
     rows = -(-count // columns)
-    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    figure = new_figure(figsize=(width * columns, height * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for unused in axes[count:]:
         unused.set_visible(False)
@@ -83,7 +91,7 @@ def validation_accuracy_figure(methods: MethodRuns) -> Figure:
 
 
 def imbalance_curve_figure(methods: MethodRuns) -> Figure:
-    figure = Figure(figsize=(6, 3.6), layout="constrained")
+    figure = new_figure(figsize=(6, 3.6), layout="constrained")
     axes = figure.subplots()
     for method, runs in methods.items():
         series = epoch_series(runs, lambda r: r.get("val_imbalance_degree"))
@@ -99,7 +107,7 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
 
 def contribution_figure(methods: MethodRuns) -> Figure:
     modalities = next(iter(methods.values()))[0].summary["modalities"]
-    figure = Figure(figsize=(max(6, 1.1 * len(methods) * len(modalities)), 3.8), layout="constrained")
+    figure = new_figure(figsize=(max(6, 1.1 * len(methods) * len(modalities)), 3.8), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(modalities)
     positions = np.arange(len(methods))
@@ -117,7 +125,7 @@ def contribution_figure(methods: MethodRuns) -> Figure:
 
 
 def cost_figure(methods: MethodRuns) -> Figure:
-    figure = Figure(figsize=(6, 4), layout="constrained")
+    figure = new_figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
     for method, runs in methods.items():
         times = [run.summary.get("cost", {}).get("step_time_s") for run in runs]
@@ -138,7 +146,7 @@ def pareto_methods(methods: MethodRuns) -> MethodRuns:
 
 
 def erlmr_figure(methods: MethodRuns) -> Figure:
-    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    figure = new_figure(figsize=(10, 3.6), layout="constrained")
     cosine_axes, weight_axes = figure.subplots(1, 2)
     for method, runs in methods.items():
         series = epoch_series(runs, lambda r: r.get("method", {}).get("phase_cosine"))
@@ -188,7 +196,7 @@ def trials_figure(records: Sequence[dict]) -> Figure:
             pick = np.maximum.accumulate if record["direction"] == "maximize" else np.minimum.accumulate
             axes.step([t["number"] for t in done], pick([t["value"] for t in done]), where="post", color="black",
                       linewidth=1, label="best so far")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(require("matplotlib.ticker", *REPORT).MaxNLocator(integer=True))
         label_axes(axes, title=record["method"], xlabel="trial", ylabel=record["metric"])
     return figure
 
@@ -256,6 +264,7 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     ``source``; return the HTML path."""
     from ..tuning.results import read_tuning_files
 
+    require("matplotlib", *REPORT)  # before any work, not at the first plot
     source = Path(source)
     runs, tuning = find_runs(source, required=False), read_tuning_files(source) if source.is_dir() else []
     if not runs and not tuning:

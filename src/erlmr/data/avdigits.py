@@ -32,11 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
-from sklearn.datasets import load_digits
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..extras import require
 from .base import DATASETS, DatasetSplits, Split, stratified_split
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -58,6 +57,7 @@ PITCH_RANGE = (25, 75)  # espeak-ng -p, default 50
 SPEED_RANGE = (140, 200)  # espeak-ng -s in words per minute, default 175
 AMPLITUDE_RANGE = (40, 100)  # espeak-ng -a, default 100; louder clips often clip at the int16 limit
 ESPEAK_RATE = 22050
+BUILD_MODULES = ("sklearn.datasets", "scipy.signal")  # optional packages that building (not loading) needs
 SILENCE_FRACTION = 0.02  # samples below this fraction of the peak count as leading/trailing silence
 INSTALL_HINT = "install it with `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)"
 
@@ -95,6 +95,8 @@ def build_avdigits(
     The folder is written under a temporary name and renamed when complete, so a folder named ``out``
     is always a finished build.
     """
+    for module in BUILD_MODULES:  # before any synthesis, not in the middle of it
+        require(module, "datasets", "building AV-digits")
     if shutil.which("espeak-ng") is None:
         raise DataError(f"AV-digits needs the espeak-ng speech synthesiser, which is not on PATH; {INSTALL_HINT}")
     out = Path(out)
@@ -137,6 +139,8 @@ def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.nda
         "test": np.sort(speaker_order[:n_test_speakers]),
         "train": np.sort(speaker_order[n_test_speakers:]),
     }
+
+    from sklearn.datasets import load_digits
 
     digits = load_digits()
     train_images, test_images = stratified_split(digits.target, test_fraction, int(rng.integers(2**31)))
@@ -197,6 +201,8 @@ def _synthesise_all(plan: dict[str, np.ndarray], workers: int, progress: bool) -
 
 def _synthesise_clip(job: tuple[str, str, int, int, int]) -> np.ndarray:
     """One word spoken by espeak-ng, resampled to 16 kHz and centred in a 1 s int16 clip."""
+    from scipy.signal import resample_poly
+
     word, voice, pitch, speed, amplitude = job
     command = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-a", str(amplitude), "--stdout", word]
     result = subprocess.run(command, capture_output=True)

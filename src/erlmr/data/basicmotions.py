@@ -8,18 +8,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..extras import require
 from .base import DATASETS, DatasetSplits, Split, stratified_split
 
 MODALITY_CHANNELS = {"acc": slice(0, 3), "gyro": slice(3, 6)}
 
 
 def _read(split: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from aeon.datasets import load_basic_motions
-    except ImportError:
-        raise DataError("the basicmotions dataset needs the aeon package: pip install aeon") from None
-    x, y = load_basic_motions(split=split)
+    aeon_datasets = require("aeon.datasets", "datasets", "the basicmotions dataset")
+    x, y = aeon_datasets.load_basic_motions(split=split)
     return np.asarray(x, dtype=np.float32), np.asarray(y)
 
 

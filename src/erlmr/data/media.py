@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..extras import require
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
@@ -73,7 +74,7 @@ def find_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples in [-1, 1] and the sample rate of a PCM or float WAV file."""
-    from scipy.io import wavfile
+    wavfile = require("scipy.io.wavfile", "datasets", "reading WAV files")
 
     require_file(path, "audio")
     try:
@@ -96,8 +97,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return samples
-    from scipy.signal import resample_poly
-
+    resample_poly = require("scipy.signal", "datasets", "resampling audio").resample_poly
     divisor = math.gcd(rate, target)
     return resample_poly(samples, target // divisor, rate // divisor).astype(np.float32)
 
@@ -158,7 +158,7 @@ class SpectrogramRecipe:
 
 def read_image(path: Path, size: int, mode: str = "RGB") -> np.ndarray:
     """A JPEG (or any Pillow image) resized to ``size``×``size``, as (channels, H, W) float32 in [0, 1]."""
-    from PIL import Image
+    Image = require("PIL.Image", "datasets", "reading images")
 
     require_file(path, "frame")
     try:
@@ -197,7 +197,7 @@ def read_frames(folder: Path, frames: int, size: int, pattern: str | None = None
 
 def load_mat(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """The named variables of a MATLAB v5 ``.mat`` file."""
-    from scipy.io import loadmat
+    loadmat = require("scipy.io", "datasets", "reading MATLAB files").loadmat
 
     require_file(path, "MATLAB file")
     try:

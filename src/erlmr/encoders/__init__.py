@@ -6,8 +6,8 @@ for a feature map (channels × positions, what the Euler representation consumes
 vector.
 """
 from ..plugins import import_submodules
-from .base import ENCODERS, build_encoder, default_encoder_for
+from .base import ENCODERS, build_encoder, default_encoder_for, without_initial_weights
 
 import_submodules(__name__, __path__)
 
-__all__ = ["ENCODERS", "build_encoder", "default_encoder_for"]
+__all__ = ["ENCODERS", "build_encoder", "default_encoder_for", "without_initial_weights"]

@@ -12,6 +12,9 @@ EncoderFactory = Callable[..., nn.Module]
 ENCODERS: Registry[EncoderFactory] = Registry("encoder", positional=("input_shape",))
 
 DEFAULT_BY_RANK = {1: "mlp", 2: "cnn1d", 3: "cnn2d"}
+# Encoder options that only set the initial weights (a file to load them from). A model restored from a
+# checkpoint is built without them, so that a trained run loads where that file is absent.
+INITIAL_WEIGHT_OPTIONS = ("pretrained",)
 
 
 def default_encoder_for(input_shape: tuple[int, ...]) -> str:
@@ -25,7 +28,24 @@ def default_encoder_for(input_shape: tuple[int, ...]) -> str:
 
 
 def build_encoder(name: str, input_shape: tuple[int, ...], options: Mapping[str, object]) -> nn.Module:
+    """Build encoder ``name`` (a registered name, a plug-in or a ``module:Class`` path) for one sample's shape.
+
+    Any factory is called as ``factory(input_shape, **options)`` and must return an ``nn.Module`` with an
+    ``output_shape``: ``(C, L)`` for a feature map, ``(D,)`` for a vector.
+    """
     encoder = ENCODERS.build(name, options, input_shape)
-    if not hasattr(encoder, "output_shape"):
-        raise ConfigError(f"encoder {name!r} does not declare its output_shape")
+    if not isinstance(encoder, nn.Module):
+        raise ConfigError(f"encoder {name!r} returned a {type(encoder).__name__}, not a torch.nn.Module")
+    shape = getattr(encoder, "output_shape", None)
+    if not (isinstance(shape, (tuple, list)) and len(shape) in (1, 2) and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise ConfigError(
+            f"encoder {name!r} ({type(encoder).__name__}) must set output_shape to the shape of one sample's "
+            f"output, (C, L) for a feature map or (D,) for a vector; it has {shape!r}"
+        )
     return encoder
+
+
+def without_initial_weights(encoder_options: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, object]]:
+    """``model.encoder_options`` less the options in :data:`INITIAL_WEIGHT_OPTIONS`, for a model whose
+    weights come from a checkpoint."""
+    return {m: {k: v for k, v in options.items() if k not in INITIAL_WEIGHT_OPTIONS} for m, options in encoder_options.items()}

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, ModelConfig, from_dict, load_config, validate
 from ..data import DatasetSplits, Split
-from ..encoders import build_encoder, default_encoder_for
+from ..encoders import build_encoder, default_encoder_for, without_initial_weights
 from ..errors import ConfigError
 from ..methods import Method, MethodContext, build_method, method_class
 from ..nn.euler import EulerRepresentation
@@ -78,9 +78,13 @@ def model_spec(config: Config, splits: DatasetSplits) -> ModelSpec:
     return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler)
 
 
-def build_model(config: ModelConfig, spec: ModelSpec) -> MultiModalModel:
+def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = True) -> MultiModalModel:
+    """The model of ``config`` for data of ``spec``. Without ``initial_weights`` the encoders skip the
+    options that only load starting weights (a pretrained file): for a model restored from a checkpoint,
+    which holds every weight, so that it loads where that file is absent."""
     shapes = spec.input_shapes
-    encoders = {m: build_encoder(spec.encoders[m], shapes[m], config.encoder_options.get(m, {})) for m in spec.modalities}
+    options = config.encoder_options if initial_weights else without_initial_weights(config.encoder_options)
+    encoders = {m: build_encoder(spec.encoders[m], shapes[m], options.get(m, {})) for m in spec.modalities}
     euler = None
     if spec.euler:
         euler = EulerRepresentation(

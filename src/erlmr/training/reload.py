@@ -50,7 +50,7 @@ def load_run(
         check_same_config(path, state, folder.read_config().to_dict(), str(folder.path / CONFIG))
     config = from_dict(Config, state["config"], where=f"the config saved in {path}")
     validate(config)
-    model = build_model(config.model, ModelSpec(**state["spec"])).to(target)
+    model = build_model(config.model, ModelSpec(**state["spec"]), initial_weights=False).to(target)
     method = build_training_method(config, model, target, splits)
     restore_weights(path, state, model, method)
     model.eval()

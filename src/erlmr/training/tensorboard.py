@@ -4,9 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ..errors import ConfigError
-
-INSTALL_HINT = "pip install tensorboard  (or pip install 'erlmr[tensorboard]')"
+from ..extras import require
 
 
 def scalars(record: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -26,11 +24,7 @@ class TensorBoardLogger:
     """
 
     def __init__(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError(f"--tensorboard (train.tensorboard) needs the tensorboard package: {INSTALL_HINT}") from None
-        self.writer_class = SummaryWriter
+        self.writer_class = require("torch.utils.tensorboard", "tensorboard", "--tensorboard (train.tensorboard)").SummaryWriter
         self.writer = None
 
     def open(self, log_dir: Path) -> None:

@@ -88,7 +88,9 @@ class Trainer:
     ``on_epoch(epoch, record)`` is called on rank 0 after every epoch's checkpoint is written.
     """
 
-    def __init__(self, config: Config | Mapping | str | Path, on_epoch: EpochCallback | None = None):
+    def __init__(
+        self, config: Config | Mapping | str | Path, on_epoch: EpochCallback | None = None, restoring: bool = False
+    ):
         self.config = cfg = as_config(config)
         seed_everything(cfg.train.seed)
         self.cluster = join_from_env(resolve_device(cfg.train.device), cfg.train.batch_size)
@@ -97,7 +99,9 @@ class Trainer:
         self.splits = load_dataset(cfg.data.dataset, cfg.data.root, cfg.train.seed, cfg.data.val_fraction, cfg.data.options)
         check_batch_size(cfg, self.splits.train)
         self.spec = model_spec(cfg, self.splits)
-        self.model = sync_batch_norm(build_model(cfg.model, self.spec), self.cluster).to(self.device)
+        # A run restored from a checkpoint gets every weight from it, not from a pretrained file.
+        model = build_model(cfg.model, self.spec, initial_weights=not restoring)
+        self.model = sync_batch_norm(model, self.cluster).to(self.device)
         self.method = build_training_method(cfg, self.model, self.device, self.splits)
         broadcast_from_main([self.model, self.method], self.cluster)
         self.parameters = trainable_parameters(self.model, self.method)
@@ -131,7 +135,8 @@ class Trainer:
             )
         folder = RunFolder(run_dir)
         folder.check_resumable()
-        trainer = cls(folder.read_config([*overrides, f"train.run_dir={json.dumps(str(folder.path))}"]), on_epoch)
+        config = folder.read_config([*overrides, f"train.run_dir={json.dumps(str(folder.path))}"])
+        trainer = cls(config, on_epoch, restoring=True)
         trainer.load_resume_state(folder.path / LAST)
         return trainer
 

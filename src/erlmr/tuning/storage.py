@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError
+from ..extras import require
 
 JOURNAL_PREFIX = "journal://"
 #: the trial system attribute that holds a journal trial's last heartbeat (seconds since the epoch)
@@ -25,11 +26,8 @@ STORAGE_FORMS = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DB (any SQ
 
 
 def import_optuna() -> Any:
-    """Optuna, or a ConfigError that names the extra to install."""
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("erlmr tune needs Optuna: pip install 'erlmr[tune]'") from None
+    """Optuna, or a MissingDependencyError that names the extra to install."""
+    optuna = require("optuna", "tuning", "erlmr tune")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
@@ -84,7 +82,7 @@ def with_driver(url: str) -> str:
         return url
     if importlib.util.find_spec("psycopg") is not None:
         return "postgresql+psycopg://" + url[len("postgresql://"):]
-    raise ConfigError("a postgresql:// storage needs the PostgreSQL driver: pip install 'erlmr[postgres]'")
+    raise MissingDependencyError("a postgresql:// storage needs psycopg: pip install 'erlmr[postgres]'")
 
 
 def open_journal(optuna: Any, path: str, heartbeat: int) -> Any:
