@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from erlmr.analysis.prediction import load_run, predict
 from erlmr.cli import main
 from erlmr.encoders import ENCODERS, build_encoder
 from erlmr.errors import ConfigError
 from erlmr.nn.fusion import FUSIONS
-from erlmr.analysis.prediction import load_run, predict
 
 USER_CODE = """
 import torch

@@ -256,6 +256,21 @@ def command_data_avdigits(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_data_check(args: argparse.Namespace) -> int:
+    from .analysis.datacheck import check_dataset, format_check
+    from .config import parse_override
+
+    if not args.dataset and not args.data:
+        raise ConfigError("erlmr data check needs --dataset NAME or --data DIR (an array folder)")
+    options = {}
+    for text in args.set:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    report = check_dataset(args.dataset or "arrays", args.data, options, args.normalize, args.seed, args.val_fraction)
+    print(json.dumps(report, indent=2) if args.json else format_check(report))
+    return 0
+
+
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="dataset tools")
     actions = data.add_subparsers(dest="data_command", required=True)
@@ -274,6 +289,18 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     avdigits.add_argument("--workers", type=int, default=2, help="espeak-ng processes in parallel (default 2)")
     avdigits.add_argument("--if-missing", action="store_true", help="do nothing when the folder is already built")
     avdigits.set_defaults(run=command_data_avdigits)
+    check = actions.add_parser(
+        "check", help="shapes, scales, classes, leaks and a quick per-modality probe of a dataset, before training"
+    )
+    check.add_argument("--dataset", help="registered dataset name (see 'erlmr list'); default: arrays with --data")
+    check.add_argument("--data", help="the dataset folder, or an array folder (train.npz, test.npz, ...)")
+    check.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                       help="a dataset option, e.g. --set audio_snr_db=10 (as data.options in training)")
+    check.add_argument("--normalize", default="auto", help="the data.normalize training will use (default auto)")
+    check.add_argument("--val-fraction", type=float, default=0.1, help="data.val_fraction (default 0.1)")
+    check.add_argument("--seed", type=int, default=0, help="train.seed: the validation split and the samples drawn")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(run=command_data_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@ class DataConfig:
     root: Optional[str] = None
     val_fraction: float = 0.1
     options: dict = field(default_factory=dict)
+    #: input normalisation with train-split statistics; auto = the dataset's own default (docs/datasets.md)
+    normalize: str = "auto"
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Config:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
+NORMALIZE = ("auto", "standard", "robust", "minmax", "none")
 
 
 def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") -> Any:
@@ -216,6 +219,7 @@ def validate(config: Config) -> None:
         (0 <= config.model.euler_dropout < 1, f"model.euler_dropout must be in [0, 1), got {config.model.euler_dropout}"),
         (config.model.euler_dim >= 1, f"model.euler_dim must be >= 1, got {config.model.euler_dim}"),
         (0 <= config.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}"),
+        (config.data.normalize in NORMALIZE, f"unknown data.normalize {config.data.normalize!r}; valid: {', '.join(NORMALIZE)}"),
     ]
     for ok, message in checks:
         if not ok:

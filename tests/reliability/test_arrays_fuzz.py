@@ -11,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from support import model_for
 
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.errors import ConfigError, DataError
-from support import model_for
 
 DTYPES = ["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "complex64", "<U2", "M8[s]"]
 FILES = ["train.npz", "test.npz", "val.npz"]

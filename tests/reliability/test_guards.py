@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import errno
-import os
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import erlmr
-from erlmr.training import checkpoint as checkpoint_module
-from erlmr.training.checkpoint import load_checkpoint
 from erlmr.data import DatasetSplits, Split
 from erlmr.data.checks import check_splits
 from erlmr.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from erlmr.training import checkpoint as checkpoint_module
+from erlmr.training.checkpoint import load_checkpoint
 
 from .conftest import small_config
 
@@ -42,7 +42,7 @@ def test_nan_in_inputs_names_the_file_array_and_sample(tmp_path):
     a = np.ones((40, 6), np.float32)
     a[[7, 30], 2] = np.nan
     root = write_folder(tmp_path / "data", **{"train.npz": {"a": a}})
-    with pytest.raises(DataError, match=r"train\.npz: array 'a' has NaN or Inf in 2 sample\(s\), first at index 7"):
+    with pytest.raises(DataError, match=r"train\.npz: array 'a' has NaN or Inf in 2 sample\(s\), first at index 7, feature 2; clean"):
         erlmr.train(arrays_config(root, tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # refused before a run folder is made
 
@@ -94,7 +94,8 @@ def in_memory_splits(**overrides) -> DatasetSplits:
     "split, message",
     [
         (Split({"a": torch.full((10, 3), math.inf), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
-         r"dataset 'mem', val split: modality 'a' has NaN or Inf in 10 sample\(s\), first at index 0"),
+         r"dataset 'mem', val split: modality 'a' has NaN or Inf in 10 sample\(s\), first at index 0, feature 0; "
+         r"no value of it is finite"),
         (Split({"a": torch.zeros(10, 3), "b": torch.zeros(10, 2, 4)}, torch.arange(10)),
          r"val split: label 2 at index 2 is out of range; labels must be in 0\.\.1"),
         (Split({"a": torch.zeros(10, 3, dtype=torch.int64), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),

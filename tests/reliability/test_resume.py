@@ -14,14 +14,20 @@ import torch
 import yaml
 
 import erlmr
-from erlmr.training import runstate
-from erlmr.training.checkpoint import load_checkpoint
 from erlmr.cli import main
 from erlmr.errors import CheckpointError, ConfigError, TrainingInterrupted
 from erlmr.methods import METHODS
+from erlmr.training import runstate
+from erlmr.training.checkpoint import load_checkpoint
 from erlmr.training.trainer import evaluate, make_loader
 
-from .conftest import SMALL_RUN, epoch_records, send_signal, small_config, summary_results
+from .conftest import (
+    SMALL_RUN,
+    epoch_records,
+    send_signal,
+    small_config,
+    summary_results,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,7 @@ def test_cli_exits_128_plus_the_signal_and_says_how_to_resume(tmp_path, at_step,
     args = ["train", "--dataset", "synthetic", "--set", "data.options.train_size=400", "--set", "data.options.test_size=200",
             "--set", "model.euler_dim=32", "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--device", "cpu", "--quiet"]
     assert main([*args, "--run-dir", str(tmp_path / "run"), "--method", "erlmr"]) == 128 + signal.SIGINT
-    assert f"training stopped by SIGINT at epoch 1, step 5" in capsys.readouterr().err
+    assert "training stopped by SIGINT at epoch 1, step 5" in capsys.readouterr().err
     monkeypatch.undo()
     assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
     assert epoch_records(tmp_path / "run") == epoch_records(uninterrupted.run_dir)

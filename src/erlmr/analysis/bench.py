@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
 from .cost import machine_description
+from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError
 from .runs import TUNED_MARKER, TUNED_SUFFIX, dataset_label, method_label, read_summary
 from ..training.trainer import train
@@ -275,6 +276,16 @@ def entry_dir(out: Path, entry: Entry) -> Path:
     return run_dir_for(out, dataset, method.folder, seed)
 
 
+def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, overrides: Sequence[str]) -> None:
+    """Write each dataset's ``data_check.json`` (``erlmr data check``) once, for ``erlmr report``."""
+    for dataset in datasets:
+        try:
+            config = load_config(base_config, [*overrides, f"data.dataset={dataset}"])
+        except ErlmrError:
+            continue  # the grid reports a bad config for every run
+        write_data_check(out / dataset, config)
+
+
 def run_grid(
     entries: Sequence[Entry],
     out: Path,
@@ -318,7 +329,8 @@ def run_bench(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
 ) -> tuple[str, dict[tuple[str, str, int], str]]:
-    """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md`` and ``bench.json``.
+    """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md``, ``bench.json`` and,
+    per dataset, ``DATASET/data_check.json``.
 
     With ``shard`` (I, N), only share I of N of the grid is trained (:func:`shard_of`); the tables cover
     every finished run of the whole grid in ``out``, the other shares' included. Returns the markdown
@@ -328,6 +340,8 @@ def run_bench(
         raise ConfigError("bench needs at least one dataset, one method and --seeds >= 1")
     grid = [grid_method(method) for method in methods]
     entries = [(dataset, method, seed) for dataset in datasets for method in grid for seed in range(seeds)]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    check_datasets(Path(out), datasets, base_config, overrides)
     record = {"datasets": list(datasets), "methods": list(methods), "seeds": seeds}
     return run_entries(entries, out, base_config, overrides, jobs, command, progress, shard, record)
 

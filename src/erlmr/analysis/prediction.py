@@ -5,6 +5,9 @@
     run = erlmr.load_run("runs/my-run")                        # best.pt; the dataset is not needed
     out = erlmr.predict(run, {"audio": x_audio})              # the other modalities are absent
     out.probabilities, out.labels
+
+Inputs are raw: a run trained with input normalisation (``data.normalize``) holds the training split's
+statistics in its model and applies them, so ``predict`` on raw arrays equals ``erlmr eval``.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 import statistics
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ import numpy as np
 from ..errors import DataError
 from ..extras import require
 from .bench import JOINT, comparison_tables, summary_row, summary_tables
+from .datacheck import MODALITY_HEADINGS, SPLIT_HEADINGS, modality_rows, probe_table, split_rows
 from .runs import FinishedRun, dataset_label, find_runs, method_label
 
 if TYPE_CHECKING:
@@ -259,6 +261,32 @@ def tuning_section(records: Sequence[dict], out: Path) -> list[str]:
     return parts
 
 
+def data_checks(source: Path) -> dict[str, dict]:
+    """Dataset label → the ``data_check.json`` (``erlmr bench`` writes one per dataset) under ``source``."""
+    checks = {}
+    for path in sorted(source.rglob("data_check.json")):
+        check = json.loads(path.read_text())
+        checks[dataset_label({"dataset": check["dataset"], "data_options": check.get("data_options")})] = check
+    return checks
+
+
+def data_check_html(check: dict) -> str:
+    """The data check's tables and warnings (``erlmr data check``)."""
+    parts = [f"<h3>Data check</h3><p>Training normalises inputs: <code>{html.escape(check['normalization'])}</code> "
+             f"(data.normalize={html.escape(check['normalize_setting'])}); checked in {check['seconds']:.1f} s.</p>",
+             html_table(MODALITY_HEADINGS, modality_rows(check)), html_table(SPLIT_HEADINGS, split_rows(check))]
+    probe = check["probe"]
+    if "skipped" not in probe:
+        used = "; ".join(f"{m}: {r}" for m, r in probe["representation"].items())
+        parts.append(f"<p>Probe: logistic regression on standardised features ({html.escape(used)}), fit on "
+                     f"{probe['train_rows']} train rows.</p>")
+        parts.append(html_table(*probe_table(check)))
+    items = [f"<li><strong>warning:</strong> {html.escape(w['message'])}</li>" for w in check["warnings"]]
+    items += [f"<li>{html.escape(n['message'])}</li>" for n in check["notes"]]
+    parts.append(f"<ul>{''.join(items)}</ul>" if items else "<p>No warning.</p>")
+    return "\n".join(parts)
+
+
 def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` and its PNG plots for every finished run and every tuning study under
     ``source``; return the HTML path."""
@@ -272,6 +300,7 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else source / "report"
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
+    checks = data_checks(source)
     rows = [summary_row(r.summary) for methods in groups.values() for rs in methods.values() for r in rs]
     tables, comparisons = summary_tables(rows), comparison_tables(rows)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -287,8 +316,12 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
         parts.append(html_table(*tables[label]))
         if label in comparisons:
             parts += ["<h3>Default against tuned (test split)</h3>", html_table(*comparisons[label])]
+        if label in checks:
+            parts.append(data_check_html(checks.pop(label)))
         for stem, caption, figure in dataset_plots(methods):
             parts.append(embedded_figure(out, f"{slug(label)}-{stem}.png", caption, figure))
+    for label, check in checks.items():  # checks of datasets without finished runs
+        parts += [f"<h2>{html.escape(label)}</h2>", data_check_html(check)]
     if tuning:
         parts += tuning_section(tuning, out)
     parts.append("</body></html>\n")

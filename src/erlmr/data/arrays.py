@@ -1,9 +1,12 @@
 """The array-folder format: anyone's data as ``train.npz``, ``test.npz`` and optional ``val.npz``.
 
-Each ``.npz`` holds one float array per modality (first axis = samples) and an integer ``label``
-array. An optional ``meta.json`` gives ``{"modalities": [...], "classes": [...]}``; without it every
-array other than ``label`` is a modality and the classes are ``0..K-1``. Without ``val.npz`` a
-stratified, seeded ``val_fraction`` of train becomes the validation split.
+Each ``.npz`` holds one float array per modality (first axis = samples), an integer ``label`` array and,
+optionally, an integer ``group`` array (the subject, recording or session of each sample). An optional
+``meta.json`` gives ``{"modalities": [...], "classes": [...]}``; without it every array other than
+``label`` and ``group`` is a modality and the classes are ``0..K-1``. Without ``val.npz`` a seeded
+``val_fraction`` of train becomes the validation split: whole groups when train has ``group``
+(:func:`~erlmr.data.base.grouped_split`), else stratified by class. The inputs are raw: ``data.normalize:
+auto`` standardises them with train statistics inside the model (:mod:`erlmr.nn.normalize`).
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .base import DATASETS, DatasetSplits, Split, stratified_split
-from .checks import nonfinite_rows
+from .base import DATASETS, DatasetSplits, Split, grouped_split, stratified_split
+from .checks import nonfinite_rows, nonfinite_where
 
 LABEL_KEY = "label"
+GROUP_KEY = "group"
+RESERVED_KEYS = (LABEL_KEY, GROUP_KEY)
 
 
 def read_meta(root: Path) -> dict:
@@ -50,7 +55,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read {path}: {error}; re-create it with numpy.savez") from None
 
 
-def check_modality(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
+def check_modality(path: Path, name: str, array: np.ndarray, finite: bool = True) -> torch.Tensor:
+    """The array as a float32 tensor; with ``finite``, a NaN or Inf (or a value beyond float32) is refused."""
     if array.dtype.kind not in "fiub":
         raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; modalities must be numeric (float) arrays")
     if array.ndim < 2 or 0 in array.shape[1:]:
@@ -60,11 +66,10 @@ def check_modality(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
         )
     with np.errstate(over="ignore"):  # a value beyond float32's range becomes Inf and is reported below
         values = array.astype(np.float32, copy=False)
-    bad = nonfinite_rows(values)
-    if len(bad):
+    if finite and len(nonfinite_rows(values)):
         raise DataError(
-            f"{path}: array {name!r} has NaN or Inf in {len(bad)} sample(s), first at index {bad[0]}; clean or drop "
-            "those samples (a value beyond float32's range counts as Inf)"
+            f"{path}: array {name!r} has NaN or Inf {nonfinite_where(values)}; clean or drop those samples (a value "
+            "beyond float32's range counts as Inf)"
         )
     return torch.from_numpy(np.ascontiguousarray(values))
 
@@ -87,7 +92,23 @@ def check_labels(path: Path, array: np.ndarray, num_classes: int | None) -> torc
     return torch.from_numpy(array.astype(np.int64))
 
 
-def read_split(path: Path, modalities: list[str], num_classes: int | None) -> Split:
+def check_groups(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The file's ``group`` array, if it has one: one integer per sample."""
+    if GROUP_KEY not in arrays:
+        return None
+    groups = arrays[GROUP_KEY]
+    if groups.ndim != 1 or groups.dtype.kind not in "iu" or len(groups) != len(arrays[LABEL_KEY]):
+        raise DataError(
+            f"{path}: 'group' must be a 1-D integer array with one group id per sample ({len(arrays[LABEL_KEY])}), "
+            f"got dtype {groups.dtype} and shape {groups.shape}"
+        )
+    return groups.astype(np.int64)
+
+
+def read_split(
+    path: Path, modalities: list[str], num_classes: int | None, finite: bool = True
+) -> tuple[Split, np.ndarray | None]:
+    """The file's split and its group ids (None without a ``group`` array)."""
     arrays = read_npz(path)
     if LABEL_KEY not in arrays:
         raise DataError(f"{path} has no 'label' array; found {sorted(arrays)}")
@@ -98,18 +119,19 @@ def read_split(path: Path, modalities: list[str], num_classes: int | None) -> Sp
     counts = {m: len(arrays[m]) for m in modalities}
     if any(n != len(labels) for n in counts.values()):
         raise DataError(f"{path}: modality sample counts {counts} differ from the {len(labels)} labels")
-    return Split({m: check_modality(path, m, arrays[m]) for m in modalities}, labels)
+    groups = check_groups(path, arrays)
+    return Split({m: check_modality(path, m, arrays[m], finite) for m in modalities}, labels), groups
 
 
 def modalities_of(root: Path, meta: dict) -> list[str]:
     if "modalities" in meta:
         modalities = list(meta["modalities"])
     else:
-        modalities = [key for key in read_npz(root / "train.npz") if key != LABEL_KEY]
+        modalities = [key for key in read_npz(root / "train.npz") if key not in RESERVED_KEYS]
     if len(modalities) < 2:
         raise DataError(f"{root}: found modalities {modalities}; multi-modal training needs at least two")
-    if LABEL_KEY in modalities or len(set(modalities)) < len(modalities):
-        raise DataError(f"{root}: modalities {modalities} must be distinct and must not include {LABEL_KEY!r}")
+    if set(RESERVED_KEYS) & set(modalities) or len(set(modalities)) < len(modalities):
+        raise DataError(f"{root}: modalities {modalities} must be distinct and must not include {LABEL_KEY!r} or {GROUP_KEY!r}")
     return modalities
 
 
@@ -132,8 +154,8 @@ def class_names(root: Path, meta: dict) -> list[str]:
     return [str(c) for c in range(largest + 1)]
 
 
-@DATASETS.register("arrays", "your own data as an array folder: train.npz, test.npz, optional val.npz and meta.json")
-def load_array_folder(root: str | None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
+def read_array_folder(root: str | None, seed: int = 0, val_fraction: float = 0.1, finite: bool = True) -> DatasetSplits:
+    """The array folder's splits; ``finite=False`` lets NaN and Inf through, for the data check to count."""
     if root is None:
         raise DataError("the 'arrays' dataset needs a folder: pass --data PATH (or data.root in the config)")
     folder = Path(root)
@@ -142,11 +164,24 @@ def load_array_folder(root: str | None, seed: int = 0, val_fraction: float = 0.1
     meta = read_meta(folder)
     modalities = modalities_of(folder, meta)
     classes = class_names(folder, meta)
-    train = read_split(folder / "train.npz", modalities, len(classes))
-    test = read_split(folder / "test.npz", modalities, len(classes))
+    train, train_groups = read_split(folder / "train.npz", modalities, len(classes), finite)
+    test, test_groups = read_split(folder / "test.npz", modalities, len(classes), finite)
+    groups = {"train": train_groups, "test": test_groups}
     if (folder / "val.npz").exists():
-        val = read_split(folder / "val.npz", modalities, len(classes))
+        val, groups["val"] = read_split(folder / "val.npz", modalities, len(classes), finite)
     else:
-        keep, held = stratified_split(train.labels.numpy(), val_fraction, seed)
+        if train_groups is None:
+            keep, held = stratified_split(train.labels.numpy(), val_fraction, seed)
+        else:
+            keep, held = grouped_split(train.labels.numpy(), train_groups, val_fraction, seed)
+            groups["train"], groups["val"] = train_groups[keep], train_groups[held]
         train, val = train.subset(keep), train.subset(held)
-    return DatasetSplits(folder.name, modalities, classes, train, val, test)
+    known = {name: ids for name, ids in groups.items() if ids is not None}
+    return DatasetSplits(folder.name, modalities, classes, train, val, test, normalization="standard", groups=known)
+
+
+@DATASETS.register(
+    "arrays", "your own data as an array folder: train.npz, test.npz, optional val.npz, meta.json and group ids"
+)
+def load_array_folder(root: str | None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
+    return read_array_folder(root, seed, val_fraction)

@@ -86,7 +86,13 @@ class Split:
 
 @dataclass
 class DatasetSplits:
-    """Train, validation and test splits plus what the model needs to know about them."""
+    """Train, validation and test splits plus what the model needs to know about them.
+
+    ``normalization`` is the input normalisation ``data.normalize: auto`` picks for this dataset
+    (:mod:`erlmr.nn.normalize`): ``none`` for a dataset whose loader applies its reference code's own
+    transforms, ``standard`` for raw data. ``groups``, when known, maps a split name to one group id per
+    sample (a subject, a recording), for the data check.
+    """
 
     name: str
     modalities: list[str]
@@ -95,10 +101,16 @@ class DatasetSplits:
     val: Split
     test: Split
     default_encoders: dict[str, str] = field(default_factory=dict)
+    normalization: str = "none"
+    groups: dict[str, Sequence] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def input_normalization(self, setting: str) -> str:
+        """The normalisation a ``data.normalize`` setting means for this dataset."""
+        return self.normalization if setting == "auto" else setting
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {m: tuple(self.train.inputs[m].shape[1:]) for m in self.modalities}
@@ -118,6 +130,40 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: i
     held_out = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
     keep = np.setdiff1d(np.arange(len(labels)), held_out)
     return keep, held_out
+
+
+def grouped_split(
+    labels: np.ndarray | torch.Tensor, groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) that hold out whole groups, about ``fraction`` of every class, seeded.
+
+    Groups are visited in a seeded random order and one is held out when that brings the held-out class
+    counts closer (in squared error) to ``fraction`` of the class counts: the greedy stratification of
+    scikit-learn's StratifiedGroupKFold, for one split. At least one group is held out (the one closest
+    to the target when every group alone overshoots it) and at least one is kept.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    names, group_of = np.unique(groups, return_inverse=True)
+    if fraction <= 0 or len(labels) == 0:
+        return np.arange(len(labels)), np.array([], dtype=int)
+    if len(names) < 2:
+        raise DataError(
+            f"the validation split keeps whole groups apart, but the training data has {len(names)} group; "
+            "give at least two groups, or a val.npz"
+        )
+    classes, label_of = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(names), len(classes)))
+    np.add.at(counts, (group_of, label_of), 1)
+    target = fraction * counts.sum(0)
+    held, chosen = np.zeros(len(classes)), []
+    for g in np.random.default_rng(seed).permutation(len(names))[:-1]:  # the last group visited stays in train
+        if np.sum((held + counts[g] - target) ** 2) < np.sum((held - target) ** 2):
+            held += counts[g]
+            chosen.append(g)
+    if not chosen:
+        chosen = [int(np.argmin(((counts - target) ** 2).sum(1)))]
+    held_out = np.flatnonzero(np.isin(group_of, chosen))
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
 def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, options: Mapping[str, object]) -> DatasetSplits:

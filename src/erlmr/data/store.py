@@ -88,7 +88,6 @@ class RecordedSplits(DatasetSplits):
     """Dataset splits that also know, per sample, the recording and the group it comes from."""
 
     keys: dict[str, list[str]] = field(default_factory=dict)
-    groups: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     cache: Path | None = None
 

@@ -133,6 +133,13 @@ class Method(nn.Module):
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         return {}
 
+    def epoch_samples(self, epoch: int) -> torch.Tensor | None:
+        """The train-split indices epoch ``epoch`` trains on (repeats allowed), for a method that
+        re-samples its data; None for all of them. Called after :meth:`on_epoch_start`; the trainer
+        shuffles them with the run's seed, and each step sees its batch's indices as ``step.samples``.
+        Keep the list in the method's state (``get_extra_state``) so a resumed epoch gets the same one."""
+        return None
+
     def predict(
         self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
     ) -> ModelOutput:

@@ -7,9 +7,10 @@ from .euler import EulerOutput, EulerRepresentation
 from .fusion import FUSIONS, ConcatFusion, FiLMFusion, FusionHead, FusionOutput, GatedFusion, SumFusion
 from .losses import MMCLoss
 from .model import ModelOutput, MultiModalModel
+from .normalize import InputNormalizer
 from .pareto import min_norm_weights
 
 __all__ = [
     "FUSIONS", "ConcatFusion", "EulerOutput", "EulerRepresentation", "FiLMFusion", "FusionHead", "FusionOutput",
-    "GatedFusion", "MMCLoss", "ModelOutput", "MultiModalModel", "SumFusion", "min_norm_weights",
+    "GatedFusion", "InputNormalizer", "MMCLoss", "ModelOutput", "MultiModalModel", "SumFusion", "min_norm_weights",
 ]

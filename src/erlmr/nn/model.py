@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import DataError
 from .euler import EulerRepresentation
 from .fusion import FusionHead
+from .normalize import InputNormalizer
 
 
 @dataclass
@@ -29,7 +30,8 @@ class MultiModalModel(nn.Module):
 
     Without the Euler representation an encoder's feature map ``(B, C, L)`` is averaged over positions
     into ``(B, C)``. A modality left out of the inputs (or named in ``absent``) is treated as missing:
-    its fusion-head input is all zeros and its encoder does not run.
+    its fusion-head input is all zeros and its encoder does not run. With a ``normalizer``
+    (:class:`~erlmr.nn.normalize.InputNormalizer`) the model takes raw inputs and normalises them first.
     """
 
     def __init__(
@@ -39,8 +41,10 @@ class MultiModalModel(nn.Module):
         head: FusionHead,
         euler: EulerRepresentation | None = None,
         input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        normalizer: InputNormalizer | None = None,
     ):
         super().__init__()
+        self.normalizer = normalizer
         self.modalities = list(modalities)
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.euler = euler
@@ -74,11 +78,17 @@ class MultiModalModel(nn.Module):
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         if self._encoding_cache is None:
-            return self.encoders[modality](x)
-        key = (modality, x.data_ptr(), tuple(x.shape))
+            return self._encode_now(modality, x)
+        key = (modality, x.data_ptr(), tuple(x.shape))  # the caller's raw input, alive for the whole context
         if key not in self._encoding_cache:
-            self._encoding_cache[key] = self.encoders[modality](x)
+            self._encoding_cache[key] = self._encode_now(modality, x)
         return self._encoding_cache[key]
+
+    def _encode_now(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for raw input ``x``, normalised first when the model has a normalizer."""
+        if self.normalizer is not None:
+            x = self.normalizer({modality: x})[modality]
+        return self.encoders[modality](x)
 
     @contextmanager
     def reusing_encodings(self) -> Iterator[None]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config, ModelConfig, from_dict, load_config, validate
 from ..data import DatasetSplits, Split
@@ -19,6 +19,7 @@ from ..methods import Method, MethodContext, build_method, method_class
 from ..nn.euler import EulerRepresentation
 from ..nn.fusion import FUSIONS
 from ..nn.model import MultiModalModel
+from ..nn.normalize import InputNormalizer
 from .distributed import ShardedBatchSampler
 
 
@@ -32,6 +33,7 @@ class ModelSpec:
     encoders: dict[str, str]
     num_classes: int
     euler: bool
+    normalization: str = "none"  # the kind of the model's InputNormalizer, "none" for none
 
 
 def as_config(config: Config | Mapping | str | Path) -> Config:
@@ -75,7 +77,8 @@ def model_spec(config: Config, splits: DatasetSplits) -> ModelSpec:
         for m in splits.modalities
     }
     use_euler = method_class(config.method.name).uses_euler if model.euler is None else model.euler
-    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler)
+    normalization = splits.input_normalization(config.data.normalize)
+    return ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, use_euler, normalization)
 
 
 def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = True) -> MultiModalModel:
@@ -97,7 +100,8 @@ def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = Tr
     else:
         widths = [encoders[m].output_shape[0] for m in spec.modalities]
     head = FUSIONS.build(config.fusion, config.fusion_options, widths, spec.num_classes)
-    return MultiModalModel(spec.modalities, encoders, head, euler, shapes)
+    normalizer = None if spec.normalization == "none" else InputNormalizer(shapes, spec.normalization)
+    return MultiModalModel(spec.modalities, encoders, head, euler, shapes, normalizer)
 
 
 def build_training_method(
@@ -147,20 +151,41 @@ def collate_batch(batch: Any) -> Any:
     return batch
 
 
+class IndexedSplit(Dataset):
+    """A split whose batches also carry the indices of their samples in the split."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        inputs, labels = self.split.__getitems__(indices)
+        return inputs, labels, torch.as_tensor(indices, dtype=torch.long)
+
+
 def make_loader(
     split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool, skip_batches: int = 0,
-    rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1, samples: torch.Tensor | None = None, with_indices: bool = False,
 ) -> DataLoader:
     """Batches in an order that depends on ``seed`` alone (not on the global RNG, which it leaves
     untouched), so that a resumed epoch sees the same batches; the first ``skip_batches`` are left out.
     Each batch is gathered from the in-memory split in one indexing operation; ``batch_size`` is the
-    global batch, of which this rank gets its share (see :class:`ShardedBatchSampler`)."""
-    batches: Iterable = ShardedBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size)
+    global batch, of which this rank gets its share (see :class:`ShardedBatchSampler`).
+
+    ``samples`` (indices into the split, repeats allowed) replaces the split's samples for this pass, as
+    a method that re-samples its training data asks (:meth:`erlmr.methods.base.Method.epoch_samples`);
+    ``with_indices`` adds each batch's indices in the split as a third element."""
+    count = len(split) if samples is None else len(samples)
+    batches: Iterable = ShardedBatchSampler(count, batch_size, shuffle, seed, rank, world_size)
+    if samples is not None:
+        batches = [samples[positions] for positions in batches]
     if skip_batches:
         batches = list(batches)[skip_batches:]
     return DataLoader(
-        split, batch_sampler=batches, collate_fn=collate_batch, num_workers=num_workers, pin_memory=pin,
-        generator=torch.Generator().manual_seed(seed),
+        IndexedSplit(split) if with_indices else split, batch_sampler=batches, collate_fn=collate_batch,
+        num_workers=num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(seed),
     )
 
 

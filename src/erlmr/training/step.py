@@ -35,8 +35,9 @@ class StepContext:
     """One training step's access to gradients and the optimiser (see the module docstring).
 
     ``epoch`` and ``index`` (the step within the epoch, from 0) say where the step falls;
-    ``steps_per_epoch`` is the number of steps in every epoch. ``grad_clip`` > 0 clips the gradients
-    of ``parameters`` to that global norm before every update (``optim.grad_clip``).
+    ``steps_per_epoch`` is the number of steps in this epoch; ``samples`` the batch's indices in the
+    train split (None outside the trainer). ``grad_clip`` > 0 clips the gradients of ``parameters`` to
+    that global norm before every update (``optim.grad_clip``).
     """
 
     def __init__(
@@ -47,11 +48,13 @@ class StepContext:
         index: int,
         steps_per_epoch: int,
         grad_clip: float = 0.0,
+        samples: torch.Tensor | None = None,
     ):
         self.optimizer = optimizer
         self.parameters = list(parameters)
         self.epoch, self.index, self.steps_per_epoch = epoch, index, steps_per_epoch
         self.grad_clip = grad_clip
+        self.samples = samples
         self.optimizer_steps = 0
         self._local_gradients = False
         self._pending: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []

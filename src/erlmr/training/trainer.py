@@ -101,6 +101,8 @@ class Trainer:
         self.spec = model_spec(cfg, self.splits)
         # A run restored from a checkpoint gets every weight from it, not from a pretrained file.
         model = build_model(cfg.model, self.spec, initial_weights=not restoring)
+        if model.normalizer is not None and not restoring:  # train-split statistics; a checkpoint holds them
+            model.normalizer.fit_split(self.splits.train, seed=cfg.train.seed)
         self.model = sync_batch_norm(model, self.cluster).to(self.device)
         self.method = build_training_method(cfg, self.model, self.device, self.splits)
         broadcast_from_main([self.model, self.method], self.cluster)
@@ -109,7 +111,6 @@ class Trainer:
         self.step_model = acceleration.compiled(self.model, cfg.train.compile)
         self.optimizer = build_optimizer(cfg, self.parameters)
         self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.steps_per_epoch = len(ShardedBatchSampler(len(self.splits.train), cfg.train.batch_size, True, 0))
         self.step_timer = StepTimer(self.device)
         self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
         self.folder = RunFolder.for_config(cfg)
@@ -206,9 +207,9 @@ class Trainer:
         started = time.perf_counter()
         bar = tqdm(self.batches(epoch, first_step), desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
                    disable=self.quiet, leave=False)
-        for index, (inputs, labels) in enumerate(bar, start=first_step):
+        for index, (inputs, labels, samples) in enumerate(bar, start=first_step):
             inputs, labels = to_device(inputs, labels, self.device)
-            totals.add(self.train_step(epoch, index, inputs, labels), labels)
+            totals.add(self.train_step(epoch, index, inputs, labels, samples), labels)
             if not self.quiet:
                 bar.set_postfix(loss=f"{float(totals.loss) / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.3f}")
             if self.stop.received is not None:
@@ -232,18 +233,27 @@ class Trainer:
         return EpochTotals.restore(checkpoint["resume"]["totals"]), checkpoint["resume"]["step"]
 
     def batches(self, epoch: int, first_step: int):
+        """The epoch's batches (with their sample indices), from the samples the method chose, if it did."""
         cfg = self.config.train
-        return make_loader(
+        samples = self.method.epoch_samples(epoch)
+        loader = make_loader(
             self.splits.train, cfg.batch_size, True, cfg.seed * 100_003 + epoch, cfg.num_workers,
             self.device.type == "cuda", skip_batches=first_step, rank=self.cluster.rank,
-            world_size=self.cluster.world_size,
+            world_size=self.cluster.world_size, samples=samples, with_indices=True,
         )
+        count = len(self.splits.train) if samples is None else len(samples)
+        self.steps_in_epoch = len(ShardedBatchSampler(count, cfg.batch_size, True, 0))
+        return loader
 
-    def train_step(self, epoch: int, index: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def train_step(
+        self, epoch: int, index: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor, samples: torch.Tensor
+    ) -> StepResult:
         """One batch: the method's step, gradients averaged and modulated, checked, then the update."""
         self.step_timer.start()
         self.optimizer.zero_grad(set_to_none=True)
-        step = StepContext(self.optimizer, self.parameters, epoch, index, self.steps_per_epoch, self.config.optim.grad_clip)
+        step = StepContext(
+            self.optimizer, self.parameters, epoch, index, self.steps_in_epoch, self.config.optim.grad_clip, samples
+        )
         try:
             with acceleration.autocast(self.device, self.amp):
                 result = method_step(self.method, self.model, inputs, labels, step, self.step_model)

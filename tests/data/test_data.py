@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from erlmr import DataError, train
+from erlmr import DataError
 from erlmr.cli import main
 from erlmr.data import load_dataset
 

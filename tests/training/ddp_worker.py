@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from erlmr.cli import main
-import torch.distributed as dist
 from erlmr.methods import METHODS, Method
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from erlmr.encoders import ENCODERS, build_encoder
 from erlmr.data.media import SpectrogramRecipe, pick_evenly, read_wav, resample
+from erlmr.encoders import ENCODERS, build_encoder
 from erlmr.errors import ConfigError
 
 

@@ -8,11 +8,11 @@ import shutil
 import warnings
 from pathlib import Path
 
+import dataset_fixtures as fx
 import numpy as np
 import pytest
 import torch
 
-import dataset_fixtures as fx
 from erlmr.cli import main
 from erlmr.data import load_dataset
 from erlmr.errors import DataError

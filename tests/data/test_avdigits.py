@@ -29,14 +29,7 @@ from erlmr.errors import DataError
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)"
 )
-BUILT_CLIPS = 300
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    return build_avdigits(tmp_path_factory.mktemp("avdigits") / "set", clips=BUILT_CLIPS, seed=0, progress=False)
+BUILT_CLIPS = 300  # the clips of the session's ``built`` fixture (conftest.py)
 
 
 def read_split(folder, split_name):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -12,10 +13,10 @@ import pytest
 from PIL import Image
 
 from erlmr.analysis.bench import run_bench, run_dir_for
+from erlmr.analysis.report import write_report
 from erlmr.cli import main
 from erlmr.config import load_config
 from erlmr.errors import DataError
-from erlmr.analysis.report import write_report
 from erlmr.training.trainer import train
 
 SMALL = [
@@ -67,9 +68,18 @@ def test_report_embeds_every_plot_as_a_valid_png(report):
 def test_report_tables_list_every_method_with_seed_counts(report):
     html = report.read_text()
     assert "<h2>synthetic (dim=8, test_size=80, train_size=160)</h2>" in html
-    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", html)
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", html.split("</table>")[0])  # the first table: results
     assert rows == [("joint", "2"), ("erlmr", "2")]
     assert "step time ÷ joint" in html and "1.00 ± " in html
+
+
+def test_bench_writes_a_data_check_and_the_report_shows_it(bench_dir, report):
+    check = json.loads((bench_dir / "synthetic" / "data_check.json").read_text())
+    assert check["dataset"] == "synthetic" and set(check["probe"]["accuracy"]["val"]) == {"m0", "m1", "fused"}
+    html = report.read_text()
+    section = html.split("<h3>Data check</h3>")[1]
+    assert "Training normalises inputs: <code>none</code>" in section
+    assert f"<td>val</td><td>{check['probe']['accuracy']['val']['m0']:.3f}</td>" in section
 
 
 def test_report_of_one_run_folder_has_no_erlmr_curves(bench_dir, tmp_path, capsys):

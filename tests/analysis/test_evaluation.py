@@ -4,26 +4,25 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections import Counter
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import model_for
 
 import erlmr.analysis.bench as bench
+from erlmr.analysis.cost import PeakMemory, StepTimer, flops_per_sample, parameter_count
+from erlmr.analysis.evaluation import evaluate, imbalance_report, subset_accuracies
+from erlmr.analysis.metrics import imbalance_degree, shapley_values
 from erlmr.cli import main
 from erlmr.config import load_config
-from erlmr.analysis.cost import PeakMemory, StepTimer, flops_per_sample, parameter_count
 from erlmr.errors import ConfigError
-from erlmr.analysis.evaluation import imbalance_report, subset_accuracies
-from erlmr.analysis.metrics import imbalance_degree, shapley_values
-from erlmr.training.tensorboard import scalars
-from erlmr.analysis.evaluation import evaluate
 from erlmr.training.run_folder import RunFolder
+from erlmr.training.tensorboard import scalars
 from erlmr.training.trainer import Trainer, train
-from support import model_for
 
 SMALL = [
     "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=120", "data.options.dim=8",

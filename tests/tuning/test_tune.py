@@ -27,7 +27,7 @@ from erlmr.tuning.space import check_user_space, method_space, read_user_space
 
 optuna = pytest.importorskip("optuna", reason="erlmr tune needs Optuna: pip install 'erlmr[tuning]'")
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 SMALL = [
     "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--quiet",
     "--set", "data.options.train_size=320", "--set", "data.options.test_size=60", "--set", "data.options.dim=8",

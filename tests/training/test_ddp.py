@@ -9,8 +9,13 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from erlmr import ConfigError
-from erlmr.training.distributed import Cluster, ShardedBatchSampler, check_replicas_agree, sum_over_ranks
 from erlmr.methods import METHODS
+from erlmr.training.distributed import (
+    Cluster,
+    ShardedBatchSampler,
+    check_replicas_agree,
+    sum_over_ranks,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import run_commands  # noqa: E402
