@@ -120,7 +120,7 @@ class Choice:
         return f"choice({', '.join(map(repr, self.choices))})"
 
 
-Distribution = typing.Union[Uniform, IntRange, Choice]
+Distribution = Uniform | IntRange | Choice
 
 
 def uniform(low: float, high: float) -> Uniform:

@@ -336,16 +336,16 @@ def postgres_url():
     data = folder / "data"
     try:
         init = subprocess.run([*as_user, binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync",
-                               "-E", "UTF8"], capture_output=True, text=True, timeout=120)
+                               "-E", "UTF8"], check=False, capture_output=True, text=True, timeout=120)
         if init.returncode != 0:
             pytest.skip(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
         start = subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-l", folder / "server.log", "-w", "-t", "60",
-                                "-o", f"-h 127.0.0.1 -p {port} -k {folder} -F", "start"], capture_output=True, text=True)
+                                "-o", f"-h 127.0.0.1 -p {port} -k {folder} -F", "start"], check=False, capture_output=True, text=True)
         if start.returncode != 0:
             pytest.skip(f"the PostgreSQL server did not start: {start.stderr.strip() or start.stdout.strip()}")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True)
+        subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], check=False, capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -44,7 +44,7 @@ def shown(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse: show it as given, it holds no parsed password
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: shown as given, no parsed password in it
         return url
 
 
@@ -68,7 +68,7 @@ def open_storage(url: str, heartbeat: int) -> Any:
             time.sleep(0.5 * (attempt + 1))
         except ConfigError:
             raise
-        except Exception as error:  # SQLAlchemy and the drivers raise many kinds; the message is what helps
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy and the drivers raise many kinds; the message helps
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigError(f"cannot open the study storage {shown(url)}: {reason}. Give {STORAGE_FORMS}") from None
     raise ConfigError(f"cannot open the study storage {shown(url)}: its tables could not be created; try again")
