@@ -66,9 +66,11 @@ def test_encoder_gradients_are_scaled_by_rho_b_and_the_head_gets_the_direction_t
             torch.testing.assert_close(p.grad, reference[name] + extra)
         else:
             torch.testing.assert_close(p.grad, reference[name], msg=name)
-    for before, after in zip(classifiers.parameters(), method.classifiers.parameters()):
-        assert not torch.equal(before, after)  # the classifiers took their own Adam step
-        assert after.grad is None  # and left no gradient for the run's optimiser
+    features = {m: x.detach() for m, x in model(inputs).features.items()}
+    classifier_loss = sum(F.cross_entropy(c(features[m]), labels) for m, c in classifiers.items())
+    expected = torch.autograd.grad(classifier_loss, list(classifiers.parameters()))
+    for g, p in zip(expected, method.classifiers.parameters()):
+        torch.testing.assert_close(p.grad, g)  # for the run's optimiser to apply
 
 
 def test_no_improvement_means_no_modulation():
@@ -91,20 +93,6 @@ def test_gradients_are_clipped_after_modulation():
     step(method, model, inputs, labels)
     norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
     assert float(norm) == pytest.approx(0.05, rel=1e-4)
-
-
-def test_classifier_optimiser_state_is_in_the_state_dict():
-    splits, model, method, context = method_setup("cggm")
-    inputs, labels = first_batch(splits)
-    step(method, model, inputs, labels)
-    saved = copy.deepcopy(method.state_dict())
-    _, model_b, fresh, _ = method_setup("cggm")
-    fresh.load_state_dict(saved)
-    torch.testing.assert_close(fresh.previous_accuracy, method.previous_accuracy)
-    step(method, model, inputs, labels)
-    step(fresh, model_b, inputs, labels)  # same weights (seeded setup), so the same Adam moments must follow
-    for a, b in zip(method.classifiers.parameters(), fresh.classifiers.parameters()):
-        torch.testing.assert_close(a, b)
 
 
 def test_a_step_method_with_its_own_head_needs_lam_zero():

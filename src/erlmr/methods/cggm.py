@@ -32,8 +32,6 @@ class CGGMOptions(CheckedOptions):
     lam: float = ranged(0.2, ge=0)
     #: clip the model's gradients to this global norm after modulation (official --clip 0.8); 0 = off
     clip_norm: float = ranged(0.8, ge=0)
-    #: the classifiers' own Adam (official cls_lr 5e-4)
-    classifier_lr: float = ranged(5e-4, gt=0)
     #: |Σ_m Δ_m| below this → B_m = 1 and no scaling that step (not in the official code; 0 = off)
     min_total_improvement: float = ranged(1e-3, ge=0)
 
@@ -75,9 +73,11 @@ class CGGM(Method):
 
     **Classifiers** ``c_m = Linear(d_m, h) → ReLU → Linear(h, C)`` on ``output.features[m].detach()``,
     ``h`` the width of the fusion head's output layer ``W_f`` (so that the cosine below is defined),
-    trained on ``Σ_m CE(c_m(z_m), y)`` by an Adam of their own (``classifier_lr``); their gradients never
-    reach the encoders. The official classifiers are 2-layer transformers on the encoders' token
-    sequences; erlmr's features are vectors, so an MLP of the same output shape stands in.
+    trained on ``Σ_m CE(c_m(z_m), y)``; their gradients never reach the encoders. They are parameters of
+    the method, so the run's optimiser updates them with everything else (the official code gives them an
+    Adam of their own, lr 5e-4: a second optimiser inside a method would escape the run's optimiser
+    settings, schedule and checkpoint). The official classifiers are 2-layer transformers on the
+    encoders' token sequences; erlmr's features are vectors, so an MLP of the same output shape stands in.
 
     **Magnitude.** ``a_m`` = accuracy of ``c_m`` on this batch (before its update, averaged over ranks),
     ``Δ_m = a_m − a_m(previous step)`` (``a = 0`` before the first step, kept across epochs),
@@ -106,7 +106,6 @@ class CGGM(Method):
             m: nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, context.num_classes))
             for m, d in zip(self.modalities, model.head.in_features)
         }).to(context.device)
-        self.classifier_optimizer = torch.optim.Adam(self.classifiers.parameters(), lr=options.classifier_lr)
         self.add_state("previous_accuracy", torch.zeros(len(self.modalities)))
         self.coefficients = torch.ones(len(self.modalities))
 
@@ -127,9 +126,7 @@ class CGGM(Method):
             grads = [p.grad for p in model.encoders[m].parameters() if p.grad is not None]
             if grads:
                 torch._foreach_mul_(grads, scale.to(grads[0].device))
-        self.classifier_optimizer.step()
-        self.classifier_optimizer.zero_grad(set_to_none=True)  # so the run's optimiser never steps them
-        if self.options.clip_norm > 0:
+        if self.options.clip_norm > 0:  # the model's gradients only, as official (not the classifiers')
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.options.clip_norm)
         self.coefficients = scales.detach().cpu()
         logs.update({f"cggm_coefficient_{m}": k for m, k in zip(self.modalities, scales.detach())})
@@ -137,7 +134,8 @@ class CGGM(Method):
         result.logs.update(logs)
 
     def train_classifiers(self, result: StepResult, labels: torch.Tensor) -> torch.Tensor:
-        """The classifiers' gradients (averaged over ranks) into ``.grad``; their batch accuracies, (M,)."""
+        """The classifiers' gradients (averaged over ranks) into ``.grad``, for the run's optimiser to apply;
+        their accuracies on this batch before that update, (M,)."""
         with torch.enable_grad():
             logits = [self.classifiers[m](result.output.features[m].detach()) for m in self.modalities]
             loss = torch.stack([F.cross_entropy(x.float(), labels) for x in logits]).sum()
@@ -164,9 +162,3 @@ class CGGM(Method):
         for p, part in zip(params, grad.split([p.shape[1] for p in params], dim=1)):
             p.grad.add_(part.to(p.grad.dtype), alpha=self.options.lam)
         return loss.detach()
-
-    def get_extra_state(self) -> dict:
-        return {"classifier_optimizer": self.classifier_optimizer.state_dict()}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.classifier_optimizer.load_state_dict(state["classifier_optimizer"])
