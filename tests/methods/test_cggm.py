@@ -55,7 +55,7 @@ def test_encoder_gradients_are_scaled_by_rho_b_and_the_head_gets_the_direction_t
     assert float(result.logs["cggm_guard"]) == 0.0
     scales = dict(zip(splits.modalities, (rho * balance).tolist()))
     assert method.last_coefficients == pytest.approx(scales)
-    assert len(set(round(s, 6) for s in scales.values())) > 1
+    assert len({round(s, 6) for s in scales.values()}) > 1
     torch.testing.assert_close(method.previous_accuracy, accuracy)
     extra = lam * direction_gradient(model, classifiers, balance)
     assert extra.abs().max() > 1e-4
