@@ -83,8 +83,8 @@ def test_no_pull_once_the_window_has_closed():
         anchor -= 0.5
     inputs, labels = first_batch(splits)
     reference = loss_gradients(model, inputs, labels)
-    step(method, model, inputs, labels)
-    assert method.strengths.tolist() == [0.0, 0.0]
+    result = step(method, model, inputs, labels)
+    assert method.strengths.tolist() == [0.0, 0.0] and float(result.logs["inforeg_window_m0"]) == 0.0
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, reference[name], msg=name)
 

@@ -116,13 +116,15 @@ class InfoReg(Method):
         self.accumulate_trace(model)
         scores = true_class_scores([result.output.modality_logits[m] for m in self.modalities], labels).cpu()
         gaps = scores - mean_of_others(scores)
-        regulated = (gaps > 0) & self.window_open()
+        window = self.window_open()
+        regulated = (gaps > 0) & window
         strengths = torch.where(regulated, self.options.strength * torch.exp(torch.tanh(gaps)), torch.zeros_like(gaps))
         for i, m in enumerate(self.modalities):
             if strengths[i] > 0:
                 self.add_proximal_gradient(model, m, self.anchors[i], float(strengths[i]))
         self.strengths = strengths
         result.logs.update({f"inforeg_strength_{m}": b for m, b in zip(self.modalities, strengths)})
+        result.logs.update({f"inforeg_window_{m}": w.float() for m, w in zip(self.modalities, window)})
 
     @torch.no_grad()
     def accumulate_trace(self, model: MultiModalModel) -> None:
