@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
-from ..training.distributed import all_reduce_mean, all_reduce_sum
+from ..parallel import all_reduce_mean, all_reduce_sum
 from .base import METHODS, Method, MethodContext, StepResult
 
 #: the keep ratio of every modality when some modality's information estimate is not positive (official)

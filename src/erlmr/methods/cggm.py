@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn.fusion import ConcatFusion, FiLMFusion, FusionHead, GatedFusion, SumFusion
+from ..nn.fusion import FusionHead
 from ..nn.model import MultiModalModel
 from ..options import CheckedOptions, ranged
-from ..training.distributed import all_reduce_mean, all_reduce_mean_lists
+from ..parallel import all_reduce_mean, all_reduce_mean_lists
 from .base import METHODS, Method, MethodContext, StepResult
 
 #: the official code adds this to the summed improvement before dividing by it
@@ -53,17 +53,14 @@ def direction_loss(balance: torch.Tensor, classifier_weights: list[torch.Tensor]
 
 
 def output_layer(head: FusionHead) -> list[nn.Parameter]:
-    """The weights whose column-concatenation is the fusion head's last linear layer ``W_f`` (C, h)."""
-    if isinstance(head, ConcatFusion):
-        return [head.linear.weight]
-    if isinstance(head, SumFusion):
-        return [layer.weight for layer in head.linears]
-    if isinstance(head, (FiLMFusion, GatedFusion)):
-        return [head.out.weight]
-    raise ConfigError(
-        f"cggm pulls the fusion head's output layer towards its classifiers and knows the concat, sum, film and "
-        f"gated heads; got {type(head).__name__}. Use one of those (model.fusion) or set cggm's lam: 0"
-    )
+    """The weights whose column-concatenation is the fusion head's output layer ``W_f`` (C, h)."""
+    weights = head.output_weights()
+    if not weights:
+        raise ConfigError(
+            f"cggm pulls the fusion head's output layer towards its classifiers, but {type(head).__name__} names no "
+            "output weights (FusionHead.output_weights); use another model.fusion or give the head an output_weights method"
+        )
+    return weights
 
 
 @METHODS.register("cggm", "CGGM: per-modality classifiers set encoder gradient scales and pull the fused output layer (Guo et al., NeurIPS 2024)")
