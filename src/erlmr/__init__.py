@@ -13,6 +13,7 @@ from .errors import (
     CheckpointError, ConfigError, DataError, ErlmrError, MissingDependencyError, TrainingDivergedError,
     TrainingInterrupted,
 )
+from .nn.balance import balanced_backward
 from .nn.euler import EulerOutput, EulerRepresentation
 from .nn.fusion import FUSIONS, ConcatFusion, FiLMFusion, FusionOutput, GatedFusion, SumFusion
 from .nn.losses import MMCLoss
@@ -27,6 +28,7 @@ LAZY = {
     "LoadedRun": ".training.reload", "Prediction": ".analysis.prediction",
     "load_run": ".training.reload", "predict": ".analysis.prediction",
     "RunResult": ".training.trainer", "resume": ".training.trainer", "train": ".training.trainer",
+    "diagnose": ".analysis.diagnose", "PositionalModel": ".analysis.diagnose",
 }
 
 # Subpackages reachable as attributes after a plain `import erlmr` (erlmr.data.load_dataset), as before.
@@ -50,7 +52,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CheckpointError", "ConcatFusion", "Config", "ConfigError", "DataError", "ErlmrError", "EulerOutput",
     "EulerRepresentation", "FUSIONS", "FiLMFusion", "FusionOutput", "GatedFusion", "LoadedRun", "MMCLoss",
-    "MissingDependencyError", "ModelOutput", "MultiModalModel", "Prediction", "RunResult", "SumFusion",
-    "TrainingDivergedError", "TrainingInterrupted", "load_config", "load_run", "min_norm_weights", "predict",
+    "MissingDependencyError", "ModelOutput", "MultiModalModel", "PositionalModel", "Prediction", "RunResult", "SumFusion",
+    "TrainingDivergedError", "TrainingInterrupted", "balanced_backward", "diagnose", "load_config", "load_run", "min_norm_weights", "predict",
     "resume", "train",
 ]

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -20,8 +20,8 @@ from .cost import machine_description
 from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError, TrainingInterrupted
 from .grid import ChildRuns, ForwardedStop, process_context
-from .runs import dataset_label, method_label
-from ..training.lock import FolderLock
+from .runs import TUNED_MARKER, TUNED_SUFFIX, dataset_label, method_label, read_summary
+from ..training.lock import LOCK_NAME, FolderLock
 from ..training.run_folder import RunFolder
 from ..training.runstate import config_fingerprint, differences, result_config
 from ..training.trainer import resume, train
@@ -43,32 +43,65 @@ def methods_without_required_options() -> list[str]:
     return [JOINT] + [name for name in METHODS if name != JOINT and not METHODS.get(name).needs_options]
 
 
-def method_overrides(spec: str) -> list[str]:
-    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"unimodal[modality=audio]"`` → ``("unimodal", {"modality": "audio"})`` (values as written)."""
     match = re.fullmatch(r"\s*([\w+]+)\s*(?:\[(.*)\])?\s*", spec)
     pairs = [p.strip() for p in (match.group(2) or "").split(",") if p.strip()] if match else []
     if match is None or any("=" not in p for p in pairs):
         raise ConfigError(
             f"grid method {spec!r} must look like NAME or NAME[option=value,...], e.g. unimodal[modality=audio]"
         )
-    return [f"method.name={match.group(1)}", *(f"method.options.{p}" for p in pairs)]
+    return match.group(1), dict(p.split("=", 1) for p in pairs)
+
+
+def method_overrides(spec: str) -> list[str]:
+    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+    name, options = parse_method_spec(spec)
+    return [f"method.name={name}", *(f"method.options.{key}={value}" for key, value in options.items())]
+
+
+def folder_name(text: str) -> str:
+    return re.sub(r"[^\w.=-]+", "_", text).strip("_")
+
+
+@dataclass(frozen=True)
+class GridMethod:
+    """One method of a grid: its name in tables and failures, the config overrides it adds, the folder of
+    its runs; a setting found by ``erlmr tune`` also has its own base config (the study's) and a record
+    written beside each run as ``tuned.json`` (its label and where the setting came from)."""
+
+    spec: str
+    overrides: tuple[str, ...]
+    folder: str
+    config: str | None = None
+    tuned: Mapping[str, Any] | None = None
+
+
+def grid_method(spec: str) -> GridMethod:
+    return GridMethod(spec, tuple(method_overrides(spec)), folder_name(spec))
+
+
+Entry = tuple[str, GridMethod, int]
 
 
 def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
-    return out / dataset / re.sub(r"[^\w.=-]+", "_", method).strip("_") / f"seed{seed}"
+    return out / dataset / folder_name(method) / f"seed{seed}"
 
 
-def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
+def run_one(out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
     """Train one grid entry; a finished run is read back, a partial one (an interrupted bench) continued."""
-    run_dir = run_dir_for(out, dataset, method, seed)
+    run_dir = run_dir_for(out, dataset, method.folder, seed)
     if RunFolder(run_dir).finished:
-        return RunFolder(run_dir).read_summary()
+        return read_summary(run_dir)
+    if method.tuned is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / TUNED_MARKER, dict(method.tuned))
     grid_keys = [
-        f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
+        f"data.dataset={dataset}", *method.overrides, f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
     ]
-    config = load_config(base_config, list(overrides) + grid_keys)
-    if (run_dir / "last.pt").exists():
+    config = load_config(method.config or base_config, list(overrides) + grid_keys)
+    if RunFolder(run_dir).has("last.pt"):
         check_same_settings(run_dir, config.to_dict())
         return resume(run_dir).summary
     return train(config).summary
@@ -85,13 +118,35 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
         )
 
 
-def attempt(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
+def attempt(out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
     """Run one grid entry; the error message if it failed (a diverged run must not stop the grid)."""
     try:
         run_one(out, dataset, method, seed, base_config, overrides)
     except ErlmrError as error:
         return str(error)
     return None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` → (2, 4): the second of four shares of the grid."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ConfigError(
+            f"--shard {text!r} must look like I/N with 1 <= I <= N, e.g. --shard 1/4 "
+            "(in a SLURM array job --array=1-N: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_of(entries: Sequence[Entry], shard: tuple[int, int] | None) -> list[Entry]:
+    """Share I of N of the grid: every N-th entry from the I-th, so that each share mixes datasets,
+    methods and seeds and the N shares partition the grid."""
+    if shard is None:
+        return list(entries)
+    index, count = shard
+    return list(entries[index - 1::count])
 
 
 def summary_row(summary: dict) -> dict:
@@ -168,6 +223,39 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def comparison_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per dataset, each method run both at its defaults and at its tuned setting (``erlmr bench --tuned``):
+    test accuracy, each modality's accuracy and the imbalance degree, default against tuned."""
+    tables = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        subset = [r for r in rows if r["dataset"] == dataset]
+        labels = list(dict.fromkeys(r["method"] for r in subset))
+        pairs = [(label, label + TUNED_SUFFIX) for label in labels if label + TUNED_SUFFIX in labels]
+        if not pairs:
+            continue
+        keys = [(key, heading) for key, heading in table_columns(subset) if key not in ("macro_f1", "step_time_vs_joint")]
+        headings = ["method", "seeds", *(f"{h} {side}" for _, h in keys for side in ("default", "tuned")), "Δ accuracy"]
+        lines = []
+        for default, tuned in pairs:
+            runs = {label: [r for r in subset if r["method"] == label] for label in (default, tuned)}
+            cells = [mean_std([r.get(key) for r in runs[label]]) for key, _ in keys for label in (default, tuned)]
+            gain = statistics.mean(r["accuracy"] for r in runs[tuned]) - statistics.mean(r["accuracy"] for r in runs[default])
+            seeds = f"{len(runs[default])}/{len(runs[tuned])}"
+            lines.append([default, seeds, *cells, f"{gain:+.3f}"])
+        tables[dataset] = (headings, lines)
+    return tables
+
+
+def markdown_comparison(rows: Sequence[dict]) -> str:
+    """The default-against-tuned tables, or "" when no method was run both ways."""
+    sections = []
+    for dataset, (headings, lines) in comparison_tables(rows).items():
+        text = [f"### {dataset}: default against tuned", "", "| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+        text += ["| " + " | ".join(cells) + " |" for cells in lines]
+        sections.append("\n".join(text))
+    return "\n\n".join(sections) + "\n" if sections else ""
+
+
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
 
@@ -183,6 +271,11 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def entry_dir(out: Path, entry: Entry) -> Path:
+    dataset, method, seed = entry
+    return run_dir_for(out, dataset, method.folder, seed)
+
+
 def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, overrides: Sequence[str]) -> None:
     """Write each dataset's ``data_check.json`` (``erlmr data check``) once, for ``erlmr report``."""
     for dataset in datasets:
@@ -194,7 +287,7 @@ def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, 
 
 
 def run_grid(
-    entries: Sequence[tuple[str, str, int]],
+    entries: Sequence[Entry],
     out: Path,
     base_config: str | None,
     overrides: Sequence[str],
@@ -207,7 +300,7 @@ def run_grid(
     SIGINT or SIGTERM stops the running entries, which save their state, and raises
     :class:`~erlmr.errors.TrainingInterrupted`; the same bench run again continues them.
     """
-    pending = [e for e in entries if not RunFolder(run_dir_for(out, *e)).finished]
+    pending = [e for e in entries if not RunFolder(entry_dir(out, e)).finished]
     failures = {}
     children = ChildRuns(process_context(), max(1, usable_cores() // jobs))
     with tqdm(total=len(entries), initial=len(entries) - len(pending), desc="bench", unit="run", disable=not progress) as bar:
@@ -218,9 +311,10 @@ def run_grid(
                     children.start(entry, attempt, out, *entry, base_config, overrides)
                 if stop.received is not None:
                     children.stop_all()  # a child started while the signal arrived
-                entry, error, died = children.wait()
+                (dataset, method, seed), error, died = children.wait()
                 if stop.received is None and (error or died):
-                    failures[entry] = error or f"the process training it died ({died}); run the bench again to continue it"
+                    message = error or f"the process training it died ({died}); run the bench again to continue it"
+                    failures[(dataset, method.spec, seed)] = message
                 bar.update()
     if stop.received is not None:
         name = signal.Signals(stop.received).name
@@ -233,7 +327,7 @@ def run_grid(
 
 @dataclass
 class BenchResult:
-    """What :func:`run_bench` made: the markdown tables, the failed entries' messages, the files it wrote."""
+    """What a bench made: the markdown tables, the failed entries' messages, the files it wrote."""
 
     table: str
     failures: dict[tuple[str, str, int], str]
@@ -250,34 +344,62 @@ def run_bench(
     jobs: int = 1,
     command: str | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> BenchResult:
     """Run the grid (finished runs are skipped, partial ones continued) and write ``results.md``, ``bench.json``,
-    ``results.csv`` when a run finished and, per dataset, ``DATASET/data_check.json``. One bench at a time
-    writes a folder.
+    ``results.csv`` when a run finished and, per dataset, ``DATASET/data_check.json``.
 
-    Returns the markdown tables, the failed entries with their error messages and the files written.
+    With ``shard`` (I, N), only share I of N of the grid is trained (:func:`shard_of`); the tables cover
+    every finished run of the whole grid in ``out``, the other shares' included. Returns the markdown
+    tables and the failed entries with their error messages.
     """
-    if not datasets or not methods or seeds < 1 or jobs < 1:
-        raise ConfigError("bench needs at least one dataset, one method, --seeds >= 1 and --jobs >= 1")
-    for method in methods:
-        method_overrides(method)
+    if not datasets or not methods or seeds < 1:
+        raise ConfigError("bench needs at least one dataset, one method and --seeds >= 1")
+    grid = [grid_method(method) for method in methods]
+    entries = [(dataset, method, seed) for dataset in datasets for method in grid for seed in range(seeds)]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    check_datasets(Path(out), datasets, base_config, overrides)
+    record = {"datasets": list(datasets), "methods": list(methods), "seeds": seeds}
+    return run_entries(entries, out, base_config, overrides, jobs, command, progress, shard, record)
+
+
+def run_entries(
+    entries: Sequence[Entry],
+    out: str | Path,
+    base_config: str | None,
+    overrides: Sequence[str],
+    jobs: int,
+    command: str | None,
+    progress: bool,
+    shard: tuple[int, int] | None,
+    record: Mapping[str, Any],
+) -> BenchResult:
+    """Train this shard's share of ``entries`` and tabulate every finished one (see :func:`run_bench`).
+
+    One bench process per shard writes a folder: a second one with the same shard (or both without one) is
+    refused; benches of different shards share it (each run folder has its own lock)."""
+    if jobs < 1:
+        raise ConfigError("bench needs --jobs >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
-    with FolderLock(out, "bench folder", "wait for that bench to finish, or choose another --out"):
-        check_datasets(out, datasets, base_config, overrides)
-        failures = run_grid(entries, out, base_config, overrides, jobs, progress)
-        folders = [RunFolder(run_dir_for(out, *entry)) for entry in entries]
-        summaries = [folder.read_summary() for folder in folders if folder.finished]
-        grid = {"datasets": list(datasets), "methods": list(methods), "seeds": seeds, "overrides": list(overrides)}
-        table, files = write_results(out, summaries, failures, command, grid)
+    name = "bench folder" if shard is None else f"bench folder (shard {shard[0]}/{shard[1]})"
+    with FolderLock(out, name, "wait for that bench to finish, or choose another --out", shard_lock_name(shard)):
+        failures = run_grid(shard_of(entries, shard), out, base_config, overrides, jobs, progress)
+        summaries = [read_summary(entry_dir(out, entry)) for entry in entries if RunFolder(entry_dir(out, entry)).finished]
+        record = {**record, "overrides": list(overrides), "shard": None if shard is None else f"{shard[0]}/{shard[1]}"}
+        table, files = write_results(out, summaries, failures, command, record)
     return BenchResult(table, failures, files)
 
 
+def shard_lock_name(shard: tuple[int, int] | None) -> str:
+    return LOCK_NAME if shard is None else f"{LOCK_NAME}-shard{shard[0]}of{shard[1]}"
+
+
 def write_results(
-    out: Path, summaries: list[dict], failures: dict, command: str | None, grid: dict
+    out: Path, summaries: Sequence[dict], failures: Mapping, command: str | None, record: Mapping
 ) -> tuple[str, list[Path]]:
-    """Write results.md, bench.json and (when a run finished) results.csv; the table and the files written."""
+    """Write ``results.md`` (headed by the command, machine and date), ``bench.json`` and, when a run finished,
+    ``results.csv``; return the markdown tables and the files written."""
     rows = [summary_row(s) for s in summaries]
     machine = machine_description(sorted({s.get("cost", {}).get("device", "unknown") for s in summaries}))
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -293,12 +415,15 @@ def write_results(
         "",
     ]
     table = markdown_table(rows) if rows else "No finished run.\n"
+    if comparison := markdown_comparison(rows):
+        table += "\n" + comparison
     if failures:
         table += "\n### Failed runs\n\n" + "".join(f"- {'/'.join(map(str, e))}: {m}\n" for e, m in failures.items())
     files = [out / "results.md", out / "bench.json"]
     atomic_write(files[0], lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
-    write_json(files[1], {"command": command, "machine": machine, "date": date, **grid,
-                          "failed": ["/".join(map(str, e)) for e in failures]})
+    write_json(files[1], {
+        "command": command, "machine": machine, "date": date, **record, "failed": ["/".join(map(str, e)) for e in failures],
+    })
     if rows:
         write_csv(out / "results.csv", rows)
         files.insert(1, out / "results.csv")

@@ -26,9 +26,9 @@ class FolderLock:
     """``with FolderLock(folder, "run folder", "wait for it to finish or choose another train.run_dir"):``
     is refused with one line, naming the folder, the holder's PID and ``advice``, while another process holds it."""
 
-    def __init__(self, folder: str | Path, what: str, advice: str):
+    def __init__(self, folder: str | Path, what: str, advice: str, name: str = LOCK_NAME):
         self.folder, self.what, self.advice = Path(folder), what, advice
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self.handle: int | None = None
 
     def acquire(self) -> "FolderLock":
