@@ -72,3 +72,14 @@ def test_a_second_training_into_a_run_folder_and_its_evaluation_are_refused_whil
     refuse_if_being_written(run_dir, "run folder", "wait")  # the kernel dropped the dead holder's lock
     with FolderLock(run_dir, "run folder", "wait"):
         pass
+
+
+def test_benches_of_one_shard_exclude_each_other_but_not_benches_of_other_shards(tmp_path):
+    from erlmr.analysis.bench import run_bench, shard_lock_name
+
+    with FolderLock(tmp_path, "bench folder", "wait", shard_lock_name((1, 2))):  # as a bench of shard 1/2 holds it
+        with pytest.raises(CheckpointError, match=rf"bench folder {tmp_path} is being written by another process "
+                                                  rf"\(PID {os.getpid()}\); wait for that bench \(shard 1/2\) to finish"):
+            run_bench(["synthetic"], ["no_such_method"], 2, tmp_path, shard=(1, 2), progress=False)
+        result = run_bench(["synthetic"], ["no_such_method"], 2, tmp_path, shard=(2, 2), progress=False)
+    assert list(result.failures) == [("synthetic", "no_such_method", 1)]  # shard 2/2 ran its share

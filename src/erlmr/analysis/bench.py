@@ -307,14 +307,13 @@ def run_grid(
         with ForwardedStop(children) as stop:
             while children.running or (pending and stop.received is None):
                 while pending and len(children.running) < jobs and stop.received is None:
-                    entry = pending.pop(0)
-                    children.start(entry, attempt, out, *entry, base_config, overrides)
+                    dataset, method, seed = entry = pending.pop(0)
+                    children.start((dataset, method.spec, seed), attempt, out, *entry, base_config, overrides)
                 if stop.received is not None:
                     children.stop_all()  # a child started while the signal arrived
-                (dataset, method, seed), error, died = children.wait()
+                key, error, died = children.wait()
                 if stop.received is None and (error or died):
-                    message = error or f"the process training it died ({died}); run the bench again to continue it"
-                    failures[(dataset, method.spec, seed)] = message
+                    failures[key] = error or f"the process training it died ({died}); run the bench again to continue it"
                 bar.update()
     if stop.received is not None:
         name = signal.Signals(stop.received).name
@@ -382,8 +381,8 @@ def run_entries(
         raise ConfigError("bench needs --jobs >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "bench folder" if shard is None else f"bench folder (shard {shard[0]}/{shard[1]})"
-    with FolderLock(out, name, "wait for that bench to finish, or choose another --out", shard_lock_name(shard)):
+    which = "that bench" if shard is None else f"that bench (shard {shard[0]}/{shard[1]})"
+    with FolderLock(out, "bench folder", f"wait for {which} to finish, or choose another --out", shard_lock_name(shard)):
         failures = run_grid(shard_of(entries, shard), out, base_config, overrides, jobs, progress)
         summaries = [read_summary(entry_dir(out, entry)) for entry in entries if RunFolder(entry_dir(out, entry)).finished]
         record = {**record, "overrides": list(overrides), "shard": None if shard is None else f"{shard[0]}/{shard[1]}"}

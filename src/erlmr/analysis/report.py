@@ -300,14 +300,14 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
         raise DataError(f"no finished run under {source}: no summary.json or tuning.json found; train, bench or tune first")
     out = Path(out) if out is not None else source / "report"
     try:
-        return render_report(source, runs, out)
+        return render_report(source, runs, tuning, out)
     except OSError as error:
         raise ConfigError(
             f"cannot write the report into {out}: {error.strerror or error}; choose a writable folder with --out"
         ) from None
 
 
-def render_report(source: Path, runs: Sequence[FinishedRun], out: Path) -> Path:
+def render_report(source: Path, runs: Sequence[FinishedRun], tuning: Sequence[dict], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     checks = data_checks(source)
