@@ -73,14 +73,20 @@ def test_student_phase_adds_the_feature_distillation_gradient_and_leaves_teacher
     assert not method.teachers.training
 
 
-def test_the_teacher_phase_is_half_the_run_by_default_even_within_one_epoch():
+def test_the_teacher_phase_is_half_the_run_by_default_and_a_one_epoch_run_has_none():
     splits, model, _ = setup_three("umt", {"teacher_epochs": 1})
-    context = dataclasses.replace(context_for(splits, 32), epochs=1)
-    method = build_method("umt", {}, model, context)
+    context = context_for(splits, 32)
     inputs, labels = first_batch(splits, 16)
-    phases = [float(run_step(method, model, inputs, labels, 0, index=i, steps=4)[0].logs["umt_teaching"]) for i in range(4)]
-    assert phases == [1, 1, 0, 0]
-    assert build_method("umt", {}, model, dataclasses.replace(context, epochs=6)).teacher_span() == 3
+    method = build_method("umt", {}, model, dataclasses.replace(context, epochs=5))
+    assert [float(run_step(method, model, inputs, labels, e)[0].logs["umt_teaching"]) for e in range(5)] == [1, 1, 0, 0, 0]
+    one_epoch = build_method("umt", {}, model, dataclasses.replace(context, epochs=1))
+    model.zero_grad(set_to_none=True)
+    result, _ = run_step(one_epoch, model, inputs, labels, 0)
+    assert float(result.logs["umt_teaching"]) == 0 and "umt_distill" not in result.logs
+    twin = copy.deepcopy(model)
+    F.cross_entropy(twin(inputs).logits, labels).backward()  # plain joint training
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
 def test_a_teacher_phase_as_long_as_the_run_is_refused():

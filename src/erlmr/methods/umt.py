@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 class UMTOptions(CheckedOptions):
     #: λ, weight of the feature distillation (BalanceBenchmark's ``scaling``)
     distill_weight: float = ranged(10.0, ge=0)
-    #: epochs (fractions allowed) that train the teachers before the student; unset: half the run
-    teacher_epochs: float | None = ranged(None, gt=0)
+    #: epochs that train the teachers before the student; unset: half the run, rounded down
+    teacher_epochs: int | None = ranged(None, ge=1)
 
 
 class Teacher(nn.Module):
@@ -52,8 +52,8 @@ class Teacher(nn.Module):
 class UMT(Method):
     """Two phases in one run.
 
-    **Teachers** (the first ``teacher_epochs`` epochs; by default half the run, so a 1-epoch run gives
-    them its first half of the steps): ``teachers[m]`` is a copy of modality m's encoder, taken when the
+    **Teachers** (the first ``teacher_epochs`` epochs; by default half the run, rounded down):
+    ``teachers[m]`` is a copy of modality m's encoder, taken when the
     method is built, with its own ``Linear(D_m, C)`` head, trained on ``Σ_m CE(teacher_m(x_m), y)``.
     The losses touch disjoint parameters, so one optimiser step is M independent uni-modal trainings;
     global-norm clipping (``optim.grad_clip``) would couple them and is refused in this phase. The
@@ -66,8 +66,10 @@ class UMT(Method):
 
     Defaults (BalanceBenchmark): λ = 10, distillation in every epoch of the student phase (its window
     0–80 covers its 30-epoch runs). The teachers' phase shares the run's optimiser and learning-rate
-    schedule, and the phase is found from the step's position in the run, so a resumed run is in the
-    same phase. The epoch logs' train accuracy is the teachers' mean prediction during their phase.
+    schedule; the phase is a function of the epoch, so a resumed run is in the same phase, and every
+    epoch trains one set of parameters. A run of one epoch is too short for two phases: it has no
+    teachers and trains the model alone on ``CE(f, y)``. The epoch logs' train accuracy is the
+    teachers' mean prediction during their phase.
 
     Differences from BalanceBenchmark: its teachers are separate earlier runs found by rewriting its
     output path and loading their checkpoint selected on the *test* split; here they are trained in
@@ -90,8 +92,8 @@ class UMT(Method):
         if context.epochs is not None:
             self.teacher_span()  # a teacher phase that leaves no student phase fails before training
 
-    def teacher_span(self) -> float:
-        """The length of the teachers' phase in epochs (a fraction for a run of one epoch)."""
+    def teacher_span(self) -> int:
+        """The length of the teachers' phase in epochs; 0 for a run of one epoch, too short for two."""
         chosen, epochs = self.options.teacher_epochs, self.context.epochs
         if chosen is None:
             if epochs is None:
@@ -99,7 +101,7 @@ class UMT(Method):
                     "umt sizes its teacher phase by the run's length, which it was not given (MethodContext.epochs); "
                     "set method.options.teacher_epochs"
                 )
-            return epochs / 2
+            return epochs // 2
         if epochs is not None and chosen >= epochs:
             raise ConfigError(
                 f"umt: teacher_epochs={chosen} leaves no epoch of the {epochs}-epoch run to the student; "
@@ -107,16 +109,16 @@ class UMT(Method):
             )
         return chosen
 
-    def teaching(self, step: StepContext) -> bool:
-        """True while the step falls in the teachers' phase."""
-        return step.epoch + step.index / max(step.steps_per_epoch, 1) < self.teacher_span()
-
     def training_step(
         self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
     ) -> StepResult:
-        teaching = self.teaching(step)
+        span = self.teacher_span()
+        teaching = step.epoch < span
         self.teachers.train(teaching and self.training)
-        result = self.teacher_step(model, inputs, labels, step) if teaching else self.student_step(model, inputs, labels)
+        if teaching:
+            result = self.teacher_step(model, inputs, labels, step)
+        else:
+            result = self.student_step(model, inputs, labels, with_teachers=span > 0)
         step.backward(result.loss)
         result.loss = result.loss.detach()
         result.logs["umt_teaching"] = torch.tensor(float(teaching))
@@ -146,10 +148,14 @@ class UMT(Method):
         logs = {f"umt_teacher_loss_{m}": x.detach() for m, x in losses.items()}
         return StepResult(torch.stack(list(losses.values())).sum(), output, logs)
 
-    def student_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> StepResult:
+    def student_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, with_teachers: bool
+    ) -> StepResult:
         output = model(inputs)
+        loss = F.cross_entropy(output.logits, labels)
+        if not with_teachers:  # no teacher phase (a one-epoch run): untrained copies would teach nothing
+            return StepResult(loss, output)
         with torch.no_grad():
             targets = {m: pool_positions(encoded) for m, (encoded, _) in self.teacher_outputs(model, inputs).items()}
-        distill = torch.stack([F.mse_loss(pool_positions(output.encoded[m]), targets[m]) for m in model.modalities]).sum()
-        loss = F.cross_entropy(output.logits, labels) + self.options.distill_weight * distill
-        return StepResult(loss, output, {"umt_distill": distill.detach()})
+        distance = torch.stack([F.mse_loss(pool_positions(output.encoded[m]), targets[m]) for m in model.modalities]).sum()
+        return StepResult(loss + self.options.distill_weight * distance, output, {"umt_distill": distance.detach()})
