@@ -121,6 +121,12 @@ class Greedy(Method):
     """
 
     Options = GreedyOptions
+    excitation_means: torch.Tensor
+    excitation_batches: torch.Tensor
+    speed_sums: torch.Tensor
+    curating: torch.Tensor
+    caring: torch.Tensor
+    curation_steps: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: GreedyOptions, context: MethodContext):
         super().__init__(model, options, context)

@@ -44,7 +44,8 @@ class UME(Method):
 
     def __init__(self, model: MultiModalModel, options: object, context: MethodContext):
         super().__init__(model, options, context)
-        self.heads = nn.ModuleList(nn.Linear(width, context.num_classes) for width in encoder_widths(model))
+        self.widths = encoder_widths(model)
+        self.heads = nn.ModuleList(nn.Linear(width, context.num_classes) for width in self.widths)
 
     def modality_logits(self, model: MultiModalModel, encoded: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each encoded modality's logits from its own head."""
@@ -55,8 +56,8 @@ class UME(Method):
         if logits:
             fused = torch.stack(list(logits.values())).mean(0)
         else:  # every modality absent: the heads on zero features
-            zeros = [torch.zeros(batch, head.in_features, device=head.weight.device) for head in self.heads]
-            fused = torch.stack([head(z) for head, z in zip(self.heads, zeros)]).mean(0)
+            reference = next(self.heads.parameters())
+            fused = torch.stack([head(reference.new_zeros(batch, w)) for head, w in zip(self.heads, self.widths)]).mean(0)
         features = {m: pool_positions(x) for m, x in encoded.items()}
         return ModelOutput(logits=fused, modality_logits=logits, features=features, encoded=dict(encoded))
 
