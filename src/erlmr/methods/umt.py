@@ -52,7 +52,8 @@ class Teacher(nn.Module):
 class UMT(Method):
     """Two phases in one run.
 
-    **Teachers** (the first ``teacher_epochs`` epochs; by default half the run, rounded down):
+    **Teachers** (the first ``teacher_epochs`` epochs; by default half the run, rounded down, or one
+    epoch for a method built outside a run, whose length it is not told):
     ``teachers[m]`` is a copy of modality m's encoder, taken when the
     method is built, with its own ``Linear(D_m, C)`` head, trained on ``Σ_m CE(teacher_m(x_m), y)``.
     The losses touch disjoint parameters, so one optimiser step is M independent uni-modal trainings;
@@ -95,13 +96,8 @@ class UMT(Method):
     def teacher_span(self) -> int:
         """The length of the teachers' phase in epochs; 0 for a run of one epoch, too short for two."""
         chosen, epochs = self.options.teacher_epochs, self.context.epochs
-        if chosen is None:
-            if epochs is None:
-                raise ConfigError(
-                    "umt sizes its teacher phase by the run's length, which it was not given (MethodContext.epochs); "
-                    "set method.options.teacher_epochs"
-                )
-            return epochs // 2
+        if chosen is None:  # outside a training run the length is unknown (MethodContext.epochs None): one epoch
+            return 1 if epochs is None else epochs // 2
         if epochs is not None and chosen >= epochs:
             raise ConfigError(
                 f"umt: teacher_epochs={chosen} leaves no epoch of the {epochs}-epoch run to the student; "
