@@ -12,7 +12,7 @@ from erlmr.errors import ConfigError
 
 
 def squared(tensors) -> float:
-    return sum(float((t.double() ** 2).sum()) for t in tensors)
+    return sum(float((t.detach().double() ** 2).sum()) for t in tensors)
 
 
 def at_epoch(method, model, epoch: int):
@@ -32,6 +32,7 @@ def test_the_learning_speeds_are_ratios_of_gradient_to_weight_norms_of_each_grou
         expected_main = squared(p.grad for p in main) / squared(main)
         assert float(method.speed_sums[0, i]) == pytest.approx(expected_bypass, rel=1e-4)
         assert float(method.speed_sums[1, i]) == pytest.approx(expected_main, rel=1e-4)
+    assert not method.speed_sums.requires_grad  # a state, not a graph that grows with every step
     ratios = method.balance_ratios()
     assert float(ratios[0]) == pytest.approx(math.log10(float(method.speed_sums[0, 0] / method.speed_sums[1, 0])), rel=1e-5)
 

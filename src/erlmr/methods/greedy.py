@@ -195,6 +195,7 @@ class Greedy(Method):
         logs = {f"greedy_curated_{m}": torch.tensor(float(caring == i)) for i, m in enumerate(self.modalities)}
         return StepResult(loss.detach(), output, logs)
 
+    @torch.no_grad()
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
         """After the (rank-averaged) backward pass: count a re-balancing step, or accumulate the speeds
         and decide whether the next steps re-balance."""
