@@ -92,7 +92,7 @@ def test_the_step_is_the_mean_level_cross_entropy_plus_the_weighted_penalty(rank
     hand.backward()
     torch.manual_seed(3)
     result = take_step(method, model, inputs, labels)
-    assert float(result.loss) == pytest.approx(float(hand), rel=1e-5)
+    assert float(result.loss) == pytest.approx(float(hand.detach()), rel=1e-5)
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
     if rank_weight:  # the penalty is active on this batch: the step is not plain level cross-entropy
