@@ -5,7 +5,10 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from support import first_batch, setup_three, take_step
+import pytest
+from support import first_batch, setup_three, step_context, take_step
+
+from erlmr.errors import ConfigError
 
 
 def head_logits(method, model, inputs, modality):
@@ -54,3 +57,12 @@ def test_predict_is_the_mean_of_the_present_modalities_logits():
     torch.testing.assert_close(without_m1.logits, (logits["m0"] + logits["m2"]) / 2)
     assert set(without_m1.modality_logits) == {"m0", "m2"}
     torch.testing.assert_close(full.modality_logits["m1"], logits["m1"])
+
+
+def test_clipping_the_classifiers_together_is_refused():
+    splits, model, method = setup_three("ume")
+    inputs, labels = first_batch(splits, 8)
+    step = step_context(method, model)
+    step.grad_clip = 1.0
+    with pytest.raises(ConfigError, match="ume.*grad_clip=0"):
+        method.training_step(model, inputs, labels, step)

@@ -100,7 +100,8 @@ class Greedy(Method):
     split): ``u_m = (A_m − A_m^alone) / A_m``, with ``A_m`` the accuracy of ``ℓ_m`` and ``A_m^alone``
     that with the others' squeezed maps replaced by their train-split means (the official
     ``mmtm_off`` evaluation), so that ``e_m`` carries nothing of the other modalities' samples. For two
-    modalities ``u_m0`` is the paper's u(1|0); its imbalance is ``u_m0 − u_m1``.
+    modalities ``u_m0`` is the paper's u(1|0) and the imbalance is ``u_m0 − u_m1`` (the formula is the
+    paper's; the official code computes only its ingredients, in ``eval.py``).
 
     Defaults (``configs/training_guided.gin``): ε = 0.01, window 5, starting epoch 1 (0-based),
     ratio 4; the official optimiser is SGD lr 0.1 without momentum, batch 8. Logs ``greedy_bdr_<m>``

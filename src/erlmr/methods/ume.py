@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel, pool_positions
 from .base import METHODS, Method, MethodContext, StepResult
 
@@ -25,14 +26,23 @@ def encoder_widths(model: MultiModalModel) -> list[int]:
     return [int(model.encoders[m].output_shape[0]) for m in model.modalities]
 
 
+def refuse_joint_clipping(method: str, step: StepContext) -> None:
+    """A step that trains M independent uni-modal classifiers cannot clip their gradients to one global norm."""
+    if step.grad_clip > 0:
+        raise ConfigError(
+            f"{method} trains its uni-modal classifiers independently in one step, and optim.grad_clip would clip "
+            "them together, coupling their training; set optim.grad_clip=0"
+        )
+
+
 @METHODS.register("ume", "UME: uni-modal ensemble, every encoder trained alone with its own head, logits averaged (Du et al., ICML 2023)")
 class UME(Method):
     """Each modality m is an independent classifier: its encoder, pooled over positions, then the
     method's own ``Linear(D_m, C)`` head (``heads[m]``), trained on ``CE(head_m(z_m), y)``.
 
     The loss is the sum over modalities of those cross-entropies; each touches only its own encoder
-    and head, so one optimiser step is M independent uni-modal trainings (not so with global-norm
-    gradient clipping, ``optim.grad_clip``, which couples them). The model's fusion head (and the
+    and head, so one optimiser step is M independent uni-modal trainings (global-norm gradient
+    clipping, ``optim.grad_clip``, would couple them and is refused). The model's fusion head (and the
     Euler representation, if configured) is never used. ``predict`` averages the present modalities'
     logits (with every modality absent: the average of the heads on zero features, a constant).
 
@@ -64,6 +74,7 @@ class UME(Method):
     def training_step(
         self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
     ) -> StepResult:
+        refuse_joint_clipping("ume", step)
         encoded, batch = model.encode(inputs)
         output = self.ensemble(model, encoded, batch)
         losses = {m: F.cross_entropy(x, labels) for m, x in output.modality_logits.items()}

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel, pool_positions
 from ..options import CheckedOptions, ranged
 from .base import METHODS, Method, MethodContext, StepResult
-from .ume import encoder_widths
+from .ume import encoder_widths, refuse_joint_clipping
 
 if TYPE_CHECKING:
     from ..training.step import StepContext
@@ -127,11 +127,7 @@ class UMT(Method):
         return {m: self.teachers[m](inputs[m]) for m in model.modalities}
 
     def teacher_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext) -> StepResult:
-        if step.grad_clip > 0:
-            raise ConfigError(
-                "umt trains its uni-modal teachers together in one step, and optim.grad_clip would clip them "
-                "together, coupling their training; set optim.grad_clip=0"
-            )
+        refuse_joint_clipping("umt", step)
         outputs = self.teacher_outputs(model, inputs)
         logits = {m: x for m, (_, x) in outputs.items()}
         losses = {m: F.cross_entropy(x, labels) for m, x in logits.items()}
