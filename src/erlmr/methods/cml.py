@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..nn.fusion import FusionHead
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, one_of, ranged
+from ..options import CheckedOptions, log_uniform, one_of, ranged
 from ..training.distributed import world_size
 from .base import METHODS, Method, StepResult
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class CMLOptions(CheckedOptions):
     #: λ, weight of the ranking penalty: the README's ``--beta 10`` divided by 100 as the code does
     #: (its argparse default 0 turns CML off); BalanceBenchmark's ``lam`` is 0.1 too
-    rank_weight: float = ranged(0.1, ge=0)
+    rank_weight: float = ranged(0.1, ge=0, search=log_uniform(0.01, 1.0))
     #: ε, the tolerance margin (``--epsilon``, default 0)
     margin: float = ranged(0.0, ge=0)
     #: "sum" over the batch as the official code (its effect grows with the batch size), or "mean"

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.fusion import ConcatFusion, SumFusion
 from ..nn.model import ModelOutput, MultiModalModel, pool_positions
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, log_uniform, ranged
 from ..training.distributed import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult, require_splits
 from .ume import encoder_widths
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class GreedyOptions(CheckedOptions):
-    #: ε: re-balance when the conditional learning speeds differ by more (``epsilon``)
-    epsilon: float = ranged(0.01, ge=0)
+    #: ε: re-balance when the conditional learning speeds differ by more (``epsilon``; BalanceBenchmark 0.001)
+    epsilon: float = ranged(0.01, ge=0, search=log_uniform(0.001, 0.1))
     #: Q: steps in one re-balancing window (``curation_windowsize``)
     window: int = ranged(5, ge=1)
     #: the first epoch, from 0, that may re-balance (official ``starting_epoch=2`` counts from 1)

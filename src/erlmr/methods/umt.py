@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel, pool_positions
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 from .ume import encoder_widths, refuse_joint_clipping
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @dataclass
 class UMTOptions(CheckedOptions):
     #: λ, weight of the feature distillation (BalanceBenchmark's ``scaling``)
-    distill_weight: float = ranged(10.0, ge=0)
+    distill_weight: float = ranged(10.0, ge=0, search=log_uniform(1.0, 100.0))
     #: epochs that train the teachers before the student; unset: half the run, rounded down
     teacher_epochs: int | None = ranged(None, ge=1)
 
