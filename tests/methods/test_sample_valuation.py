@@ -1,0 +1,129 @@
+"""sample_valuation: Shapley contributions per sample, copies that train the weak modality alone."""
+from __future__ import annotations
+
+import itertools
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reliability.conftest import at_step, epoch_records, send_signal, small_config  # noqa: F401 (at_step: fixture)
+from support import first_batch, method_setup, step_context
+
+import erlmr
+from erlmr.errors import ConfigError, TrainingInterrupted
+from erlmr.methods.sample_valuation import sample_copies, shapley_contributions
+from erlmr.training.step import method_step
+
+
+@pytest.mark.parametrize("right_a, right_v, right_all", list(itertools.product([0, 1], repeat=3)))
+def test_two_modality_contributions_are_the_official_formula(right_a, right_v, right_all):
+    correct = torch.tensor([[0], [right_a], [right_v], [right_all]], dtype=torch.bool)  # rows: ∅, {a}, {v}, {a, v}
+    phi = shapley_contributions(correct)[0]
+    v_a, v_v, v_all = right_a, right_v, 2 * right_all
+    assert phi.tolist() == [(v_a + v_all - v_v) / 2, (v_v + v_all - v_a) / 2]
+
+
+def test_three_modality_contributions_share_the_coalition_value_exactly():
+    torch.manual_seed(0)
+    correct = torch.rand(8, 50) > 0.5
+    phi = shapley_contributions(correct)
+    torch.testing.assert_close(phi.sum(1), 3.0 * correct[7].double())  # efficiency: Σ_m φ_m = v(all)
+    everything_right = shapley_contributions(torch.ones(8, 1, dtype=torch.bool))
+    assert everything_right.tolist() == [[1.0, 1.0, 1.0]]  # exactly the fair share: no copy
+
+
+def test_copies_follow_the_official_thresholds():
+    phi = torch.tensor([[-0.5, 0.0], [0.5, 1.0], [1.5, 0.4], [-0.1, 0.9]])
+    assert sample_copies(phi).tolist() == [[3, 2], [1, 0], [0, 0], [0, 1]]
+
+
+def test_valuation_at_the_end_of_an_epoch_plans_copies_from_coalitions_of_the_model():
+    splits, model, method, _ = method_setup("sample_valuation", {"warmup": 2})
+    assert method.on_epoch_end(model, 0) == {} and method.epoch_samples(1) is None  # still warming up
+    logs = method.on_epoch_end(model, 1)
+    model.eval()
+    inputs, labels = splits.train.__getitems__(range(len(splits.train)))
+    with torch.no_grad():  # coalitions through the model's own "absent" path, not the method's masking
+        right = {s: model(inputs, absent=[m for m in ("m0", "m1") if m not in s]).logits.argmax(1) == labels
+                 for s in [("m0",), ("m1",), ("m0", "m1")]}
+    v_a, v_v, v_all = right[("m0",)].double(), right[("m1",)].double(), 2 * right[("m0", "m1")].double()
+    phi = torch.stack([(v_a + v_all - v_v) / 2, (v_v + v_all - v_a) / 2], 1)
+    assert torch.equal(method.copies, sample_copies(phi)) and method.copies.any()
+    assert logs["sv_copies_m0"] == float(sample_copies(phi)[:, 0].sum())
+    samples = method.epoch_samples(2)
+    assert torch.equal(torch.bincount(samples, minlength=len(splits.train)), 1 + method.copies.sum(1))
+
+
+def planned_method(copies):
+    """A method on the small synthetic set whose plan is ``copies`` for the first rows (none for the rest)."""
+    splits, model, method, _ = method_setup("sample_valuation", {"warmup": 1})
+    plan = torch.zeros(len(splits.train), 2, dtype=torch.long)
+    plan[: len(copies)] = torch.tensor(copies)
+    method.copies = plan
+    method.on_epoch_start(model, 1)
+    return splits, model, method
+
+
+def test_copies_train_only_their_modality_in_the_order_they_come():
+    splits, model, method = planned_method([[2, 1]])  # sample 0: original, two m0-only copies, one m1-only
+    samples = torch.tensor([0, 0, 5, 0])
+    inputs, labels = splits.train.__getitems__(samples.tolist())
+    keep = method.keep_masks(samples)
+    assert keep.tolist() == [[1, 1], [1, 0], [1, 1], [1, 0]]
+    assert method.keep_masks(torch.tensor([0])).tolist() == [[0, 1]]  # the fourth occurrence: m1 alone
+    assert method.consumed[0] == 4 and method.consumed[5] == 1
+
+    splits, model, method = planned_method([[2, 1]])
+    context = step_context(method, model)
+    context.samples = samples
+    result = method_step(method, model, inputs, labels, context)
+    with torch.no_grad():
+        output = model(inputs)
+        features = [output.features["m0"], output.features["m1"] * torch.tensor([1.0, 0, 1, 0]).unsqueeze(1)]
+        expected = F.cross_entropy(model.head(features).logits, labels)
+    torch.testing.assert_close(result.loss, expected)
+
+
+def test_a_copy_gives_the_other_encoder_no_gradient():
+    splits, model, method = planned_method([[1, 0], [1, 0]])
+    method.consumed[:2] = 1  # the originals are used: these are the m0-only copies
+    samples = torch.tensor([0, 1])
+    inputs, labels = splits.train.__getitems__(samples.tolist())
+    context = step_context(method, model)
+    context.samples = samples
+    method_step(method, model, inputs, labels, context)
+    assert all(p.grad is None or p.grad.eq(0).all() for p in model.encoders["m1"].parameters())
+    assert any(p.grad.abs().sum() > 0 for p in model.encoders["m0"].parameters())
+
+
+def test_modality_level_copies_go_to_the_modality_behind():
+    splits, model, method, _ = method_setup("sample_valuation", {"level": "modality", "warmup": 1, "alpha": 1.0})
+    logs = method.on_epoch_end(model, 0)
+    gaps = 1 - torch.tensor([logs["sv_contribution_m0"], logs["sv_contribution_m1"]])
+    behind = int(gaps.argmax())
+    expected = int(2 / 3 * float(gaps[behind] - gaps[1 - behind]) * len(splits.train))
+    assert expected > 0 and int(method.copies[:, behind].sum()) == expected
+    assert int(method.copies[:, 1 - behind].sum()) == 0
+
+
+def test_a_step_without_sample_indices_is_refused():
+    splits, model, method = planned_method([[1, 0]])
+    inputs, labels = first_batch(splits)
+    with pytest.raises(ConfigError, match="step.samples"):
+        method_step(method, model, inputs, labels, step_context(method, model))
+
+
+def test_a_resampled_epoch_resumes_exactly(tmp_path, at_step, monkeypatch):  # noqa: F811
+    def config(run_dir):
+        run = small_config(run_dir, method={"name": "sample_valuation", "options": {"warmup": 1}}, train={"epochs": 2})
+        run["data"]["options"] = {"train_size": 160, "test_size": 64}
+        return run
+
+    full = erlmr.train(config(tmp_path / "full"))
+    assert epoch_records(full.run_dir)[0]["method"]["sv_copies_m0"] > 0
+    at_step(9, send_signal(signal.SIGTERM))  # epoch 1 has more than the 5 steps of epoch 0
+    with pytest.raises(TrainingInterrupted):
+        erlmr.train(config(tmp_path / "stopped"))
+    monkeypatch.undo()
+    assert epoch_records(erlmr.resume(tmp_path / "stopped").run_dir) == epoch_records(full.run_dir)
