@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 
 import numpy as np
 import pytest
 import torch
-from reliability.conftest import at_step, epoch_records, send_signal, small_config, summary_results  # noqa: F401
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from resumable import train_stop_and_resume
 from support import method_setup
 
-import erlmr
-from erlmr.errors import TrainingInterrupted
 from erlmr.methods import relearning
 from erlmr.methods.relearning import cluster_purity, purity
 
@@ -70,17 +68,6 @@ def test_diagnosis_runs_k_means_on_the_train_and_val_features():
 
 
 def test_a_run_with_a_reinit_resumes_exactly(tmp_path, at_step, monkeypatch):  # noqa: F811
-    def config(run_dir):
-        run = small_config(run_dir, method={"name": "relearning", "options": {"reinit_epoch": 1}}, train={"epochs": 2})
-        run["data"]["options"] = {"train_size": 160, "test_size": 64}
-        return run
-
-    full = erlmr.train(config(tmp_path / "full"))
-    assert "relearning_alpha_m0" in epoch_records(full.run_dir)[1]["method"]
-    at_step(7, send_signal(signal.SIGTERM))  # step 2 of epoch 1, before the re-initialisation
-    with pytest.raises(TrainingInterrupted):
-        erlmr.train(config(tmp_path / "stopped"))
-    monkeypatch.undo()
-    resumed = erlmr.resume(tmp_path / "stopped")
-    assert epoch_records(resumed.run_dir) == epoch_records(full.run_dir)
-    assert summary_results(resumed.summary) == summary_results(full.summary)
+    # stopped in step 2 of epoch 1, before the re-initialisation that ends it
+    records = train_stop_and_resume(tmp_path, at_step, monkeypatch, "relearning", {"reinit_epoch": 1}, stop_at=7)
+    assert "relearning_alpha_m0" in records[1]["method"]

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import itertools
-import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
-from reliability.conftest import at_step, epoch_records, send_signal, small_config  # noqa: F401 (at_step: fixture)
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from resumable import train_stop_and_resume
 from support import first_batch, method_setup, step_context
 
-import erlmr
-from erlmr.errors import ConfigError, TrainingInterrupted
+from erlmr.errors import ConfigError
 from erlmr.methods.sample_valuation import sample_copies, shapley_contributions
 from erlmr.training.step import method_step
 
@@ -115,15 +114,6 @@ def test_a_step_without_sample_indices_is_refused():
 
 
 def test_a_resampled_epoch_resumes_exactly(tmp_path, at_step, monkeypatch):  # noqa: F811
-    def config(run_dir):
-        run = small_config(run_dir, method={"name": "sample_valuation", "options": {"warmup": 1}}, train={"epochs": 2})
-        run["data"]["options"] = {"train_size": 160, "test_size": 64}
-        return run
-
-    full = erlmr.train(config(tmp_path / "full"))
-    assert epoch_records(full.run_dir)[0]["method"]["sv_copies_m0"] > 0
-    at_step(9, send_signal(signal.SIGTERM))  # epoch 1 has more than the 5 steps of epoch 0
-    with pytest.raises(TrainingInterrupted):
-        erlmr.train(config(tmp_path / "stopped"))
-    monkeypatch.undo()
-    assert epoch_records(erlmr.resume(tmp_path / "stopped").run_dir) == epoch_records(full.run_dir)
+    # 5 steps in epoch 0; step 9 falls inside epoch 1, which trains the copies planned after epoch 0
+    records = train_stop_and_resume(tmp_path, at_step, monkeypatch, "sample_valuation", {"warmup": 1}, stop_at=9)
+    assert records[0]["method"]["sv_copies_m0"] > 0
