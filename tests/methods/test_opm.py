@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from resumable import train_stop_and_resume
 from support import first_batch, joint_gradients, method_setup, step, true_class_sums
 
 from erlmr.methods.opm import drop_probabilities, keep_masks
@@ -84,3 +86,8 @@ def test_opm_predicts_with_the_plain_model():
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(method.predict(model, inputs).logits, model(inputs).logits)
+
+
+def test_a_run_that_drops_resumes_exactly(tmp_path, at_step, monkeypatch):  # noqa: F811
+    records = train_stop_and_resume(tmp_path, at_step, monkeypatch, "opm", {"warmup_epochs": 0}, stop_at=7)
+    assert records[1]["method"]["opm_dropped_m0"] + records[1]["method"]["opm_dropped_m1"] > 0
