@@ -48,10 +48,14 @@ def test_valuation_at_the_end_of_an_epoch_plans_copies_from_coalitions_of_the_mo
                  for s in [("m0",), ("m1",), ("m0", "m1")]}
     v_a, v_v, v_all = right[("m0",)].double(), right[("m1",)].double(), 2 * right[("m0", "m1")].double()
     phi = torch.stack([(v_a + v_all - v_v) / 2, (v_v + v_all - v_a) / 2], 1)
-    assert torch.equal(method.copies, sample_copies(phi)) and method.copies.any()
+    assert torch.equal(method.plan.copies, sample_copies(phi)) and method.plan.copies.any()
     assert logs["sv_copies_m0"] == float(sample_copies(phi)[:, 0].sum())
     samples = method.epoch_samples(2)
-    assert torch.equal(torch.bincount(samples, minlength=len(splits.train)), 1 + method.copies.sum(1))
+    assert torch.equal(torch.bincount(samples, minlength=len(splits.train)), 1 + method.plan.copies.sum(1))
+
+
+#: the keep row of each role: the original (−1) keeps both modalities, a copy for m keeps m alone
+KEEP_ROWS = {-1: [1.0, 1.0], 0: [1.0, 0.0], 1: [0.0, 1.0]}
 
 
 def planned_method(copies):
@@ -59,34 +63,48 @@ def planned_method(copies):
     splits, model, method, _ = method_setup("sample_valuation", {"warmup": 1})
     plan = torch.zeros(len(splits.train), 2, dtype=torch.long)
     plan[: len(copies)] = torch.tensor(copies)
-    method.copies = plan
+    method.adopt(plan, 1)
     method.on_epoch_start(model, 1)
     return splits, model, method
 
 
-def test_copies_train_only_their_modality_in_the_order_they_come():
+def test_each_role_of_a_sample_is_trained_once_per_epoch_in_a_drawn_order():
     splits, model, method = planned_method([[2, 1]])  # sample 0: original, two m0-only copies, one m1-only
+    block = method.plan.roles[:4].tolist()
+    assert sorted(block) == [-1, 0, 0, 1]
+    keep = torch.cat([method.keep_masks(torch.tensor([0, 0, 5])), method.keep_masks(torch.tensor([0, 0]))])
+    rows = KEEP_ROWS
+    assert keep.tolist() == [rows[block[0]], rows[block[1]], [1, 1], rows[block[2]], rows[block[3]]]
+    assert method.keep_masks(torch.tensor([0])).tolist() == [[1, 1]]  # a fifth occurrence: no role left
+    method.on_epoch_start(model, 2)
+    assert method.keep_masks(torch.tensor([0])).tolist() == [rows[block[0]]]  # a new epoch starts over
+    orders = set()
+    for epoch in range(20):  # the order is drawn per plan: the original is not always first
+        method.adopt(method.plan.copies, epoch)
+        orders.add(tuple(method.plan.roles[:4].tolist()))
+    assert len(orders) > 3 and any(order[0] != -1 for order in orders)
+
+
+def test_a_step_trains_the_copies_with_their_modality_alone():
+    splits, model, method = planned_method([[2, 1]])
     samples = torch.tensor([0, 0, 5, 0])
     inputs, labels = splits.train.__getitems__(samples.tolist())
-    keep = method.keep_masks(samples)
-    assert keep.tolist() == [[1, 1], [1, 0], [1, 1], [1, 0]]
-    assert method.keep_masks(torch.tensor([0])).tolist() == [[0, 1]]  # the fourth occurrence: m1 alone
-    assert method.consumed[0] == 4 and method.consumed[5] == 1
-
-    splits, model, method = planned_method([[2, 1]])
     context = step_context(method, model)
     context.samples = samples
+    block = method.plan.roles[:3].tolist()
     result = method_step(method, model, inputs, labels, context)
+    keep = torch.tensor([KEEP_ROWS[block[0]], KEEP_ROWS[block[1]], KEEP_ROWS[-1], KEEP_ROWS[block[2]]])  # sample 5: no copies
     with torch.no_grad():
         output = model(inputs)
-        features = [output.features["m0"], output.features["m1"] * torch.tensor([1.0, 0, 1, 0]).unsqueeze(1)]
+        features = [output.features[m] * keep[:, i : i + 1] for i, m in enumerate(("m0", "m1"))]
         expected = F.cross_entropy(model.head(features).logits, labels)
     torch.testing.assert_close(result.loss, expected)
 
 
 def test_a_copy_gives_the_other_encoder_no_gradient():
     splits, model, method = planned_method([[1, 0], [1, 0]])
-    method.consumed[:2] = 1  # the originals are used: these are the m0-only copies
+    for i in (0, 1):  # skip to each sample's m0-only copy in its drawn order
+        method.plan.used[i] = method.plan.roles[2 * i : 2 * i + 2].tolist().index(0)
     samples = torch.tensor([0, 1])
     inputs, labels = splits.train.__getitems__(samples.tolist())
     context = step_context(method, model)
@@ -102,8 +120,8 @@ def test_modality_level_copies_go_to_the_modality_behind():
     gaps = 1 - torch.tensor([logs["sv_contribution_m0"], logs["sv_contribution_m1"]])
     behind = int(gaps.argmax())
     expected = int(2 / 3 * float(gaps[behind] - gaps[1 - behind]) * len(splits.train))
-    assert expected > 0 and int(method.copies[:, behind].sum()) == expected
-    assert int(method.copies[:, 1 - behind].sum()) == 0
+    assert expected > 0 and int(method.plan.copies[:, behind].sum()) == expected
+    assert int(method.plan.copies[:, 1 - behind].sum()) == 0
 
 
 def test_a_step_without_sample_indices_is_refused():

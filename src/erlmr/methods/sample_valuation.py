@@ -104,6 +104,53 @@ def value_split(model: MultiModalModel, split: Split, batch_size: int, device: t
     return all_reduce_sum(table.to(device)).cpu()
 
 
+@dataclass
+class EpochPlan:
+    """One epoch's re-sampling: every sample once plus ``copies[i, m]`` occurrences of sample i that train
+    modality m alone, and which occurrence is which.
+
+    ``roles`` lists, sample after sample (sample i's block starts at ``offsets[i]``), the role of each of
+    its occurrences in a random order drawn when the plan is made: ``ALL_MODALITIES`` for the original,
+    m for a copy. The k-th time the epoch's (shuffled) batches bring sample i, it takes the k-th role of
+    its block, so each role is trained once and which occurrence gets it is uniformly random, as in
+    the official code, which shuffles copies and originals together. ``used[i]`` counts the
+    occurrences already taken.
+    """
+
+    copies: torch.Tensor
+    roles: torch.Tensor
+    offsets: torch.Tensor
+    used: torch.Tensor
+
+    @classmethod
+    def draw(cls, copies: torch.Tensor, generator: torch.Generator) -> "EpochPlan":
+        count, modalities = copies.shape
+        samples = torch.cat([torch.arange(count), torch.arange(count).repeat_interleave(copies.sum(1))])
+        roles = torch.cat([
+            torch.full((count,), ALL_MODALITIES), torch.arange(modalities).repeat(count).repeat_interleave(copies.flatten())
+        ])
+        order = torch.rand(len(samples), generator=generator).argsort()
+        order = order[samples[order].argsort(stable=True)]  # grouped by sample, shuffled within each
+        sizes = 1 + copies.sum(1)
+        return cls(copies, roles[order], sizes.cumsum(0) - sizes, torch.zeros(count, dtype=torch.long))
+
+    def samples(self) -> torch.Tensor:
+        """The epoch's train-split indices: every sample ``1 + Σ_m copies[i, m]`` times."""
+        return torch.arange(len(self.copies)).repeat_interleave(1 + self.copies.sum(1))
+
+    def take(self, batch: torch.Tensor) -> torch.Tensor:
+        """The roles of the global batch ``batch`` (indices, in rank order), marking them used."""
+        earlier = (batch.unsqueeze(1) == batch.unsqueeze(0)).tril(-1).sum(1)  # repeats within this batch
+        occurrence = self.used[batch] + earlier
+        sizes = 1 + self.copies[batch].sum(1)
+        roles = self.roles[self.offsets[batch] + occurrence.clamp(max=sizes - 1)]
+        self.used.index_add_(0, batch, torch.ones_like(batch))
+        return torch.where(occurrence < sizes, roles, ALL_MODALITIES)
+
+    def restart(self) -> None:
+        self.used.zero_()
+
+
 def gather_batch(samples: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, slice]:
     """The global batch's sample indices in rank order, and where this rank's share lies in it
     (every rank holds an equal share: :class:`~erlmr.training.distributed.ShardedBatchSampler`)."""
@@ -132,9 +179,9 @@ class SampleValuation(Method):
     ``1 − φ̄_m`` exceeds the mean gap of the others gets ``int(α·⅔·(gap_m − mean_{n≠m} gap_n)·N)``
     copies of random samples (with replacement) that train it alone (M = 2: the official count).
 
-    Which occurrence of a sample is which copy is decided in the order the trainer's shuffle brings
-    them (the first is the original), counted across the global batch under torch.distributed; the
-    plan and those counts are the method's extra state, so a resumed epoch trains the same copies.
+    Which occurrence of a sample is the original and which a copy is drawn when the plan is made
+    (:class:`EpochPlan`) and looked up through ``step.samples``, counted across the global batch under
+    torch.distributed; the plan is the method's extra state, so a resumed epoch trains the same copies.
     Defaults: warmup 5, level sample, part_ratio 0.2, α 1 (the official argparse). Extra cost: none
     per step beyond one more fusion-head evaluation on batches with copies; per epoch from
     ``warmup − 1`` on, one eval pass over the train split (``modality``: over ``part_ratio`` of it)
@@ -147,34 +194,34 @@ class SampleValuation(Method):
         super().__init__(model, options, context)
         self.modalities = list(model.modalities)
         self.seed = torch.initial_seed()
-        #: per train sample and modality, the copies this epoch trains with that modality alone
-        self.copies: torch.Tensor | None = None
-        #: per train sample, how many of its occurrences this epoch's steps have used so far
-        self.consumed: torch.Tensor | None = None
+        #: the current epoch's re-sampling; None before the first valuation
+        self.plan: EpochPlan | None = None
+
+    def adopt(self, copies: torch.Tensor, epoch: int) -> None:
+        """Make ``copies`` the plan of epoch ``epoch``, its roles drawn from the run's seed and the epoch."""
+        self.plan = EpochPlan.draw(copies, torch.Generator().manual_seed(self.seed + 7919 * epoch))
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         super().on_epoch_start(model, epoch)
-        if self.copies is not None:
-            self.consumed = torch.zeros(len(self.copies), dtype=torch.long)
+        if self.plan is not None:
+            self.plan.restart()
 
     @property
     def resampling(self) -> bool:
         """Whether the current plan adds any copy (before the first valuation it does not)."""
-        return self.copies is not None and bool(self.copies.any())
+        return self.plan is not None and bool(self.plan.copies.any())
 
     def epoch_samples(self, epoch: int) -> torch.Tensor | None:
-        if not self.resampling:
-            return None
-        everyone = torch.arange(len(self.copies))
-        return torch.cat([everyone, everyone.repeat_interleave(self.copies.sum(1))])
+        return self.plan.samples() if self.plan is not None and self.resampling else None
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         if epoch < self.options.warmup - 1:
             return {}
         train = require_splits("sample_valuation", self.context).train
         plan = self.sample_plan if self.options.level == "sample" else self.modality_plan
-        self.copies, contributions = plan(model, train, epoch)
-        logs = {f"sv_copies_{m}": float(self.copies[:, i].sum()) for i, m in enumerate(self.modalities)}
+        copies, contributions = plan(model, train, epoch)
+        self.adopt(copies, epoch + 1)
+        logs = {f"sv_copies_{m}": float(copies[:, i].sum()) for i, m in enumerate(self.modalities)}
         logs.update({f"sv_contribution_{m}": float(contributions[i]) for i, m in enumerate(self.modalities)})
         return logs
 
@@ -214,26 +261,21 @@ class SampleValuation(Method):
 
     def keep_masks(self, samples: torch.Tensor | None) -> torch.Tensor:
         """``(B, M)`` 0/1: which modalities each occurrence in this batch trains with, counting it as used."""
-        if samples is None or self.copies is None or self.consumed is None:
+        if samples is None or self.plan is None:
             raise ConfigError(
                 "method 'sample_valuation' trains copies of samples and needs each batch's sample indices "
                 "(step.samples) and its epoch hooks; train it with erlmr's trainer"
             )
         batch, mine = gather_batch(samples.cpu(), self.context.device)
-        earlier = (batch.unsqueeze(1) == batch.unsqueeze(0)).tril(-1).sum(1)
-        occurrence = self.consumed[batch] + earlier  # 0 for the first time a sample is seen this epoch
-        cumulative = self.copies[batch].cumsum(1)
-        roles = (cumulative <= (occurrence - 1).unsqueeze(1)).sum(1)
-        roles = torch.where((occurrence == 0) | (roles >= len(self.modalities)), ALL_MODALITIES, roles)
-        self.consumed.index_add_(0, batch, torch.ones_like(batch))
-        roles = roles[mine]
+        roles = self.plan.take(batch)[mine]
         keep = torch.ones(len(roles), len(self.modalities))
         alone = roles != ALL_MODALITIES
         keep[alone] = F.one_hot(roles[alone], len(self.modalities)).float()
         return keep
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"copies": self.copies, "consumed": self.consumed}
+        return {"plan": None if self.plan is None else dataclasses.asdict(self.plan)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.copies, self.consumed = (None if t is None else t.cpu() for t in (state["copies"], state["consumed"]))
+        plan = state["plan"]
+        self.plan = None if plan is None else EpochPlan(**{k: v.cpu() for k, v in plan.items()})
