@@ -5,7 +5,12 @@ from __future__ import annotations
 import signal
 
 import pytest
-from reliability.conftest import epoch_records, send_signal, small_config, summary_results
+from reliability.conftest import (
+    epoch_records,
+    send_signal,
+    small_config,
+    summary_results,
+)
 
 import erlmr
 from erlmr.errors import TrainingInterrupted

@@ -91,7 +91,7 @@ def test_learnable_weight_moves_by_minus_lr_times_delta_and_is_clipped(alpha_lr)
 
 
 def test_learnable_weight_with_zero_rate_never_moves():
-    splits, model, method, _ = method_setup("lfm", {"schedule": "learnable", "alpha_lr": 0.0}, fusion="sum")
+    _, model, method, _ = method_setup("lfm", {"schedule": "learnable", "alpha_lr": 0.0}, fusion="sum")
     for epoch in range(3):
         method.on_epoch_start(model, epoch)
     assert float(method.align_weight) == 0.95

@@ -60,7 +60,7 @@ def test_soft_reinit_moves_each_encoder_by_tanh_of_the_purity_gap(monkeypatch, v
 
 
 def test_diagnosis_runs_k_means_on_the_train_and_val_features():
-    splits, model, method, _ = method_setup("relearning", {"reinit_epoch": 1})
+    _, model, method, _ = method_setup("relearning", {"reinit_epoch": 1})
     logs = method.on_epoch_end(model, 1)
     assert set(logs) == {"relearning_alpha_m0", "relearning_alpha_m1"}
     assert all(0 <= a < 1 for a in logs.values())

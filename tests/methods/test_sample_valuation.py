@@ -69,7 +69,7 @@ def planned_method(copies):
 
 
 def test_each_role_of_a_sample_is_trained_once_per_epoch_in_a_drawn_order():
-    splits, model, method = planned_method([[2, 1]])  # sample 0: original, two m0-only copies, one m1-only
+    _, model, method = planned_method([[2, 1]])  # sample 0: original, two m0-only copies, one m1-only
     block = method.plan.roles[:4].tolist()
     assert sorted(block) == [-1, 0, 0, 1]
     keep = torch.cat([method.keep_masks(torch.tensor([0, 0, 5])), method.keep_masks(torch.tensor([0, 0]))])

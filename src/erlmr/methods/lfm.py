@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Collection, Mapping
+from typing import TYPE_CHECKING, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +74,7 @@ def lfm_losses(modality_logits: list[torch.Tensor], labels: torch.Tensor) -> tup
     return supervised, torch.stack(pairs).mean()
 
 
-def hessian_vector_mean(total: torch.Tensor, supervised: torch.Tensor, params: list[torch.Tensor], probe: torch.Tensor) -> torch.Tensor:
+def hessian_vector_mean(total: torch.Tensor, supervised: torch.Tensor, params: Sequence[torch.Tensor], probe: torch.Tensor) -> torch.Tensor:
     """``mean(∂/∂probe [∇_θ total · sg(∇_θ supervised)])``: the entries of ``H_total·∇L_cls`` that belong to
     the one tensor ``probe``, averaged (the official hyper-gradient)."""
     grads = torch.autograd.grad(total, params, create_graph=True, allow_unused=True)
@@ -160,7 +160,7 @@ class LFM(Method):
     def update_align_weight(self, model: MultiModalModel, epoch: int) -> None:
         """One step of α_align against the official hyper-gradient on the held-out samples."""
         train = require_splits("lfm", self.context).train
-        inputs, labels = train.__getitems__(self.meta_indices(len(train)))
+        inputs, labels = train.__getitems__(self.meta_indices(len(train)).tolist())
         inputs, labels = {m: x.to(self.context.device) for m, x in inputs.items()}, labels.to(self.context.device)
         was_training = model.training
         model.eval()

@@ -51,7 +51,7 @@ def shapley_contributions(correct: torch.Tensor) -> torch.Tensor:
     Integer arithmetic up to one division by M!, so values such as exactly 1 stay exact. ``(B, M)``.
     """
     coalitions, count = correct.shape[0], int(math.log2(correct.shape[0]))
-    sizes = torch.tensor([bin(s).count("1") for s in range(coalitions)])
+    sizes = torch.tensor([s.bit_count() for s in range(coalitions)])
     values = sizes.unsqueeze(1) * correct.long().cpu()
     values[0] = 0
     numerators = torch.zeros(correct.shape[1], count, dtype=torch.long)
@@ -123,7 +123,7 @@ class EpochPlan:
     used: torch.Tensor
 
     @classmethod
-    def draw(cls, copies: torch.Tensor, generator: torch.Generator) -> "EpochPlan":
+    def draw(cls, copies: torch.Tensor, generator: torch.Generator) -> EpochPlan:
         count, modalities = copies.shape
         samples = torch.cat([torch.arange(count), torch.arange(count).repeat_interleave(copies.sum(1))])
         roles = torch.cat([
