@@ -19,7 +19,7 @@ from torch import nn
 
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import WindowOptions, in_window
 

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..nn.fusion import ConcatFusion, SumFusion
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult, require_splits
 
 if TYPE_CHECKING:

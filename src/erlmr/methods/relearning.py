@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..extras import require
 from ..nn.model import MultiModalModel
 from ..options import CheckedOptions, ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, require_splits
 
 

@@ -20,7 +20,7 @@ from ..data.base import Split
 from ..errors import ConfigError
 from ..nn.model import MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
-from ..training.distributed import all_reduce_sum, is_distributed, world_size
+from ..parallel import all_reduce_sum, is_distributed, world_size
 from .base import METHODS, Method, MethodContext, StepResult, require_splits
 
 if TYPE_CHECKING:
