@@ -199,6 +199,7 @@ class SampleValuation(Method):
 
     def adopt(self, copies: torch.Tensor, epoch: int) -> None:
         """Make ``copies`` the plan of epoch ``epoch``, its roles drawn from the run's seed and the epoch."""
+        # a stream apart from modality_plan's (seed + epoch)
         self.plan = EpochPlan.draw(copies, torch.Generator().manual_seed(self.seed + 7919 * epoch))
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
