@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..options import ranged
+from ..options import log_uniform, ranged
 from .base import METHODS
 from .ogm import OGM, OGMOptions
 from .ogm_ge import OGMGE
@@ -21,7 +21,8 @@ WEAK_BOOST = 4.0
 
 @dataclass
 class OGMTPAMIOptions(OGMOptions):
-    alpha: float = ranged(0.8, ge=0)
+    #: searched over the same range as ogm's (it holds the journal's 0.8)
+    alpha: float = ranged(0.8, ge=0, search=log_uniform(0.05, 1.0))
     #: the official warm-up: no modulation while ``epoch <= 5``
     modulation_start: int = ranged(6, ge=0)
     modulation_end: int = ranged(60, ge=0)

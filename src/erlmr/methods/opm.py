@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, ranged, uniform
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import mean_of_others, true_class_scores
 
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 @dataclass
 class OPMOptions(CheckedOptions):
     #: q_base, the drop probability of a modality just ahead (argparse and train_opm.sh: 0.5)
-    q_base: float = ranged(0.5, ge=0, le=1)
+    q_base: float = ranged(0.5, ge=0, le=1, search=uniform(0.2, 0.8))
     #: λ: how much a larger lead raises the probability, up to q_base·(1 + λ)
-    lam: float = ranged(0.5, ge=0)
+    lam: float = ranged(0.5, ge=0, search=uniform(0.0, 1.0))
     #: probability that a batch is modulated at all
     p_exe: float = ranged(0.7, ge=0, le=1)
     #: epochs of plain training first (official: no drop while epoch <= 5)

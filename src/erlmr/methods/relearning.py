@@ -16,7 +16,7 @@ from ..data.base import Split
 from ..errors import ConfigError
 from ..extras import require
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, log_uniform, ranged
 from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, require_splits
 
@@ -24,7 +24,7 @@ from .base import METHODS, Method, MethodContext, require_splits
 @dataclass
 class RelearningOptions(CheckedOptions):
     #: λ in α_m = tanh(λ·|purity_train − purity_val|) (``--move_lambda``)
-    move_lambda: float = ranged(3.0, ge=0)
+    move_lambda: float = ranged(3.0, ge=0, search=log_uniform(0.5, 10.0))
     #: diagnose after every epoch e > 0 with e % reinit_epoch == 0 (0-based, as the official loop)
     reinit_epoch: int = ranged(20, ge=1)
     #: at most this many re-initialisations
