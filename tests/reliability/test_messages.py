@@ -77,6 +77,16 @@ def test_an_npz_header_claiming_an_absurd_shape_is_refused_before_allocating(tmp
     assert load_dataset("arrays", str(root), 0, 0.1, {}).train.inputs["a"].shape[1:] == (6,)
 
 
+@pytest.mark.parametrize("header", [b"{", b"{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 6)}", b"\x00\xff"])
+def test_an_npz_header_numpy_cannot_parse_is_one_line(tmp_path, header):
+    from .test_arrays_fuzz import damage_header
+
+    root = write_folder(tmp_path / "data")
+    damage_header(root / "test.npz", "a", "text", header)
+    with pytest.raises(DataError, match=r"cannot read .*test\.npz: .*; re-create it with numpy\.savez"):
+        load_dataset("arrays", str(root), 0, 0.1, {})
+
+
 def test_random_bytes_are_not_reported_as_pickled_data(tmp_path):
     root = write_folder(tmp_path / "data")
     (root / "test.npz").write_bytes(np.random.default_rng(0).bytes(300))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -72,7 +73,10 @@ def check_members(archive: zipfile.ZipFile) -> None:
         with archive.open(info) as member:
             version = np.lib.format.read_magic(member)
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = reader(member)
+            try:
+                shape, _, dtype = reader(member)
+            except (SyntaxError, tokenize.TokenError) as error:  # numpy lets these through for some headers
+                raise ValueError(f"array {info.filename[:-4]!r} has a damaged header ({error})") from None
             if dtype.hasobject:
                 raise ValueError(f"array {info.filename[:-4]!r} holds Python objects, which erlmr does not unpickle")
             claimed, held = math.prod(shape) * dtype.itemsize, info.file_size - member.tell()
