@@ -1,5 +1,6 @@
 """A bench killed (kill -9) or stopped (SIGTERM) leaves no worker running, and the same bench run again
 continues its partial runs and ends with the table of an uninterrupted bench."""
+
 from __future__ import annotations
 
 import csv
@@ -27,27 +28,55 @@ COST = ("parameters", "flops_per_sample", "step_time_s", "peak_memory_mb")
 
 
 def bench_args(out: Path) -> list[str]:
-    return ["bench", "--datasets", "synthetic", "--methods", ",".join(METHODS), "--seeds", "1", "--out", str(out),
-            "--epochs", "3", "--batch-size", "8", "--device", "cpu", "--quiet",
-            "--set", "data.options.train_size=240", "--set", "data.options.test_size=60"]
+    return [
+        "bench",
+        "--datasets",
+        "synthetic",
+        "--methods",
+        ",".join(METHODS),
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "data.options.train_size=240",
+        "--set",
+        "data.options.test_size=60",
+    ]
 
 
 def start_bench(out: Path) -> subprocess.Popen:
     """The bench as its own session, so that every process it starts can be found by session id."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(erlmr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "erlmr", *bench_args(out)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(erlmr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "erlmr", *bench_args(out)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def running_in(session: int) -> list[int]:
-    """PIDs of the processes of ``session`` that are still running (a zombie has ended; its parent has yet to reap it)."""
+    """PIDs of the processes of ``session`` that are still running (a zombie has ended; its parent has yet to
+    reap it)."""
     pids = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{name}/stat").read_text()
         except OSError:
             continue
-        state, _, _, session_id = stat[stat.rindex(")") + 2:].split()[:4]
+        state, _, _, session_id = stat[stat.rindex(")") + 2 :].split()[:4]
         if int(session_id) == session and state != "Z":
             pids.append(int(name))
     return pids
@@ -87,7 +116,9 @@ def frozen_worker(run_dir: Path, bench: subprocess.Popen | None = None) -> int:
     return worker
 
 
-def test_killed_and_stopped_bench_leaves_no_worker_and_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, capsys):
+def test_killed_and_stopped_bench_leaves_no_worker_and_resumes_to_the_uninterrupted_table(
+    tmp_path, uninterrupted, capsys
+):
     out = tmp_path / "bench"
     joint, unimodal = (run_dir_for(out, "synthetic", method, 0) for method in METHODS)
 
@@ -137,8 +168,13 @@ def test_a_partial_run_of_other_settings_is_not_continued(tmp_path, at_step, mon
     out = tmp_path / "bench"
     at_step(3, lambda model: os.kill(os.getpid(), signal.SIGTERM))
     run_dir = run_dir_for(out, "synthetic", "joint", 0)  # a partial run, as an interrupted bench leaves it
-    assert main(["train", "--dataset", "synthetic", "--method", "joint", *bench_args(out)[9:], "--run-dir", str(run_dir)]) == 143
+    assert (
+        main(["train", "--dataset", "synthetic", "--method", "joint", *bench_args(out)[9:], "--run-dir", str(run_dir)])
+        == 143
+    )
     monkeypatch.undo()
     assert main([*bench_args(out), "--epochs", "4", "--methods", "joint"]) == 1
-    assert ("holds an unfinished run with other settings than this bench's: train.epochs: 3 in the folder, 4 now"
-            in capsys.readouterr().out)
+    assert (
+        "holds an unfinished run with other settings than this bench's: train.epochs: 3 in the folder, 4 now"
+        in capsys.readouterr().out
+    )

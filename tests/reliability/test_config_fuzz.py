@@ -1,5 +1,6 @@
 """Fuzz config files and ``--set`` values: every input is either built into a trainer or refused with an
 ErlmrError (one line at the command line); never another exception."""
+
 from __future__ import annotations
 
 import tempfile
@@ -18,19 +19,61 @@ from erlmr.training.trainer import Trainer
 DEFAULTS = flatten(Config().to_dict())
 #: every key of the config, a few of method options, encoders and heads, and some that do not exist
 KEYS = sorted(DEFAULTS) + [
-    "method.options.alpha", "method.options.modality", "method.options.pareto_mode", "method.options.erlmr",
-    "model.encoders.m0", "model.encoders.m9", "model.encoder_options.m0.dropout", "model.encoder_options.m0.hidden",
-    "model.encoder_options.m0.layers", "model.encoder_options.m1", "model.fusion_options.hidden",
-    "model.fusion_options.gate_on", "model", "train", "x", "train.x", "optim.lr.x", "", "a..b",
+    "method.options.alpha",
+    "method.options.modality",
+    "method.options.pareto_mode",
+    "method.options.erlmr",
+    "model.encoders.m0",
+    "model.encoders.m9",
+    "model.encoder_options.m0.dropout",
+    "model.encoder_options.m0.hidden",
+    "model.encoder_options.m0.layers",
+    "model.encoder_options.m1",
+    "model.fusion_options.hidden",
+    "model.fusion_options.gate_on",
+    "model",
+    "train",
+    "x",
+    "train.x",
+    "optim.lr.x",
+    "",
+    "a..b",
 ]
-NAMES = sorted(METHODS) + ["erlmr+ogm_ge", "joint+erlmr", "mlp", "concat", "gated", "film", "sum", "sgd", "adamw",
-                           "step", "cosine", "cpu", "auto", "cuda:7", "m0", "m1", "params", "features", "", "?"]
+NAMES = sorted(METHODS) + [
+    "erlmr+ogm_ge",
+    "joint+erlmr",
+    "mlp",
+    "concat",
+    "gated",
+    "film",
+    "sum",
+    "sgd",
+    "adamw",
+    "step",
+    "cosine",
+    "cpu",
+    "auto",
+    "cuda:7",
+    "m0",
+    "m1",
+    "params",
+    "features",
+    "",
+    "?",
+]
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 40),
-    st.floats(-2, 2), st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e-300]), st.sampled_from(NAMES),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 40),
+    st.floats(-2, 2),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e-300]),
+    st.sampled_from(NAMES),
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(NAMES), inner, max_size=3),
-                      max_leaves=6)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(NAMES), inner, max_size=3),
+    max_leaves=6,
+)
 #: raw text as a YAML value, malformed or not
 YAML_TEXT = st.text(alphabet="{}[],:'\"-.!&*#|>%@` 0123456789abexnul\n\t", max_size=12)
 #: the data stay a small synthetic set, so that every input that passes the checks is built quickly
@@ -61,7 +104,9 @@ def overrides(draw) -> list[str]:
         key = draw(st.sampled_from(KEYS))
         kind = draw(st.sampled_from(["plausible"] * 4 + ["any", "text"]))
         value = draw(YAML_TEXT) if kind == "text" else draw(plausible(key) if kind == "plausible" else VALUES)
-        text = value if kind == "text" else yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+        text = (
+            value if kind == "text" else yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+        )
         sets.append(draw(st.sampled_from([f"{key}={text}"] * 8 + [key, f"{key}=={text}"])))
     return sets
 

@@ -1,5 +1,6 @@
 """One writer per folder: a second process is refused with one line naming the folder and the holder's PID,
 and the lock dies with its holder, so that a killed run can be resumed at once."""
+
 from __future__ import annotations
 
 import os
@@ -20,13 +21,19 @@ pytestmark = pytest.mark.skipif(lock.fcntl is None, reason="folder locks use fcn
 
 
 def python_env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(erlmr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(erlmr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def test_a_second_lock_is_refused_until_the_first_is_released(tmp_path):
     first = FolderLock(tmp_path, "run folder", "choose another train.run_dir").acquire()
-    with pytest.raises(CheckpointError, match=rf"run folder {tmp_path} is being written by another process "
-                                              rf"\(PID {os.getpid()}\); choose another train.run_dir"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"run folder {tmp_path} is being written by another process "
+        rf"\(PID {os.getpid()}\); choose another train.run_dir",
+    ):
         FolderLock(tmp_path, "run folder", "choose another train.run_dir").acquire()
     with pytest.raises(CheckpointError, match=rf"PID {os.getpid()}\); evaluate it later"):
         refuse_if_being_written(tmp_path, "run folder", "evaluate it later")
@@ -50,10 +57,30 @@ def test_a_second_training_into_a_run_folder_and_its_evaluation_are_refused_whil
     from erlmr.cli import main
 
     run_dir = tmp_path / "run"
-    args = ["train", "--dataset", "synthetic", "--method", "joint", "--epochs", "1000", "--batch-size", "8",
-            "--device", "cpu", "--quiet", "--set", "data.options.train_size=200", "--set", "data.options.test_size=50"]
-    first = subprocess.Popen([sys.executable, "-m", "erlmr", *args, "--run-dir", str(run_dir)], env=python_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "joint",
+        "--epochs",
+        "1000",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "data.options.train_size=200",
+        "--set",
+        "data.options.test_size=50",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "erlmr", *args, "--run-dir", str(run_dir)],
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         while not (run_dir / "last.pt").exists():
             assert first.poll() is None, first.stderr.read().decode()
@@ -62,7 +89,10 @@ def test_a_second_training_into_a_run_folder_and_its_evaluation_are_refused_whil
         assert main([*args, "--seed", "1", "--run-dir", str(run_dir)]) == 2
         assert f"run folder {run_dir} is being written by another process (PID {first.pid})" in capsys.readouterr().err
         assert main(["eval", str(run_dir), "--device", "cpu"]) == 2
-        assert f"{run_dir} is being written by another process (PID {first.pid}); evaluate it once" in capsys.readouterr().err
+        assert (
+            f"{run_dir} is being written by another process (PID {first.pid}); evaluate it once"
+            in capsys.readouterr().err
+        )
         assert (run_dir / "config.yaml").read_text() == config and first.poll() is None
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -78,8 +108,11 @@ def test_benches_of_one_shard_exclude_each_other_but_not_benches_of_other_shards
     from erlmr.analysis.bench import run_bench, shard_lock_name
 
     with FolderLock(tmp_path, "bench folder", "wait", shard_lock_name((1, 2))):  # as a bench of shard 1/2 holds it
-        with pytest.raises(CheckpointError, match=rf"bench folder {tmp_path} is being written by another process "
-                                                  rf"\(PID {os.getpid()}\); wait for that bench \(shard 1/2\) to finish"):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"bench folder {tmp_path} is being written by another process "
+            rf"\(PID {os.getpid()}\); wait for that bench \(shard 1/2\) to finish",
+        ):
             run_bench(["synthetic"], ["no_such_method"], 2, tmp_path, shard=(1, 2), progress=False)
         result = run_bench(["synthetic"], ["no_such_method"], 2, tmp_path, shard=(2, 2), progress=False)
     assert list(result.failures) == [("synthetic", "no_such_method", 1)]  # shard 2/2 ran its share

@@ -1,4 +1,5 @@
 """A checkpoint is data, never code: a crafted .pt whose pickle calls os.system is refused, and nothing runs."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,9 @@ def plant(path: Path, marker: Path, form: str) -> None:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    return erlmr.train(small_config(tmp_path_factory.mktemp("unsafe") / "run", method={"name": "joint"}, train={"epochs": 1})).run_dir
+    return erlmr.train(
+        small_config(tmp_path_factory.mktemp("unsafe") / "run", method={"name": "joint"}, train={"epochs": 1})
+    ).run_dir
 
 
 @pytest.fixture
@@ -96,8 +99,11 @@ def test_checkpoints_hold_only_tensors_and_plain_containers(finished):
 def test_a_pickle_torch_cannot_parse_is_refused_as_corrupt(tmp_path):
     path, marker = tmp_path / "last.pt", tmp_path / "MARKER"
     path.write_bytes(pickle.dumps({"model": RunsACommand(f"touch {marker}")}, protocol=4))
-    with pytest.raises(CheckpointError, match=rf"checkpoint {path} is corrupt or not a torch checkpoint \(unsupported "
-                                              r"operand 149\); erlmr loads only tensors and plain containers from it"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"checkpoint {path} is corrupt or not a torch checkpoint \(unsupported "
+        r"operand 149\); erlmr loads only tensors and plain containers from it",
+    ):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -106,6 +112,9 @@ def test_a_checkpoint_holding_a_numpy_array_is_named_as_such(tmp_path):
     """What an erlmr before weights-only loading wrote: numpy's RNG state as a pickled array."""
     path = tmp_path / "last.pt"
     torch.save({"model": {}, "resume": {"rng": {"numpy": ("MT19937", np.zeros(624, np.uint32), 0, 0, 0.0)}}}, path)
-    with pytest.raises(CheckpointError, match=rf"checkpoint {path} holds a pickled numpy array \(numpy\..*\), not only tensors "
-                                              r"and plain containers; erlmr versions before weights-only loading stored numpy's random state"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"checkpoint {path} holds a pickled numpy array \(numpy\..*\), not only tensors "
+        r"and plain containers; erlmr versions before weights-only loading stored numpy's random state",
+    ):
         load_checkpoint(path)

@@ -301,8 +301,8 @@ def run_grid(
     :class:`~erlmr.errors.TrainingInterrupted`; the same bench run again continues them.
     """
     pending = [e for e in entries if not RunFolder(entry_dir(out, e)).finished]
-    failures = {}
-    children = ChildRuns(process_context(), max(1, usable_cores() // jobs))
+    failures: dict[tuple[str, str, int], str] = {}
+    children: ChildRuns[tuple[str, str, int]] = ChildRuns(process_context(), max(1, usable_cores() // jobs))
     with tqdm(total=len(entries), initial=len(entries) - len(pending), desc="bench", unit="run", disable=not progress) as bar:
         with ForwardedStop(children) as stop:
             while children.running or (pending and stop.received is None):

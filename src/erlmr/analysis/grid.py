@@ -13,6 +13,7 @@ thread sends its process SIGTERM (and ends it outright if it has not stopped :da
 later). ``prctl(PR_SET_PDEATHSIG)`` would not do: a child's parent is the fork server, which outlives the
 bench for as long as any child does.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -21,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Generic, Hashable, TypeVar, cast
 
 import torch
 
@@ -29,6 +30,7 @@ from ..training.signals import StopSignals
 
 #: seconds a child whose bench died has to save its state before it is ended
 GRACE_S = 30.0
+Key = TypeVar("Key", bound=Hashable)
 
 
 def process_context() -> multiprocessing.context.BaseContext:
@@ -59,8 +61,11 @@ def stop_when_closed(bench_alive: multiprocessing.connection.Connection) -> None
 
 
 def child_main(
-    send: multiprocessing.connection.Connection, bench_alive: multiprocessing.connection.Connection,
-    threads: int, task: Callable, args: tuple,
+    send: multiprocessing.connection.Connection,
+    bench_alive: multiprocessing.connection.Connection,
+    threads: int,
+    task: Callable,
+    args: tuple,
 ) -> None:
     """Run ``task(*args)`` in a child and send back what it returns; it stops when the bench dies."""
     os.setpgid(0, 0)  # out of the terminal's process group: the bench forwards a Ctrl-C, once
@@ -79,28 +84,29 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-class ChildRuns:
+class ChildRuns(Generic[Key]):
     """Tasks running in child processes, keyed by the caller; :meth:`stop_all` sends each one SIGTERM, once."""
 
-    def __init__(self, context: multiprocessing.context.BaseContext, threads: int):
+    def __init__(self, context: Any, threads: int):  # a multiprocessing context (BaseContext declares no Process)
         self.context, self.threads = context, threads
-        self.running: dict[Hashable, tuple[multiprocessing.Process, multiprocessing.connection.Connection, Any]] = {}
+        self.running: dict[Key, tuple[multiprocessing.Process, multiprocessing.connection.Connection, Any]] = {}
         self.signalled: set[int] = set()
 
-    def start(self, key: Hashable, task: Callable, *args: Any) -> None:
+    def start(self, key: Key, task: Callable, *args: Any) -> None:
         receive, send = self.context.Pipe(duplex=False)
         bench_alive, keep_alive = self.context.Pipe(duplex=False)  # only this process holds keep_alive
-        process = self.context.Process(target=child_main, args=(send, bench_alive, self.threads, task, args),
-                                       name=f"erlmr-run-{len(self.running)}")
+        process = self.context.Process(
+            target=child_main, args=(send, bench_alive, self.threads, task, args), name=f"erlmr-run-{len(self.running)}"
+        )
         process.start()
         send.close()
         bench_alive.close()
         self.running[key] = (process, receive, keep_alive)
 
-    def wait(self) -> tuple[Hashable, Any, str | None]:
+    def wait(self) -> tuple[Key, Any, str | None]:
         """(key, what its task returned, None) of the next child to end, or (key, None, how it died)."""
         sentinels = {process.sentinel: key for key, (process, _, _) in self.running.items()}
-        key = sentinels[multiprocessing.connection.wait(list(sentinels))[0]]
+        key = sentinels[cast(int, multiprocessing.connection.wait(list(sentinels))[0])]
         process, receive, keep_alive = self.running.pop(key)
         process.join()
         keep_alive.close()
@@ -113,7 +119,7 @@ class ChildRuns:
 
     def stop_all(self) -> None:
         for process, _, _ in self.running.values():
-            if process.pid not in self.signalled:
+            if process.pid is not None and process.pid not in self.signalled:
                 self.signalled.add(process.pid)
                 process.terminate()
 
@@ -122,7 +128,7 @@ class ForwardedStop(StopSignals):
     """While active, a SIGINT or SIGTERM to this process is recorded and forwarded to every child as SIGTERM;
     a second one interrupts at once (the children then stop at once too, their files consistent)."""
 
-    def __init__(self, children: ChildRuns):
+    def __init__(self, children: ChildRuns[Any]):
         super().__init__()
         self.children = children
 

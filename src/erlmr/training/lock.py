@@ -6,18 +6,20 @@ process and a killed run can be resumed at once. The file records the holder's P
 writer gets, and is removed when the lock is released. Readers (``erlmr eval``) refuse a folder whose lock
 is held. Where ``fcntl`` does not exist (Windows), folders are not locked.
 """
+
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock
+if sys.platform == "win32":  # no flock
     fcntl = None
+else:
+    import fcntl
 
 LOCK_NAME = ".erlmr-lock"
 
@@ -59,7 +61,9 @@ class FolderLock:
         self.handle = None
 
     def busy(self, holder: str) -> CheckpointError:
-        return CheckpointError(f"{self.what} {self.folder} is being written by another process (PID {holder}); {self.advice}")
+        return CheckpointError(
+            f"{self.what} {self.folder} is being written by another process (PID {holder}); {self.advice}"
+        )
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()

@@ -13,7 +13,7 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, cast, Mapping
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_di
 def capture_rng(cuda: bool) -> dict[str, Any]:
     """The torch, numpy and Python RNG states as tensors and plain tuples, so that a checkpoint holding them
     loads with ``torch.load(weights_only=True)`` (no pickled numpy array or other object)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    kind, keys, position, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
