@@ -124,7 +124,7 @@ def test_arm_needs_equal_feature_widths():
 
 
 def test_arm_scores_stay_positive_and_finite_on_constant_features():
-    splits, model, method, _ = method_setup("arm")
+    _, _, method, _ = method_setup("arm")
     zeros = torch.zeros(8, 16)
     scores = method.contribution_scores([zeros, zeros + 1], torch.zeros(8, dtype=torch.long))
     assert torch.isfinite(scores).all() and (scores >= 1e-6).all()

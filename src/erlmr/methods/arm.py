@@ -159,7 +159,7 @@ class ARM(Method):
     def contribution_scores(self, features: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """The scores ``s_m`` (M,) of this batch; the statistics behind them are averaged over ranks."""
         o, count = self.options, len(features)
-        fused = self.fuse(torch.cat(features, dim=1))
+        fused = self.fuse(torch.cat(list(features), dim=1))
         confidences = [true_class_confidence(self.classifier(x), labels).double() for x in (fused, *features)]
         nmi = [normalized_mutual_information(z, fused, o.mi_bins) for z in features]
         ncmi = [

@@ -120,7 +120,8 @@ class AUG(Method):
 
     def learner_logits(self, modality: str, feature: torch.Tensor, count: int) -> list[torch.Tensor]:
         """The logits of modality's base learner and of its first ``count`` boosting learners."""
-        layers = [self.embeddings[modality], *list(self.learners[modality])[:count]]
+        learners: nn.ModuleList = self.learners[modality]  # type: ignore[assignment]
+        layers = [self.embeddings[modality], *learners[:count]]
         return [self.classifier(F.relu(layer(feature))) for layer in layers]
 
     def modality_loss(self, parts: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -159,9 +160,9 @@ class AUG(Method):
 
     def fuse(self, ensembles: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``Σ_m w_m F_m`` over the modalities given, the weights renormalised over them."""
-        weights = self.fusion_weights[[self.modalities.index(m) for m in ensembles]]
-        weights = (weights / weights.sum()).tolist()
-        return sum(w * logits for w, logits in zip(weights, ensembles.values()))
+        chosen = self.fusion_weights[[self.modalities.index(m) for m in ensembles]]
+        weights = (chosen / chosen.sum()).tolist()
+        return torch.stack([w * logits for w, logits in zip(weights, ensembles.values())]).sum(0)
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         """The adaptive assignment check (after epoch 0 and every ``check_every`` epochs); then a new tally."""
