@@ -68,6 +68,8 @@ class TrainConfig:
     tensorboard: bool = False
     amp: Optional[bool] = None
     compile: bool = False
+    #: warn (epoch log, summary.json) when a modality stays at chance though its inputs are informative
+    imbalance_alarm: bool = True
 
 
 @dataclass
