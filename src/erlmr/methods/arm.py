@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import mean_of_others
 
