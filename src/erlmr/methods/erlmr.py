@@ -18,7 +18,7 @@ from ..nn.balance import balanced_backward
 from ..nn.losses import COSINE_AXES, MMCLoss
 from ..nn.model import MultiModalModel
 from ..nn.pareto import NORMALIZATIONS
-from ..options import CheckedOptions, one_of, ranged
+from ..options import CheckedOptions, log_uniform, one_of, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 
 if TYPE_CHECKING:
@@ -30,13 +30,14 @@ PARETO_TARGETS = ("mmc", "authors")
 
 @dataclass
 class ERLMROptions(CheckedOptions):
-    phase_weight: float = ranged(1.0, ge=0)
-    modality_ce_weight: float = ranged(1.0, ge=0)
+    #: the MMC loss's two weights and the Pareto normalisation are what ``erlmr tune`` searches
+    phase_weight: float = ranged(1.0, ge=0, search=log_uniform(0.1, 10.0))
+    modality_ce_weight: float = ranged(1.0, ge=0, search=log_uniform(0.1, 10.0))
     cosine: str = one_of("sample", COSINE_AXES)
     pareto: bool = True
     pareto_mode: str = one_of("params", PARETO_MODES)
     pareto_target: str = one_of("mmc", PARETO_TARGETS)
-    normalization: str = one_of("loss+", NORMALIZATIONS)
+    normalization: str = one_of("loss+", NORMALIZATIONS, search=True)
     weight_floor: float = ranged(0.001, ge=0, lt=0.5)
     fusion_weight: float = ranged(1.0, ge=0)
     mmc_weight: float = ranged(1.0, ge=0)
