@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, log_uniform, ranged, uniform
 from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import mean_of_others
@@ -27,10 +27,11 @@ ENTROPY_SHARE_FLOOR = 0.6
 
 @dataclass
 class ARLOptions(CheckedOptions):
-    #: weight of the unimodal cross-entropies once ARL is on (CREMA-D script 4.0; KS 3.0, AVE 5.0)
-    gamma: float = ranged(4.0, ge=0)
+    #: weight of the unimodal cross-entropies once ARL is on (CREMA-D script 4.0; KS 3.0, AVE 5.0; argparse
+    #: 1.0), searched over that span
+    gamma: float = ranged(4.0, ge=0, search=uniform(1.0, 6.0))
     #: temperature of the softmax that turns the scores into weights (CREMA-D script 8.0; KS, AVE 4.0)
-    temperature: float = ranged(8.0, ge=0)
+    temperature: float = ranged(8.0, ge=0, search=log_uniform(2.0, 16.0))
     #: epochs of plain ``CE + Σ CE_m`` first (official ``--start 5`` with ``epoch > start``: on from epoch 6)
     warmup_epochs: int = ranged(6, ge=0)
     #: clip all gradients to this global norm after the scaling (official 40); 0 turns it off
