@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, method_setup, setup_three, take_step
 
 from erlmr.methods.arl import arl_weights
+from support import first_batch, method_setup, setup_three, take_step
 
 
 def official_two_modality_weights(out_a: torch.Tensor, out_v: torch.Tensor, temperature: float) -> torch.Tensor:

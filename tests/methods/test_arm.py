@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, method_setup, setup_three, take_step
 
 from erlmr.config import ModelConfig
 from erlmr.errors import ConfigError
 from erlmr.methods.arm import normalized_conditional_mutual_information, normalized_mutual_information
+from support import first_batch, method_setup, setup_three, take_step
 
 
 def numpy_nmi(x: torch.Tensor, y: torch.Tensor, bins: int) -> float:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, method_setup, setup_three, step_context
 
 from erlmr.errors import ConfigError
+from support import first_batch, method_setup, setup_three, step_context
 
 
 class CountingSGD(torch.optim.SGD):
@@ -57,8 +57,18 @@ def test_aug_assigns_learners_to_the_weaker_modality_only_when_the_gap_is_large(
     method.confidence_sums.copy_(torch.tensor([3.0, 3.0, 1.0]))
     assert [method.assign_learner() for _ in range(3)] == [2, 2, None]  # max_learners reached
     method.confidence_sums.copy_(torch.tensor([3.0, 3.0, 1.0]))
-    logs = method.on_epoch_end(model, 4)  # not a check epoch (0, or every 20th)
+    logs = method.on_epoch_end(model, 4)  # not a check epoch (0, or every 20th when the run length is unknown)
     assert logs["aug_learners_m2"] == 2 and logs["aug_confidence_m2"] == 1.0 and not method.confidence_sums.any()
+
+
+@pytest.mark.parametrize("epochs,every,period", [(200, None, 20), (30, None, 3), (5, None, 1), (200, 7, 7)])
+def test_aug_checks_every_tenth_of_the_run_as_official(epochs, every, period):
+    _, model, method = setup_three("aug", {"check_every": every})
+    method.context.epochs = epochs
+    assert method.check_period == period
+    method.confidence_sums.copy_(torch.tensor([3.0, 3.0, 1.0]))
+    method.on_epoch_end(model, period - 1)
+    assert method.learner_counts.tolist() == [0, 0, 1]
 
 
 def test_aug_takes_one_step_per_modality_and_trains_the_newest_learner():
@@ -66,12 +76,13 @@ def test_aug_takes_one_step_per_modality_and_trains_the_newest_learner():
     method.learner_counts[1] = 1
     inputs, labels = first_batch(splits)
     active, idle = method.learners["m1"][0], method.learners["m1"][1]
-    before = [active.weight.detach().clone(), idle.weight.detach().clone(), method.learners["m0"][0].weight.detach().clone()]
+    other = method.learners["m0"][0]
+    before = [layer.weight.detach().clone() for layer in (active, idle, other)]
     result, optimizer = aug_step(method, model, inputs, labels)
     assert optimizer.steps == len(splits.modalities)
     assert not torch.allclose(active.weight, before[0])  # the official learners never change
     torch.testing.assert_close(idle.weight, before[1])
-    torch.testing.assert_close(method.learners["m0"][0].weight, before[2])
+    torch.testing.assert_close(other.weight, before[2])
     with torch.no_grad():
         ensembles = [result.output.modality_logits[m] for m in splits.modalities]
         sums = torch.stack([x.softmax(1).gather(1, labels[:, None]).sum() for x in ensembles])

@@ -58,7 +58,9 @@ def arl_weights(modality_logits: Sequence[torch.Tensor], temperature: float) -> 
     return torch.softmax(temperature * inverse_variance * mean_of_others(bias), dim=0)
 
 
-@METHODS.register("arl", "ARL: unimodal CEs and encoder gradients × (1 + inverse-variance weight) (Wei et al., ICCV 2025)")
+@METHODS.register(
+    "arl", "ARL: unimodal CEs and encoder gradients × (1 + inverse-variance weight) (Wei et al., ICCV 2025)"
+)
 class ARL(Method):
     """Loss ``CE(ℓ) + γ·Σ_m CE(ℓ_m)``; after backward, encoder m's gradients × ``(1 + w_m)``.
 

@@ -95,7 +95,9 @@ def true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return logits.softmax(1).gather(1, labels.unsqueeze(1)).mean()
 
 
-@METHODS.register("arm", "ARM: features rescaled by MI/CMI contribution scores, the weaker reinforced (Gao et al., AAAI 2025)")
+@METHODS.register(
+    "arm", "ARM: features rescaled by MI/CMI contribution scores, the weaker reinforced (Gao et al., AAAI 2025)"
+)
 class ARM(Method):
     """Fused logits ``f(F([r_1·z_1; …; r_M·z_M]))`` with ``r_m = mean_{j≠m} s_j / s_m``; loss ``CE``.
 
@@ -133,6 +135,11 @@ class ARM(Method):
     """
 
     Options = ARMOptions
+    fuse: nn.Linear
+    classifier: nn.Linear
+    ratio_sum: torch.Tensor
+    ratio_steps: torch.Tensor
+    test_ratios: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: ARMOptions, context: MethodContext):
         super().__init__(model, options, context)
@@ -167,7 +174,8 @@ class ARM(Method):
             for m, z in enumerate(features)
         ]
         stats = all_reduce_mean(torch.stack([*confidences, *nmi, *ncmi]))
-        fused_confidence, own, nmi_t, ncmi_t = stats[0], stats[1 : count + 1], stats[count + 1 : 2 * count + 1], stats[2 * count + 1 :]
+        fused_confidence, own = stats[0], stats[1 : count + 1]
+        nmi_t, ncmi_t = stats[count + 1 : 2 * count + 1], stats[2 * count + 1 :]
         weight = mean_of_others(own) if o.interaction_confidence == "others" else own
         return (fused_confidence * nmi_t + weight * (nmi_t - ncmi_t)).clamp_min(MIN_SCORE).float()
 
@@ -206,7 +214,9 @@ class ARM(Method):
         self.ratio_steps.zero_()
         return {f"arm_test_ratio_{m}": float(r) for m, r in zip(self.modalities, self.test_ratios)}
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = model(inputs, absent=absent)
         features = [output.features[m] for m in self.modalities]  # zeros for the absent ones
         return self.method_output(output, self.fused_logits(features, self.test_ratios))

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: a learner is assigned only when the confidence gap exceeds λ by this much (official: ±0.01)
 ASSIGNMENT_MARGIN = 0.01
+#: the check period when neither the option nor the run length is known (the official 200-epoch run's)
+DEFAULT_CHECK_EVERY = 20
 
 
 @dataclass
@@ -38,9 +40,11 @@ class AUGOptions(CheckedOptions):
     hidden: int = ranged(256, ge=1)
     #: boosting learners pre-allocated per modality (so they are trained); no more are assigned
     max_learners: int = ranged(10, ge=0)
-    #: epochs between two assignment checks, plus one after epoch 0 (official: a tenth of the epochs, 20 of 200)
-    check_every: int = ranged(20, ge=1)
-    #: test-time weight of each modality's ensemble, in modality order; unset = uniform (official CREMA-D: 0.4, 0.6)
+    #: epochs between two assignment checks, plus one after epoch 0; unset: a tenth of the run, at least 1
+    #: (official; 20 of its 200 epochs)
+    check_every: int | None = ranged(None, ge=1)
+    #: test-time weight of each modality's ensemble, in modality order; unset = uniform
+    #: (official CREMA-D: 0.4, 0.6)
     fusion_weights: list[float] | None = None
 
     def __post_init__(self) -> None:
@@ -49,7 +53,9 @@ class AUGOptions(CheckedOptions):
         if weights is not None and (
             not all(isinstance(w, (int, float)) and w >= 0 for w in weights) or not sum(weights) > 0
         ):
-            raise ConfigError(f"option fusion_weights must be non-negative numbers with a positive sum, got {weights}")
+            raise ConfigError(
+                f"option fusion_weights must be non-negative numbers with a positive sum, got {weights}"
+            )
 
 
 def xavier_linear(in_features: int, out_features: int) -> nn.Linear:
@@ -60,7 +66,10 @@ def xavier_linear(in_features: int, out_features: int) -> nn.Linear:
     return layer
 
 
-@METHODS.register("aug", "AUG: per-modality boosting through a shared classifier, learners to the weaker modality (Jiang et al., NeurIPS 2025)")
+@METHODS.register(
+    "aug",
+    "AUG: per-modality boosting via a shared classifier, learners to the weaker modality (Jiang et al., NeurIPS 2025)",
+)
 class AUG(Method):
     """Each modality m has an ensemble ``F_m = f(relu(E_m z_m)) + Σ_{k≤K_m} f(relu(A_{m,k} z_m))`` through one
     classifier ``f = Linear(hidden, C)`` shared by all modalities and learners; the model's fusion head is
@@ -72,25 +81,29 @@ class AUG(Method):
       (the newest learner fits the residual: samples the earlier ensemble already gets right count less);
 
     then backward and one optimiser step: M steps per batch. ``S_m`` sums the true-class probability of
-    ``F_m`` over the epoch (from the forward before m's step, summed over ranks). After epoch 0 and
-    every ``check_every`` epochs, the modality w with the smallest S gets its next learner if
-    ``mean_{j≠w} S_j / S_w > λ + 0.01`` and ``K_w < max_learners``. Test time: ``Σ_m w_m F_m`` over the
-    present modalities, weights renormalised (uniform unless ``fusion_weights`` is given).
+    ``F_m`` over the epoch (from the forward before m's step, summed over ranks). After epoch 0 and every
+    ``check_every`` epochs (by default a tenth of the run), the modality w with the smallest S gets its
+    next learner if ``mean_{j≠w} S_j / S_w > λ + 0.01`` and ``K_w < max_learners``. Test time:
+    ``Σ_m w_m F_m`` over the present modalities, weights renormalised (uniform unless ``fusion_weights``).
 
     Differences from the official code: (1) the official learners are created after the optimiser and
     never join it, so they stay random projections; here ``max_learners`` per modality are created
     up front (in the optimiser and the checkpoint, initialised as official: xavier-normal, zero bias) and
     switched on one at a time; a learner not yet on gets no gradient, so the optimiser leaves it alone.
-    (2) Fusion weights uniform by default (official CREMA-D run 0.4 audio, 0.6 video). (3) The official
-    check period is a tenth of the run's epochs; erlmr's methods do not see the run length, so it is the
-    option ``check_every`` (20 = the official 200-epoch run). (4) M ≥ 2 rule: for M = 2 it is the
-    official one (learner to video when S_a/S_v > λ + 0.01) except that audio gets one when
-    S_v/S_a > λ + 0.01 instead of S_a/S_v < λ − 0.01 (for λ = 1: 1.01 against 1.0101). (5) Gradients are
-    cleared to None between the modalities' steps, so each encoder is updated once per batch, the
+    (2) Fusion weights uniform by default (official CREMA-D run 0.4 audio, 0.6 video). (3) The check
+    period may be set (``check_every``); unset it is the official tenth of the run. (4) M ≥ 2 rule: for
+    M = 2 it is the official one (learner to video when S_a/S_v > λ + 0.01) except that audio gets one
+    when S_v/S_a > λ + 0.01 instead of S_a/S_v < λ − 0.01 (for λ = 1: 1.01 against 1.0101). (5) Gradients
+    are cleared to None between the modalities' steps, so each encoder is updated once per batch, the
     shared classifier M times (PyTorch 1.11's zeroing also gave the idle branch momentum updates).
     """
 
     Options = AUGOptions
+    embeddings: nn.ModuleDict
+    learners: nn.ModuleDict
+    classifier: nn.Linear
+    learner_counts: torch.Tensor
+    confidence_sums: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: AUGOptions, context: MethodContext):
         super().__init__(model, options, context)
@@ -166,12 +179,20 @@ class AUG(Method):
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         """The adaptive assignment check (after epoch 0 and every ``check_every`` epochs); then a new tally."""
-        if epoch == 0 or (epoch + 1) % self.options.check_every == 0:
+        if epoch == 0 or (epoch + 1) % self.check_period == 0:
             self.assign_learner()
         logs = {f"aug_confidence_{m}": float(s) for m, s in zip(self.modalities, self.confidence_sums)}
         logs.update({f"aug_learners_{m}": float(k) for m, k in zip(self.modalities, self.learner_counts)})
         self.confidence_sums.zero_()
         return logs
+
+    @property
+    def check_period(self) -> int:
+        """Epochs between two assignment checks: the option, else a tenth of the run (official)."""
+        if self.options.check_every is not None:
+            return self.options.check_every
+        epochs = self.context.epochs
+        return DEFAULT_CHECK_EVERY if epochs is None else max(epochs // 10, 1)
 
     def assign_learner(self) -> int | None:
         """Switch on the next learner of the weakest modality if the confidence gap says so; its index."""
@@ -183,7 +204,9 @@ class AUG(Method):
             return weakest
         return None
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = model(inputs, absent=absent)
         counts = dict(zip(self.modalities, self.learner_counts.tolist()))
         present = [m for m in self.modalities if m in output.encoded] or self.modalities[:1]  # none: a constant
