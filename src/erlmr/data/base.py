@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .augment import BatchAugment
 from .checks import check_splits
 
 DatasetLoader = Callable[..., "DatasetSplits"]
@@ -77,7 +78,12 @@ class Split:
 
 @dataclass
 class DatasetSplits:
-    """Train, validation and test splits plus what the model needs to know about them."""
+    """Train, validation and test splits plus what the model needs to know about them.
+
+    ``augment``, when set, is the dataset's training-time augmentation: the trainer applies it to every
+    training batch on the device, ``augment(inputs, seed, epoch, step)``; evaluation never does, since
+    the stored samples are the reference code's test-time view (see :mod:`erlmr.data.augment`).
+    """
 
     name: str
     modalities: list[str]
@@ -86,6 +92,7 @@ class DatasetSplits:
     val: Split
     test: Split
     default_encoders: dict[str, str] = field(default_factory=dict)
+    augment: BatchAugment | None = None
 
     @property
     def num_classes(self) -> int:

@@ -452,6 +452,8 @@ class Trainer:
         for step, (inputs, labels) in enumerate(bar, start=first_step):
             self.step_timer.start()
             inputs, labels = to_device(inputs, labels, self.device)
+            if self.splits.augment is not None:  # the dataset's training-time crop/flip, drawn from (seed, epoch, step)
+                inputs = self.splits.augment(inputs, cfg.train.seed, epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             try:
                 with self.gradient_sync.step(self.step_model), acceleration.autocast(self.device, self.amp):
