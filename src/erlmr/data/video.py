@@ -150,3 +150,11 @@ def encode_audio(container: Any, stream: Any, audio: np.ndarray, rate: int) -> N
     for part in [*fit.resample(frame), *fit.resample(None)]:
         container.mux(stream.encode(part))
     container.mux(stream.encode())
+
+
+def index_videos(folder: Path) -> dict[str, Path]:
+    """Every video file under ``folder``, at any depth (e.g. Kinetics' ``train/<class>/``), by name
+    without suffix; an absent folder has none."""
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()}
