@@ -29,6 +29,17 @@ CLASSES = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
 AUDIO = SpectrogramRecipe(sample_rate=22050, seconds=3.0, n_fft=512, hop_length=353)
 
 
+def read_list(path, split: str) -> list[tuple[str, int]]:
+    """(clip, label) for every ``clip,EMOTION`` row of an OGM-GE list."""
+    rows = []
+    for number, line in read_lines(path, f"the CREMA-D {split} list"):
+        fields = next(csv.reader([line]))
+        if len(fields) < 2:
+            raise DataError(f"{path}, line {number}: expected 'clip,EMOTION', got {line!r}")
+        rows.append((fields[0].strip(), class_index(CLASSES, fields[1].strip(), f"{path}, line {number}")))
+    return rows
+
+
 @DATASETS.register("crema-d", "CREMA-D emotions: audio spectrogram + face frames, 6 classes (OGM-GE layout)")
 def load_crema_d(
     root: str | None,
@@ -59,16 +70,11 @@ def load_crema_d(
     audio = choose_source("crema-d", audio_source, "audio", {"wav": folder / audio_dir, "video": videos})
     audio_file = {"wav": lambda clip: folder / audio_dir / f"{clip}.wav", "video": lambda clip: videos / f"{clip}.flv"}[audio]
     visual_file = {"frames": lambda clip: frames_root / clip, "video": lambda clip: videos / f"{clip}.flv"}[visual]
-    records = []
-    for split, name in (("train", train_list), ("test", test_list)):
-        path = folder / name
-        for number, line in read_lines(path, f"the CREMA-D {split} list"):
-            fields = next(csv.reader([line]))
-            if len(fields) < 2:
-                raise DataError(f"{path}, line {number}: expected 'clip,EMOTION', got {line!r}")
-            clip, label = fields[0].strip(), fields[1].strip()
-            source = f"clip {clip} ({audio_file(clip)}, {visual_file(clip)})"
-            records.append(Record(clip, class_index(CLASSES, label, f"{path}, line {number}"), split, clip, source))
+    records = [
+        Record(clip, label, split, clip, f"clip {clip} ({audio_file(clip)}, {visual_file(clip)})")
+        for split, name in (("train", train_list), ("test", test_list))
+        for clip, label in read_list(folder / name, split)
+    ]
 
     def read_visual(clip: str):
         path = visual_file(clip)

@@ -89,6 +89,17 @@ def ks_fbank(path) -> np.ndarray:
     return ((fbank - FBANK_MEAN) / (2 * FBANK_STD)).numpy().astype(np.float32)[None]
 
 
+def read_list(path, split: str) -> list[tuple[str, int]]:
+    """(clip, label) for every ``clip,10,label`` row of an OGM-GE list."""
+    rows = []
+    for number, line in read_lines(path, f"the Kinetics-Sounds {split} list"):
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 3:
+            raise DataError(f"{path}, line {number}: expected 'clip,10,label', got {line!r}")
+        rows.append((fields[0], class_index(CLASSES, fields[2], f"{path}, line {number}")))
+    return rows
+
+
 @DATASETS.register("kinetics-sounds", "Kinetics-Sounds: audio filter bank + frames, 31 classes (OGM-GE lists)")
 def load_kinetics_sounds(
     root: str | None,
@@ -122,12 +133,7 @@ def load_kinetics_sounds(
     lists = {"train": folder / "my_train.txt", "test": folder / "my_test.txt"}
     records = []
     for split, path in lists.items():
-        for number, line in read_lines(path, f"the Kinetics-Sounds {split} list"):
-            fields = [f.strip() for f in line.split(",")]
-            if len(fields) != 3:
-                raise DataError(f"{path}, line {number}: expected 'clip,10,label', got {line!r}")
-            clip = fields[0]
-            label = class_index(CLASSES, fields[2], f"{path}, line {number}")
+        for clip, label in read_list(path, split):
             shown = [audio_root / f"{clip}.npy" if audio == "fbank" else video_file(clip),
                      frames_root / clip if visual == "frames" else video_file(clip)]
             records.append(Record(clip, label, split, clip, f"clip {clip} ({', '.join(map(str, dict.fromkeys(shown)))})"))
@@ -136,10 +142,8 @@ def load_kinetics_sounds(
         clip = record.key
         sound = read_fbank(audio_root / f"{clip}.npy") if audio == "fbank" else ks_fbank(video_file(clip))
         if visual == "frames":
-            stack = read_frames(frames_root / clip, frames, image_size)
-        else:
-            stack = read_video_frames(video_file(clip), frames, image_size, fps=1)
-        return {"audio": sound[None], "visual": stack[None]}
+            return {"audio": sound[None], "visual": read_frames(frames_root / clip, frames, image_size)[None]}
+        return {"audio": sound[None], "visual": read_video_frames(video_file(clip), frames, image_size, fps=1)[None]}
 
     recipe = Recipe(
         name="kinetics-sounds",

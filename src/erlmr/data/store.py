@@ -232,7 +232,7 @@ def decode_all(recipe: Recipe, writers: dict[str, Any], skip_bad: bool) -> tuple
     shapes: dict[str, tuple] = {}
     outcomes = decoded_records(recipe, recipe.workers)
     bar = tqdm(outcomes, total=len(recipe.records), desc=f"decoding {recipe.name}", unit="rec", disable=None)
-    for index, (record, arrays) in enumerate(zip(recipe.records, bar)):
+    for index, (arrays, record) in enumerate(zip(bar, recipe.records)):
         try:
             if isinstance(arrays, str):
                 raise DataError(arrays)

@@ -41,6 +41,17 @@ def media_name(folder: Path, video: str, start: str, suffix: str) -> Path:
     return padded if not plain.exists() and padded.exists() else plain
 
 
+def read_csv(path: Path) -> list[tuple[str, str, str, str, str]]:
+    """(youtube id, start, label, split, where) for every row of ``vggsound.csv``."""
+    rows = []
+    for number, line in read_lines(path, "the VGGSound label list"):
+        fields = next(csv.reader([line]))
+        if len(fields) != 4 or fields[3] not in SPLIT_NAMES or not fields[1].strip().isdigit():
+            raise DataError(f"{path}, line {number}: expected 'youtube_id,start_seconds,label,train|test', got {line!r}")
+        rows.append((fields[0], fields[1].strip(), fields[2], fields[3], f"{path}, line {number}"))
+    return rows
+
+
 @DATASETS.register("vggsound", "VGGSound: audio spectrogram + frames, 309 classes (official CSV, OGM-GE layout)")
 def load_vggsound(
     root: str | None,
@@ -63,12 +74,7 @@ def load_vggsound(
     require_positive("vggsound", frames=frames, image_size=image_size)
     folder = dataset_root(root, "vggsound")
     path = folder / csv_file
-    rows = []
-    for number, line in read_lines(path, "the VGGSound label list"):
-        fields = next(csv.reader([line]))
-        if len(fields) != 4 or fields[3] not in SPLIT_NAMES or not fields[1].strip().isdigit():
-            raise DataError(f"{path}, line {number}: expected 'youtube_id,start_seconds,label,train|test', got {line!r}")
-        rows.append((fields[0], fields[1].strip(), fields[2], fields[3], f"{path}, line {number}"))
+    rows = read_csv(path)
     classes = list(dict.fromkeys(label for *_, label, split, _ in rows if split == "train"))
     roots = {
         "wav": {s: folder / f"{s}-audios" / f"{s}-set" for s in SPLIT_NAMES},
