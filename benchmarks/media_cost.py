@@ -10,7 +10,11 @@ alike but for ``augment`` (the crema-d loader's default network, two ResNet-18) 
 alternating which goes first, so that the load of a shared machine falls on both alike; short epochs
 keep the two arms close in time. The report gives medians and the median of the per-round ratios.
 
-    PYTHONPATH=src python benchmarks/media_cost.py --out benchmarks/results/media_cost.md
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/media_cost.py --width 16 --epochs 30 \
+        --out benchmarks/results/media_cost.md
+
+One torch thread, so that the one-process prepare is one core's work like each pool process (two
+intra-op threads on a loaded machine spin and wait), and both training arms alike.
 """
 from __future__ import annotations
 
