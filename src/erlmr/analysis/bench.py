@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import signal
 import statistics
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
+from ..data.store import usable_cores
 from .cost import machine_description
 from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError, TrainingInterrupted
@@ -265,10 +265,6 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
         writer.writerows(rows)
 
     atomic_write(path, write, mode="w")
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def entry_dir(out: Path, entry: Entry) -> Path:
