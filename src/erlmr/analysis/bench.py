@@ -23,7 +23,7 @@ from ..data.store import usable_cores
 from .cost import machine_description
 from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError
-from .runs import TUNED_MARKER, TUNED_SUFFIX, dataset_label, method_label, read_summary
+from .runs import TUNED_MARKER, TUNED_SUFFIX, VARIANT_MARKER, dataset_label, method_label, read_summary
 from ..training.trainer import train
 
 JOINT = "joint"
@@ -55,9 +55,11 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def method_overrides(spec: str) -> list[str]:
-    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys; a key
+    with a dot is a config key of its own (``"erlmr[model.euler=false]"``, ``"joint[model.fusion=sum]"``)."""
     name, options = parse_method_spec(spec)
-    return [f"method.name={name}", *(f"method.options.{key}={value}" for key, value in options.items())]
+    keys = [key if "." in key else f"method.options.{key}" for key in options]
+    return [f"method.name={name}", *(f"{key}={value}" for key, value in zip(keys, options.values()))]
 
 
 def folder_name(text: str) -> str:
@@ -75,10 +77,14 @@ class GridMethod:
     folder: str
     config: str | None = None
     tuned: Mapping[str, Any] | None = None
+    variant: Mapping[str, Any] | None = None
 
 
 def grid_method(spec: str) -> GridMethod:
-    return GridMethod(spec, tuple(method_overrides(spec)), folder_name(spec))
+    """A grid method from its spec; one that sets config keys beyond the method's options is a variant,
+    labelled by its spec in the tables (its summary alone would not tell it from the plain method)."""
+    variant = {"label": spec} if any("." in key for key in parse_method_spec(spec)[1]) else None
+    return GridMethod(spec, tuple(method_overrides(spec)), folder_name(spec), variant=variant)
 
 
 Entry = tuple[str, GridMethod, int]
@@ -93,9 +99,10 @@ def run_one(out: Path, dataset: str, method: GridMethod, seed: int, base_config:
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())
-    if method.tuned is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / TUNED_MARKER, dict(method.tuned))
+    for marker, record in ((TUNED_MARKER, method.tuned), (VARIANT_MARKER, method.variant)):
+        if record is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / marker, dict(record))
     grid_keys = [
         f"data.dataset={dataset}", *method.overrides, f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
