@@ -17,16 +17,18 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm import tqdm
 
-from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
 from ..data.store import usable_cores
+from ..errors import ConfigError, ErlmrError
+from ..training.checkpoint import atomic_write, write_json
+from ..training.trainer import train
 from .cost import machine_description
 from .datacheck import write_data_check
-from ..errors import ConfigError, ErlmrError
 from .runs import TUNED_MARKER, TUNED_SUFFIX, VARIANT_MARKER, dataset_label, method_label, read_summary
-from ..training.trainer import train
+from .stats import by_seed, paired_difference
 
 JOINT = "joint"
+UNIMODAL = "unimodal"
 
 
 def parse_methods(text: str) -> list[str]:
@@ -194,19 +196,42 @@ def table_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
 
 
 def summary_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Per dataset: the headings and, per method, its cells (mean ± std over seeds)."""
+    """Per dataset: the headings and, per method, its cells (mean ± std over seeds), the difference of
+    its accuracy to ``joint``'s with a 95 % interval paired by seed (``*`` where it excludes 0), and
+    whether its fused accuracy beats the best single modality trained alone (``unimodal`` runs)."""
     rows = [dict(r, step_time_vs_joint=ratio) for r, ratio in zip(rows, relative_step_times(rows))]
     tables = {}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         subset = [r for r in rows if r["dataset"] == dataset]
         columns = table_columns(subset)
+        joint = by_seed([r for r in subset if r["method"] == JOINT], "accuracy")
+        best_single = best_single_modality(subset)
         lines = []
         for method in dict.fromkeys(r["method"] for r in subset):
             runs = [r for r in subset if r["method"] == method]
             cells = [mean_std([r.get(key) for r in runs], 2 if key == "step_time_vs_joint" else 3) for key, _ in columns]
-            lines.append([method, str(len(runs)), *cells])
-        tables[dataset] = (["method", "seeds", *(heading for _, heading in columns)], lines)
+            difference = paired_difference(by_seed(runs, "accuracy"), joint) if joint and method != JOINT else None
+            lines.append([method, str(len(runs)), *cells, difference.format() if difference else "",
+                          beats(runs, best_single)])
+        headings = ["method", "seeds", *(heading for _, heading in columns), "Δ accuracy vs joint [95% CI]",
+                    f"beats {best_single[0]}" if best_single else "beats the best single modality"]
+        tables[dataset] = (headings, lines)
     return tables
+
+
+def best_single_modality(rows: Sequence[dict]) -> tuple[str, float] | None:
+    """The ``unimodal`` run label with the highest mean test accuracy, and that accuracy (None without)."""
+    means = {}
+    for label in dict.fromkeys(r["method"] for r in rows if r["method"].startswith(UNIMODAL)):
+        means[label] = statistics.mean(r["accuracy"] for r in rows if r["method"] == label)
+    return max(means.items(), key=lambda item: item[1]) if means else None
+
+
+def beats(runs: Sequence[dict], best_single: tuple[str, float] | None) -> str:
+    """"yes"/"no": the method's mean fused accuracy against the best single modality's ("" for unimodal)."""
+    if best_single is None or runs[0]["method"].startswith(UNIMODAL):
+        return ""
+    return "yes" if statistics.mean(r["accuracy"] for r in runs) > best_single[1] else "**no**"
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
