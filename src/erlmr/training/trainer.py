@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..analysis.cost import PeakMemory, StepTimer, cost_report
 from ..analysis.evaluation import evaluate, imbalance_report
+from ..analysis.features import record_features
 from ..analysis.metrics import confusion_matrix
 from ..config import Config, parse_override
 from ..data import Split, load_dataset
@@ -380,6 +381,7 @@ class Trainer:
             "test": self.split_metrics(self.splits.test, with_confusion=True),
             "cost": cost_report(self.model, self.method, self.splits.train, self.device, self.step_timer, memory),
         }
+        record_features(summary, self.model, self.method, self.splits, cfg.train, self.device, self.folder)
         self.folder.write_summary(summary)
         if self.tensorboard is not None:
             self.tensorboard.close()
