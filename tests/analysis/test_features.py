@@ -89,6 +89,13 @@ def test_the_feature_map_keeps_separable_classes_apart():
     assert neighbour_accuracy(arrays["coordinates"][1]) < 0.4  # noise features: no class structure
 
 
+def test_constant_features_get_a_point_not_a_crash(tmp_path):
+    # scikit-learn's t-SNE with PCA initialisation kills the process (SIGSEGV) on rows that are all equal
+    (x, y), dead = split_of(60, 0), np.zeros((60, 12), np.float32)
+    arrays = feature_maps(({"dead": dead, "m": x["m"]}, y), [str(c) for c in range(CLASSES)], seed=0)
+    assert not arrays["coordinates"][0].any() and np.ptp(arrays["coordinates"][1]) > 0
+
+
 # ------------------------------------------------------------------------------ on a model and its splits
 @pytest.fixture(scope="module")
 def setup():
@@ -143,7 +150,7 @@ def test_without_scikit_learn_both_are_skipped_naming_the_extra(setup, tmp_path,
     (tmp_path / "run").mkdir()
     summary = summary_of(splits, model, method, RunFolder(tmp_path / "run"))
     assert summary["linear_probe"] == {"skipped": "the linear probe needs scikit-learn: pip install 'erlmr[probes]'"}
-    assert summary["feature_maps"] == {"skipped": "the feature maps needs scikit-learn: pip install 'erlmr[probes]'"}
+    assert summary["feature_maps"] == {"skipped": "the feature map needs scikit-learn: pip install 'erlmr[probes]'"}
     assert "linear_probe" not in summary["test"] and not (tmp_path / "run" / FEATURE_MAPS).exists()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -125,10 +126,19 @@ def linear_probe(train: Features, val: Features, test: Callable[[], Features], s
     )
 
 
+def constant(features: np.ndarray) -> bool:
+    """Whether every row is the same (a dead encoder): t-SNE has no map of it (and scikit-learn's PCA
+    initialisation crashes the process on it)."""
+    return bool(np.all(features == features[:1]))
+
+
 def embed(features: np.ndarray, seed: int) -> np.ndarray:
-    """2-D t-SNE of ``features`` (rows, D), after a PCA to :data:`MAP_PCA` components when wider."""
-    PCA = import_sklearn("the feature maps")[0]
-    TSNE = require("sklearn.manifold", "probes", "the feature maps").TSNE
+    """2-D t-SNE of ``features`` (rows, D), after a PCA to :data:`MAP_PCA` components when wider; all
+    zeros for constant features."""
+    if constant(features):
+        return np.zeros((len(features), 2))
+    PCA = import_sklearn(FEATURES["feature_maps"])[0]
+    TSNE = require("sklearn.manifold", "probes", FEATURES["feature_maps"]).TSNE
     if features.shape[1] > MAP_PCA and len(features) > MAP_PCA:
         features = PCA(MAP_PCA, random_state=seed).fit_transform(features)
     perplexity = min(PERPLEXITY, (len(features) - 1) / 3)  # t-SNE needs perplexity < rows
@@ -175,16 +185,27 @@ def maps_summary(summary: dict, test: Features, classes: Sequence[str], seed: in
     arrays = feature_maps(test, classes, seed)
     folder.write_feature_maps(arrays)
     points = arrays["coordinates"].shape[1]
-    summary["feature_maps"] = {"file": FEATURE_MAPS, "method": "t-SNE", "points": points,
-                               "perplexity": min(PERPLEXITY, (points - 1) / 3), "iterations": MAP_ITERATIONS}
+    summary["feature_maps"] = {
+        "file": FEATURE_MAPS, "method": "t-SNE", "points": points, "perplexity": min(PERPLEXITY, (points - 1) / 3),
+        "iterations": MAP_ITERATIONS, "constant": [m for m, x in test[0].items() if constant(x[arrays["rows"]])],
+    }
 
 
-def missing_sklearn(feature: str) -> str | None:
+#: what each part is called in a message
+FEATURES = {"linear_probe": "the linear probe", "feature_maps": "the feature map"}
+
+
+def unavailable(part: str) -> str | None:
+    """Why ``part`` (a key of :data:`FEATURES`) cannot run here: scikit-learn missing (or, for t-SNE's
+    ``max_iter``, older than 1.5); None when it can."""
     try:
-        import_sklearn(feature)
-        require("sklearn.manifold", "probes", feature)
+        import_sklearn(FEATURES[part])
+        if part == "feature_maps":
+            tsne = require("sklearn.manifold", "probes", FEATURES[part]).TSNE
     except MissingDependencyError as error:
         return str(error)
+    if part == "feature_maps" and "max_iter" not in inspect.signature(tsne).parameters:  # n_iter before 1.5
+        return f"{FEATURES[part]} needs scikit-learn >= 1.5: pip install --upgrade 'erlmr[probes]'"
     return None
 
 
@@ -194,10 +215,9 @@ def record_features(summary: dict, model: MultiModalModel, method: Method, split
     ``feature_maps.npz`` into ``folder``); each part switched off in ``config`` (``train.linear_probe``,
     ``train.feature_maps``), or without scikit-learn, is recorded as ``{"skipped": why}``. Their seconds
     go to ``summary["cost"]``."""
-    parts = {"linear_probe": ("the linear probe", config.linear_probe), "feature_maps": ("the feature maps", config.feature_maps)}
     wanted = []
-    for name, (feature, on) in parts.items():
-        why = missing_sklearn(feature) if on else f"train.{name} is false"
+    for name, on in (("linear_probe", config.linear_probe), ("feature_maps", config.feature_maps)):
+        why = unavailable(name) if on else f"train.{name} is false"
         if why is None:
             wanted.append(name)
         else:

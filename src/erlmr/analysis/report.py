@@ -202,7 +202,8 @@ def feature_map_figure(maps: dict[str, np.ndarray], method: str) -> Figure:
         for label, name in enumerate(classes):
             chosen = maps["labels"] == label
             axes.scatter(points[chosen, 0], points[chosen, 1], s=9, color=colours[label], label=name, linewidths=0)
-        axes.set(title=f"{method}: {modality}", xticks=[], yticks=[])
+        dead = not np.ptp(points)  # constant features: every point at the origin (erlmr.analysis.features)
+        axes.set(title=f"{method}: {modality}" + (" (constant features: no map)" * dead), xticks=[], yticks=[])
     if len(classes) <= LEGEND_CLASSES:
         handles, names = panels[0].get_legend_handles_labels()
         figure.legend(handles, names, loc="outside right upper", title="class", fontsize="small", markerscale=1.5)
