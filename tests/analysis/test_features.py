@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from erlmr.analysis import features
 from erlmr.analysis.features import feature_maps, linear_probe, record_features, stratified_rows
@@ -16,6 +17,7 @@ from erlmr.analysis.report import write_report
 from erlmr.config import ModelConfig, TrainConfig
 from erlmr.data import load_dataset
 from erlmr.methods import build_method
+from erlmr.training.reload import load_run
 from erlmr.training.run_folder import FEATURE_MAPS, RunFolder
 from erlmr.training.trainer import train
 from support import context_for, model_for
@@ -174,3 +176,15 @@ def test_switched_off_the_run_has_neither_and_the_report_draws_no_map(run_config
     assert not (result.run_dir / FEATURE_MAPS).exists()
     html = write_report(result.run_dir, tmp_path / "report").read_text()
     assert "feature-map" not in html and "linear probe" not in html
+
+
+def test_a_run_from_before_the_switches_existed_still_loads(run_config):
+    result = train(run_config(data=SMALL, train={"epochs": 1, "feature_maps": False}))
+    config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    for key in ("linear_probe", "feature_maps"):  # as an older erlmr wrote them
+        del config["train"][key]
+    (result.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    state = torch.load(result.run_dir / "best.pt", weights_only=False)
+    state["config"] = config
+    torch.save(state, result.run_dir / "best.pt")
+    assert load_run(result.run_dir).modalities == ["m0", "m1"]
