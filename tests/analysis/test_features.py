@@ -59,8 +59,8 @@ def test_the_regularisation_is_the_one_validation_prefers():
         return {"m": x.astype(np.float32)}, y
     train, val = rows(30), rows(400)
     chosen = linear_probe(train, val, lambda: rows(400), seed=0)
-    fitted = {c: features.fitted_probe((train[0]["m"], train[1]), 0, c, features.PROBE_ITERATIONS).score(val[0]["m"], val[1])
-              for c in features.REGULARIZATIONS}
+    probe = lambda c: features.fitted_probe((train[0]["m"], train[1]), 0, c, features.PROBE_ITERATIONS)
+    fitted = {c: probe(c).score(val[0]["m"], val[1]) for c in features.REGULARIZATIONS}
     best = max(fitted.values())
     assert chosen.val["m"] == best
     assert chosen.regularization["m"] == min(c for c, a in fitted.items() if a == best)  # ties: the stronger one

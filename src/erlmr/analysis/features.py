@@ -17,10 +17,11 @@ Euler features ``[real ‖ imag]``), are read in one pass per split:
   (projected on their first :data:`MAP_PCA` principal components first), kept in the run folder's
   ``feature_maps.npz`` for ``erlmr report``.
 
-Both are the evaluation modes of BalanceBenchmark (Xu, Cui, Huang, Wang, Hu, "BalanceBenchmark: a survey for
-multimodal imbalance learning", arXiv:2502.10816, 2025; GeWu-Lab/BalanceBenchmark ``balancemm/trainer/LinearProbe_trainer.py`` and
-``balancemm/analysis/t_sne.py``); docs/metrics.md says what differs (selection on validation, not test;
-one probe per modality, not slices of a joint one). scikit-learn comes with ``pip install 'erlmr[probes]'``.
+Both are the evaluation modes of BalanceBenchmark (Xu, Cui, Huang, Wang, Hu, "BalanceBenchmark: a survey
+for multimodal imbalance learning", arXiv:2502.10816, 2025; GeWu-Lab/BalanceBenchmark
+``balancemm/trainer/LinearProbe_trainer.py`` and ``balancemm/analysis/t_sne.py``); docs/metrics.md says what
+differs (selection on validation, not test; one probe per modality, not slices of a joint one).
+scikit-learn comes with ``pip install 'erlmr[probes]'``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import functools
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +73,8 @@ def stratified_rows(labels: np.ndarray, keep: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def split_features(model: MultiModalModel, method: Method, split: Split, batch_size: int, device: torch.device) -> Features:
+def split_features(model: MultiModalModel, method: Method, split: Split, batch_size: int, device: torch.device
+                   ) -> Features:
     """The fusion-head input of each modality ``method.predict`` uses, for every row of ``split``."""
     model.eval()
     method.eval()

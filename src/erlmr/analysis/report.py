@@ -210,20 +210,26 @@ def feature_map_figure(maps: dict[str, np.ndarray], method: str) -> Figure:
     return figure
 
 
+def feature_map_caption(method: str, run: FinishedRun, maps: dict[str, np.ndarray]) -> str:
+    """What the map shows, and where, on what and when it was computed."""
+    classes = len(maps["classes"])
+    legend = "" if classes <= LEGEND_CLASSES else f" (colour = class index, {classes} classes)"
+    made = datetime.fromtimestamp((run.path / FEATURE_MAPS).stat().st_mtime, timezone.utc).strftime("%Y-%m-%d")
+    device = run.summary.get("cost", {}).get("device", "an unknown device")
+    return (f"{method}, seed {run.summary['seed']}: t-SNE of each modality's fusion-head input on "
+            f"{maps['coordinates'].shape[1]} test samples, coloured by class{legend}; computed at the end of "
+            f"training ({run.path}) on {device}, {made}")
+
+
 def feature_map_plots(methods: MethodRuns) -> list[tuple[str, str, Figure]]:
     """Per method, the feature maps of its first seed's run, if it has them (``train.feature_maps``)."""
     plots = []
     for method, runs in methods.items():
         run = min(runs, key=lambda r: r.summary["seed"])
         maps = RunFolder(run.path).read_feature_maps()
-        if maps is None:
-            continue
-        made = datetime.fromtimestamp((run.path / FEATURE_MAPS).stat().st_mtime, timezone.utc).strftime("%Y-%m-%d")
-        legend = "" if len(maps["classes"]) <= LEGEND_CLASSES else f" (colour = class index, {len(maps['classes'])} classes)"
-        caption = (f"{method}, seed {run.summary['seed']}: t-SNE of each modality's fusion-head input on "
-                   f"{maps['coordinates'].shape[1]} test samples, coloured by class{legend}; computed at the end of training "
-                   f"({run.path}) on {run.summary.get('cost', {}).get('device', 'an unknown device')}, {made}")
-        plots.append((f"feature-map-{slug(method)}", caption, feature_map_figure(maps, method)))
+        if maps is not None:
+            caption = feature_map_caption(method, run, maps)
+            plots.append((f"feature-map-{slug(method)}", caption, feature_map_figure(maps, method)))
     return plots
 
 
