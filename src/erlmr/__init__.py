@@ -13,6 +13,7 @@ from .errors import (
     CheckpointError, ConfigError, DataError, ErlmrError, MissingDependencyError, TrainingDivergedError,
     TrainingInterrupted,
 )
+from .nn.balance import balanced_backward
 from .nn.euler import EulerOutput, EulerRepresentation
 from .nn.fusion import FUSIONS, ConcatFusion, FiLMFusion, FusionOutput, GatedFusion, SumFusion
 from .nn.losses import MMCLoss
@@ -51,6 +52,6 @@ __all__ = [
     "CheckpointError", "ConcatFusion", "Config", "ConfigError", "DataError", "ErlmrError", "EulerOutput",
     "EulerRepresentation", "FUSIONS", "FiLMFusion", "FusionOutput", "GatedFusion", "LoadedRun", "MMCLoss",
     "MissingDependencyError", "ModelOutput", "MultiModalModel", "Prediction", "RunResult", "SumFusion",
-    "TrainingDivergedError", "TrainingInterrupted", "load_config", "load_run", "min_norm_weights", "predict",
+    "TrainingDivergedError", "TrainingInterrupted", "balanced_backward", "load_config", "load_run", "min_norm_weights", "predict",
     "resume", "train",
 ]

@@ -109,3 +109,14 @@ def test_grouped_folder_keeps_groups_out_of_validation(tmp_path):
     train, val = set(splits.groups["train"].tolist()), set(splits.groups["val"].tolist())
     assert val and not train & val
     assert 0.07 < len(splits.val) / (len(splits.train) + len(splits.val)) < 0.13
+
+
+@pytest.mark.parametrize("method", sorted(erlmr.methods.METHODS))
+def test_every_method_trains_on_the_raw_user_data_at_its_defaults_without_diverging(folder, tmp_path, method):
+    options = {"modality": SCALED} if erlmr.methods.METHODS.get(method).needs_options else {}
+    run = config(folder, tmp_path / "run", method, options)
+    run["train"]["epochs"] = 3
+    result = erlmr.train(run)  # a divergence raises TrainingDivergedError
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) for r in records)
+    assert result.summary["test"]["accuracy"] > 0.5, method

@@ -75,3 +75,30 @@ def test_agm_outside_its_window_is_joint_training_but_keeps_its_running_means():
     assert method.steps == 1 and bool((method.running_scores > 0).all())
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, reference[name], msg=name)
+
+
+def test_agm_window_counts_epochs_from_one_as_the_official_loop():
+    """Defaults 0..20 modulate the first 20 epochs (0-based indices 0..19), not 21."""
+    splits, model, method, _ = method_setup("agm", {"alpha": 5.0, "clip_norm": 0.0})
+    inputs, labels = first_batch(splits)
+    method.running_scores.copy_(torch.tensor([5.0, 0.1]))  # a target far from this step's: k ≠ 1 inside
+    method.steps.fill_(10)
+    for epoch, modulated in ((19, True), (20, False)):
+        method.on_epoch_start(model, epoch)
+        model.zero_grad(set_to_none=True)
+        step(method, model, inputs, labels)
+        assert (set(method.last_coefficients.values()) != {1.0}) is modulated, epoch
+
+
+def test_agm_clips_when_the_output_weight_gradient_leaves_the_unit_range_not_the_bias():
+    splits, model, method, _ = method_setup("agm", {"alpha": 0.0, "clip_norm": 0.5})
+    inputs, labels = first_batch(splits)
+    method.on_epoch_start(model, 0)
+    step(method, model, inputs, labels)
+    weight, bias = model.head.linear.weight, model.head.linear.bias
+    for grad_of_weight, grad_of_bias, clipped in ((0.1, 5.0, False), (5.0, 0.1, True)):
+        weight.grad, bias.grad = torch.full_like(weight, grad_of_weight), torch.full_like(bias, grad_of_bias)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        method.modify_gradients(model, None, labels)
+        after = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        assert float(after) == pytest.approx(0.5 if clipped else float(norm), rel=1e-4)

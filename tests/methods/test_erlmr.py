@@ -64,10 +64,41 @@ def test_params_mode_writes_the_pareto_weighted_sum_of_both_gradients(run_config
     model.zero_grad(set_to_none=True)
     result = take_step(method, model, inputs, labels)
     w = method.last_weights
-    assert w.sum().item() == pytest.approx(1.0, abs=1e-6) and 0 < w[0] < 1
+    torch.testing.assert_close(w, hand_computed_default_weights(model, method, inputs, labels), rtol=1e-3, atol=1e-5)
     for p, a, b in zip(model.parameters(), g_fusion, g_mmc):
         torch.testing.assert_close(p.grad, w[0] * a + w[1] * b, rtol=1e-4, atol=1e-6)
     assert set(result.logs) >= {"pareto_weight_fusion", "pareto_weight_mmc", "phase_cosine"}
+
+
+def hand_computed_default_weights(model, method, inputs, labels) -> torch.Tensor:
+    """The default weights worked out longhand: each loss's gradient on the shared parameters divided by
+    (loss · its norm) ('loss+'), the two-point min-norm γ = ⟨v₁ − v₀, v₁⟩ / ‖v₀ − v₁‖² in [0, 1], then
+    clamped to [0.001, 0.999] (``weight_floor``)."""
+    shared = model.shared_parameters()
+    losses = erlmr_losses(method)(model(inputs), labels)
+    vectors = []
+    for loss in losses:
+        g = torch.cat([x.flatten() for x in torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=False)])
+        vectors.append(g.double() / (float(loss.detach()) * g.double().norm()))
+    v0, v1 = vectors
+    gamma = float(torch.dot(v1 - v0, v1) / (v0 - v1).square().sum())
+    gamma = min(max(min(max(gamma, 0.0), 1.0), 0.001), 0.999)
+    return torch.tensor([gamma, 1 - gamma], dtype=torch.float32)
+
+
+def test_default_weights_follow_the_hand_computation_batch_by_batch(run_config):
+    """On two different batches the default weights equal the longhand computation and differ from each
+    other: a solver that returned a constant (or only the clamp) would fail here."""
+    trainer = small_trainer(run_config)
+    model, method = trainer.model.eval(), trainer.method
+    seen = []
+    for start in (0, 32):
+        inputs, labels = trainer.splits.train.__getitems__(list(range(start, start + 32)))
+        model.zero_grad(set_to_none=True)
+        take_step(method, model, inputs, labels)
+        seen.append(method.last_weights.clone())
+        torch.testing.assert_close(seen[-1], hand_computed_default_weights(model, method, inputs, labels), rtol=1e-3, atol=1e-5)
+    assert not torch.allclose(seen[0], seen[1])
 
 
 def test_pareto_weights_are_min_norm_over_shared_parameters_only(run_config):

@@ -60,6 +60,17 @@ def test_mla_entropy_fusion_weighs_each_sample_by_its_confident_modality():
     torch.testing.assert_close(fused, (weights.unsqueeze(2) * torch.stack([first, second])).sum(0))
 
 
+def test_mla_predicts_with_the_official_equal_weights_unless_entropy_fusion_is_asked():
+    for options in ({}, {"entropy_fusion": True}):
+        splits, model, method = setup_three("mla", options)
+        inputs, _ = first_batch(splits)
+        output = method.predict(model.eval(), inputs)
+        logits = [method.head(output.features[m]) for m in splits.modalities]
+        expected = entropy_fusion(logits) if options else torch.stack(logits).mean(0)
+        torch.testing.assert_close(output.logits, expected)
+        assert not torch.allclose(entropy_fusion(logits), torch.stack(logits).mean(0))
+
+
 def test_mla_needs_equal_feature_widths():
     widths = ModelConfig(encoder_options={"m0": {"hidden": 16}, "m1": {"hidden": 8}, "m2": {"hidden": 16}})
     with pytest.raises(ConfigError, match="feature widths must match.*m1.*8"):

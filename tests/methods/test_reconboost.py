@@ -54,7 +54,7 @@ def test_reconboost_learner_terms_carry_gradient_into_the_current_modality_only(
     torch.testing.assert_close(logs["reconboost_consolidation"], consolidation.detach())
 
 
-def test_reconboost_trains_one_learner_then_everything():
+def test_reconboost_trains_one_learner_then_rectifies_the_learners_added_so_far():
     splits, model, method = setup_three("reconboost", {"stage_epochs": 1, "rectify_epochs": 1})
     inputs, labels = first_batch(splits)
     method.on_epoch_start(model, 0)
@@ -64,13 +64,31 @@ def test_reconboost_trains_one_learner_then_everything():
     model.zero_grad(set_to_none=True)
     optimizer = torch.optim.SGD([*model.parameters(), method.rate], lr=0.1, momentum=0.9)
     optimizer.state[method.rate]["momentum_buffer"] = torch.ones(())
-    method.on_epoch_start(model, 1)  # rectification: fresh optimiser state, every encoder and β learn
+    method.on_epoch_start(model, 1)  # rectification of stage 0: fresh optimiser state; m0 (the only learner) and β learn
     take_step(method, model, inputs, labels, optimizer, index=0)
     assert len(optimizer.state) == 0
     optimizer.state[method.rate]["momentum_buffer"] = torch.ones(())
     take_step(method, model, inputs, labels, optimizer, index=1)  # later steps of the epoch keep the state
     assert len(optimizer.state) == 1
-    assert all(p.grad is not None for m in splits.modalities for p in model.encoders[m].parameters())
-    assert method.rate.grad is not None
+    assert all(p.grad is not None for p in model.encoders["m0"].parameters()) and method.rate.grad is not None
+    assert all(p.grad is None for m in ("m1", "m2") for p in model.encoders[m].parameters())
+    output = method.predict(model, inputs)  # the ensemble of the learners added so far: m0 alone
+    torch.testing.assert_close(output.logits, method.rate * output.modality_logits["m0"])
+    model.zero_grad(set_to_none=True)
+    method.on_epoch_start(model, 3)  # rectification of stage 1: m0 and m1 are in the ensemble, m2 not yet
+    take_step(method, model, inputs, labels, optimizer, index=0)
+    assert all(p.grad is not None for m in ("m0", "m1") for p in model.encoders[m].parameters())
+    assert all(p.grad is None for p in model.encoders["m2"].parameters())
     output = method.predict(model, inputs)
-    torch.testing.assert_close(output.logits, method.rate * sum(output.modality_logits.values()))
+    torch.testing.assert_close(output.logits, method.rate * (output.modality_logits["m0"] + output.modality_logits["m1"]))
+
+
+def test_reconboost_first_learner_is_fitted_against_a_constant_ensemble():
+    splits, model, method = setup_three("reconboost", {"stage_epochs": 1, "rectify_epochs": 1})
+    method.on_epoch_start(model, 0)
+    inputs, labels = first_batch(splits)
+    logits = model(inputs).modality_logits
+    loss, logs = method.learner_loss(logits, labels)
+    log_p = logits["m0"].log_softmax(1).gather(1, labels[:, None]).squeeze(1).mean()
+    classes = splits.num_classes
+    torch.testing.assert_close(loss, -((5.0 - 1.0) / classes) * log_p)  # q = 1: the official placeholder

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import WindowOptions, in_window, mean_of_others
 
@@ -27,12 +27,14 @@ if TYPE_CHECKING:
 MAX_EXPONENT = 10.0
 #: probabilities below this count as this in the response losses, as in the official code
 MIN_PROBABILITY = 1e-8
-#: the official loop clips when any fusion-head gradient element leaves [−1, 1]
+#: the official loop clips when an element of the output layer's weight gradient leaves [−1, 1]
 HEAD_GRADIENT_LIMIT = 1.0
 
 
 @dataclass
 class AGMOptions(WindowOptions):
+    """The window counts epochs from 1, as the official code does: the defaults modulate the first 20."""
+
     alpha: float = ranged(1.0, ge=0)
     modulation_end: int = ranged(20, ge=0)
     #: 0 turns the clipping off
@@ -60,9 +62,12 @@ class AGM(Method):
     **Application.** The loss is ``CE(Σ_m φ_m ⊙ k_m)`` where ``⊙ k`` is the identity forward and
     multiplies the gradient by k backward, the same as the official backward hooks on the responses.
     Outside the modulation window k = 1 (the gradient of plain joint training) while the running means
-    keep being updated, as in the official loop. Afterwards, if any fusion-head gradient element lies
-    outside [−1, 1], all gradients are clipped to global norm ``clip_norm`` (official: 1.0; 0 turns it
-    off). Defaults: α = 1.0, window epochs 0–20 (official argparse defaults).
+    keep being updated, as in the official loop. Afterwards, if any element of the output layer's
+    weight gradient (``model.head.output_weights()``, biases not checked) lies outside [−1, 1], all
+    gradients are clipped to global norm ``clip_norm`` (official: 1.0; 0 turns it off), inside the window
+    or not. Defaults: α = 1.0, window ``modulation_start`` 0 to ``modulation_end`` 20 counted from 1 as the
+    official loop counts epochs, i.e. the first 20 epochs (official argparse defaults). The official
+    MOSEI script checks its projection instead and the AVE script does not clip.
 
     The official code zero-pads the raw inputs (the encoders run on zeros); erlmr zeroes the
     fusion-head input of a missing modality, its general meaning of "absent", and skips the encoder.
@@ -113,7 +118,8 @@ class AGM(Method):
         full, responses = self.responses(model, inputs)
         scores = all_reduce_mean(response_losses(responses.detach(), labels))
         coefficients = self.update_coefficients(scores)
-        if not in_window(self.epoch, self.options.modulation_start, self.options.modulation_end):
+        # 1-based epochs, as in the official code (its epoch loop starts at 1)
+        if not in_window(self.epoch + 1, self.options.modulation_start, self.options.modulation_end):
             coefficients = torch.ones_like(coefficients)
         self.coefficients = coefficients.detach()
         scaled = [scale_gradient(r, k) for r, k in zip(responses, coefficients)]
@@ -124,10 +130,11 @@ class AGM(Method):
         return StepResult(loss.detach(), full, logs)
 
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
-        """The official clipping: all gradients to norm ``clip_norm`` when a head gradient leaves [−1, 1]."""
+        """The official clipping: all gradients to norm ``clip_norm`` when an element of the output
+        layer's weight gradient (not its bias) leaves [−1, 1]."""
         if self.options.clip_norm == 0:
             return
-        head = [p.grad for p in model.head.parameters() if p.grad is not None]
+        head = [p.grad for p in model.head.output_weights() if p.grad is not None]
         if head and max(float(g.abs().max()) for g in head) > HEAD_GRADIENT_LIMIT:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.options.clip_norm)
 

@@ -43,8 +43,8 @@ from torch import nn
 from ..data.base import DatasetSplits
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
+from ..parallel import all_reduce_mean, all_reduce_sum
 from ..registry import Registry
-from ..training.distributed import all_reduce_mean, all_reduce_sum
 
 if TYPE_CHECKING:
     from ..training.step import StepContext
@@ -96,6 +96,11 @@ class Method(nn.Module):
         self.context = context
         self.epoch = 0
         self._state_reductions: dict[str, str | None] = {}
+
+    @property
+    def trained_modalities(self) -> list[str]:
+        """The modalities the method trains to be used (what the imbalance alarm watches)."""
+        return list(self.context.modalities)
 
     def add_state(self, name: str, default: torch.Tensor, reduce: str | None = None) -> None:
         """Declare ``name`` as state kept across steps: a buffer saved in checkpoints, moved with the

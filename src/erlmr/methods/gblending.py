@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..data.base import Split
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, require_splits
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, ranged
-from ..training.distributed import all_reduce_mean
+from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 
 if TYPE_CHECKING:
@@ -30,8 +30,9 @@ class MLAOptions(CheckedOptions):
     project: bool = True
     #: base of the projection's regulariser α_t = alpha^(1 + b/B) at batch b of B in an epoch
     alpha: float = ranged(0.1, gt=0, lt=1)
-    #: test-time fusion weighted by each modality's prediction entropy; False = plain mean of logits
-    entropy_fusion: bool = True
+    #: test-time fusion weighted per sample by each modality's prediction entropy (the paper's dynamic
+    #: fusion); False, the official default, averages the modalities' logits with equal weights 1/M
+    entropy_fusion: bool = False
 
 
 def update_projection(projection: torch.Tensor, mean_feature: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -63,8 +64,10 @@ class MLA(Method):
     fusion head of the model is unused), so every modality's feature width d must be the same. Before
     every step but the very first, the projector P (d×d, shared by all modalities, kept across batches
     and epochs, started at I) is updated with the batch-mean feature of the modality about to step, and
-    the head weight's gradient is *replaced* by ``grad·Pᵀ``. At test time the logits are fused per sample
-    by entropy (:func:`entropy_fusion`).
+    the head weight's gradient is *replaced* by ``grad·Pᵀ``. At test time the modalities' logits are
+    averaged with equal weights (the official default, 0.5/0.5 for two modalities), or with
+    ``entropy_fusion`` fused per sample by entropy (:func:`entropy_fusion`, the paper's dynamic fusion,
+    behind a flag in the official code).
 
     Differences from the official code: the projection is applied (the official hook looks for a
     parameter named ``module.weight`` that the bare ``nn.Linear`` does not have, so it never runs; the

@@ -15,7 +15,7 @@ from ..data.base import stratified_split
 from ..errors import ConfigError
 from ..nn.model import MultiModalModel
 from ..options import ranged
-from ..training.distributed import all_reduce_sum
+from ..parallel import all_reduce_sum
 from .base import METHODS, Method, MethodContext, StepResult, require_splits
 from .scores import WindowOptions, in_window, mean_of_others, true_class_scores
 

@@ -62,15 +62,17 @@ def boosting_terms(
     """The learner's fit term ``−(w₁/C)·log p_y`` and reconcilement term ``(w₂/C)·q_y·log p_y``, batch means.
 
     ``p = softmax(f_m)`` is the learner's prediction, ``q = softmax(F_{−m})`` that of the ensemble of the
-    other modalities (a constant here). Together they are ``−((w₁ − w₂ q_y)/C)·log p_y``: samples the other
-    modalities already classify well weigh less, so the learner fits what they miss (the gradient-boosting
-    form the KL reconcilement gives in the paper). The 1/C is the official code's mean over classes.
+    other learners added so far (a constant here). Together they are ``−((w₁ − w₂ q_y)/C)·log p_y``:
+    samples the other modalities already classify well weigh less, so the learner fits what they miss
+    (the gradient-boosting form the KL reconcilement gives in the paper). The 1/C is the official code's
+    mean over classes. With no other learner yet (``rest_logits`` None) ``q = 1``, as the official code's
+    one-column placeholder ensemble gives.
     """
     num_classes = learner_logits.shape[1]
     log_p = learner_logits.log_softmax(dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
     fit = -(fit_weight / num_classes) * log_p.mean()
     if rest_logits is None:
-        return fit, torch.zeros_like(fit)
+        return fit, (reconcile_weight / num_classes) * log_p.mean()
     q = rest_logits.detach().softmax(dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
     return fit, (reconcile_weight / num_classes) * (q * log_p).mean()
 
@@ -86,16 +88,20 @@ class ReconBoost(Method):
 
     Trainer-facing schedule, in epochs: a stage lasts ``stage_epochs + rectify_epochs`` epochs. Stage s
     (s = 0, 1, ...) picks modality ``modalities[s mod M]``; for its first ``stage_epochs`` epochs only that
-    learner is trained, on ``fit + reconcilement + consolidation`` (:func:`boosting_terms`,
-    :func:`consolidation_term` against the learner of stage s−1; none in stage 0); for its last
-    ``rectify_epochs`` epochs every parameter (encoders, head, β) is trained on ``CE(F, y)``. The
+    learner is trained, on ``fit + reconcilement + consolidation`` (:func:`boosting_terms` against the
+    ensemble of the other learners added so far, :func:`consolidation_term` against the learner of stage
+    s−1; none in stage 0); then the learner joins the ensemble, and for the stage's last
+    ``rectify_epochs`` epochs the learners in the ensemble (their encoders, the head, β) are trained on
+    ``CE(F, y)`` with F over the ensemble. Learners join in modality order, so after stage s the ensemble
+    holds ``modalities[:min(s + 1, M)]``, and ``predict`` returns F over them (the learner of the running
+    stage included). This is the official code without ``--use_pretrain``: erlmr does not pre-train
+    learners; the README's commands pre-train both and so rectify all learners from stage 0. The
     optimiser's state (momentum) is cleared whenever the phase or the learner changes, as the official
-    code creates a fresh optimiser for every phase. ``predict`` returns F.
+    code creates a fresh optimiser for every phase.
 
     Differences from the official code: the consolidation term carries gradient into the current learner
     (the official one detaches both sides, so it changes only the logged loss); the learners share the
-    model's fusion head, whose per-modality logits they are, instead of a separate MLP head; in stage 0
-    the other learners are untrained rather than absent, so their ensemble only rescales the loss; one
+    model's fusion head, whose per-modality logits they are, instead of a separate MLP head; one
     optimiser (``optim.*``, set ``optim.weight_decay=5e-4`` to match) serves both phases. Extra cost:
     none in the forward pass (one pass gives every learner's logits).
     """
@@ -106,6 +112,8 @@ class ReconBoost(Method):
         super().__init__(model, options, context)
         self.rate = nn.Parameter(torch.tensor(float(options.boost_rate)))
         self.schedule = self.schedule_at(0)
+        #: how many learners (modalities, in order) the ensemble holds; what a loaded run predicts with
+        self.add_state("learners", torch.ones((), dtype=torch.long))
 
     def schedule_at(self, epoch: int) -> Schedule:
         return schedule_for(epoch, self.context.modalities, self.options.stage_epochs, self.options.rectify_epochs)
@@ -113,6 +121,12 @@ class ReconBoost(Method):
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         super().on_epoch_start(model, epoch)
         self.schedule = self.schedule_at(epoch)
+        self.learners.fill_(min(self.schedule.stage + 1, len(self.context.modalities)))
+
+    def in_ensemble(self, logits: Mapping[str, torch.Tensor], before_current: bool = False) -> dict[str, torch.Tensor]:
+        """The logits of the learners in the ensemble: so far, or (``before_current``) before this stage's."""
+        count = min(self.schedule.stage, len(self.context.modalities)) if before_current else int(self.learners)
+        return {m: logits[m] for m in self.context.modalities[:count] if m in logits}
 
     def starts_new_phase(self, epoch: int) -> bool:
         """True when ``epoch`` trains another phase or learner than the epoch before it."""
@@ -135,7 +149,7 @@ class ReconBoost(Method):
         if step.index == 0 and self.starts_new_phase(step.epoch):
             step.reset_optimizer_state()  # the official code starts a fresh optimiser for every phase
         output = model(inputs)
-        ensemble = self.ensemble(output.modality_logits)
+        ensemble = self.ensemble(self.in_ensemble(output.modality_logits))
         if self.schedule.phase == RECTIFY:
             loss = F.cross_entropy(ensemble, labels)
             logs = {"reconboost_rectify_loss": loss.detach()}
@@ -148,7 +162,7 @@ class ReconBoost(Method):
         self, logits: Mapping[str, torch.Tensor], labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         learner, previous = self.schedule.learner, self.schedule.previous
-        rest = {m: f for m, f in logits.items() if m != learner}
+        rest = {m: f for m, f in self.in_ensemble(logits, before_current=True).items() if m != learner}
         rest_logits = self.ensemble(rest).detach() if rest else None
         fit, reconcile = boosting_terms(
             logits[learner], rest_logits, labels, self.options.fit_weight, self.options.reconcile_weight
@@ -164,7 +178,7 @@ class ReconBoost(Method):
 
     def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
         output = model(inputs, absent=absent)
-        present = {m: f for m, f in output.modality_logits.items() if m in output.encoded}
-        if not present:  # every modality absent: the head's constant prediction
+        present = {m: f for m, f in self.in_ensemble(output.modality_logits).items() if m in output.encoded}
+        if not present:  # every learner absent: the head's constant prediction
             return output
         return dataclasses.replace(output, logits=self.ensemble(present))

@@ -11,9 +11,9 @@ from typing import Sequence
 
 import torch
 
-from ..training.distributed import all_reduce_sum
 from ..errors import ConfigError
 from ..options import CheckedOptions, ranged
+from ..parallel import all_reduce_sum
 
 
 def true_class_scores(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,10 @@ class Unimodal(Method):
             )
         self.others = [m for m in model.modalities if m != options.modality]
 
+    @property
+    def trained_modalities(self) -> list[str]:
+        return [self.options.modality]
+
     def training_step(
         self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
     ) -> StepResult:

@@ -43,6 +43,11 @@ class FusionHead(nn.Module):
         self.in_features = [int(d) for d in in_features]
         self.num_classes = num_classes
 
+    def output_weights(self) -> list[nn.Parameter]:
+        """The weight matrices of the layer(s) that produce the logits (methods that watch the output
+        layer's gradient use them). By default every matrix with one row per class."""
+        return [p for p in self.parameters() if p.dim() == 2 and p.shape[0] == self.num_classes]
+
 
 @FUSIONS.register("concat", "concatenate features, one linear layer; per-modality logits from its weight slices")
 class ConcatFusion(FusionHead):
@@ -55,6 +60,9 @@ class ConcatFusion(FusionHead):
     def __init__(self, in_features: Sequence[int], num_classes: int):
         super().__init__(in_features, num_classes)
         self.linear = nn.Linear(sum(self.in_features), num_classes)
+
+    def output_weights(self) -> list[nn.Parameter]:
+        return [self.linear.weight]
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         weights = self.linear.weight.split(self.in_features, dim=1)
@@ -70,6 +78,9 @@ class SumFusion(FusionHead):
     def __init__(self, in_features: Sequence[int], num_classes: int):
         super().__init__(in_features, num_classes)
         self.linears = nn.ModuleList(nn.Linear(d, num_classes) for d in self.in_features)
+
+    def output_weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.linears]
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         modality_logits = [layer(x) for layer, x in zip(self.linears, features)]
@@ -97,6 +108,9 @@ class FiLMFusion(FusionHead):
         first, second = self.in_features
         self.films = nn.ModuleList([nn.Linear(first, 2 * second), nn.Linear(second, 2 * first)])
         self.out = nn.Linear(first + second, num_classes)
+
+    def output_weights(self) -> list[nn.Parameter]:
+        return [self.out.weight]
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         gamma_0, beta_0 = self.films[0](features[0]).chunk(2, dim=1)
@@ -126,6 +140,9 @@ class GatedFusion(FusionHead):
         width = hidden or max(self.in_features)
         self.projections = nn.ModuleList(nn.Linear(d, width) for d in self.in_features)
         self.out = nn.Linear(width, num_classes)
+
+    def output_weights(self) -> list[nn.Parameter]:
+        return [self.out.weight]
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         hidden = [layer(x) for layer, x in zip(self.projections, features)]

@@ -38,45 +38,19 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError, TrainingDivergedError
+from ..parallel import (
+    all_reduce_mean,
+    all_reduce_mean_lists,
+    all_reduce_sum,
+    is_distributed,
+    world_size,
+)
 
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """The mean of ``tensor`` over all ranks (the tensor itself in a single process); not in place."""
-    if not is_distributed():
-        return tensor
-    return all_reduce_sum(tensor) / dist.get_world_size()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The sum of ``tensor`` over all ranks (the tensor itself in a single process); not in place."""
-    if not is_distributed():
-        return tensor
-    reduced = tensor.detach().clone()
-    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-    return reduced
-
-
-def all_reduce_mean_lists(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> None:
-    """Replace every tensor of every list by its mean over all ranks, in place, with one all-reduce.
-
-    Nothing happens in a single process. Under torch.distributed the tensors are copied into one flat
-    buffer, reduced, and copied back.
-    """
-    tensors = [t for tensors in tensor_lists for t in tensors]
-    if not is_distributed() or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= dist.get_world_size()
-    torch._foreach_copy_(tensors, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)])
+__all__ = [
+    "Cluster", "ShardedBatchSampler", "all_reduce_mean", "all_reduce_mean_lists", "all_reduce_sum", "broadcast_from_main",
+    "check_replicas_agree", "is_distributed", "join_from_env", "launched_rank", "share_from_main", "sum_over_ranks",
+    "sync_batch_norm", "world_size",
+]
 
 
 @dataclass
@@ -210,7 +184,7 @@ def check_replicas_agree(parameters: Sequence[torch.Tensor], cluster: Cluster, e
             raise TrainingDivergedError(
                 f"after epoch {epoch + 1} the parameters on rank {rank} differ from rank 0's: a method applied a "
                 "coefficient computed from its own rank's batch only; reduce the statistics behind it with "
-                "erlmr.training.distributed.all_reduce_mean so that every rank applies the same one"
+                "erlmr.parallel.all_reduce_mean (or a declared state) so that every rank applies the same one"
             )
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..config import Config, from_dict, validate
 from ..data import DatasetSplits
-from ..methods import Method
 from ..errors import CheckpointError
+from ..methods import Method
 from ..nn.model import MultiModalModel
 from .builders import ModelSpec, build_model, build_training_method, resolve_device
 from .run_folder import BEST, CONFIG, RunFolder, read_checkpoint

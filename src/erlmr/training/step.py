@@ -24,20 +24,21 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 from torch import nn
 
-from .distributed import all_reduce_mean, all_reduce_mean_lists, all_reduce_sum, is_distributed
+from ..nn.balance import Gradients
 
 if TYPE_CHECKING:
     from ..methods.base import Method, StepResult
     from ..nn.model import MultiModalModel
 
 
-class StepContext:
+class StepContext(Gradients):
     """One training step's access to gradients and the optimiser (see the module docstring).
 
-    ``epoch`` and ``index`` (the step within the epoch, from 0) say where the step falls;
-    ``steps_per_epoch`` is the number of steps in this epoch; ``samples`` the batch's indices in the
-    train split (None outside the trainer). ``grad_clip`` > 0 clips the gradients of ``parameters`` to
-    that global norm before every update (``optim.grad_clip``).
+    The gradient calls (``backward``, ``gradients``, ``add_gradients``, ``synchronize``) are those of
+    :class:`erlmr.nn.balance.Gradients`. ``epoch`` and ``index`` (the step within the epoch, from 0) say
+    where the step falls; ``steps_per_epoch`` is the number of steps in this epoch; ``samples`` the
+    batch's indices in the train split (None outside the trainer). ``grad_clip`` > 0 clips the gradients
+    of ``parameters`` to that global norm before every update (``optim.grad_clip``).
     """
 
     def __init__(
@@ -50,51 +51,12 @@ class StepContext:
         grad_clip: float = 0.0,
         samples: torch.Tensor | None = None,
     ):
+        super().__init__(parameters)
         self.optimizer = optimizer
-        self.parameters = list(parameters)
         self.epoch, self.index, self.steps_per_epoch = epoch, index, steps_per_epoch
         self.grad_clip = grad_clip
         self.samples = samples
         self.optimizer_steps = 0
-        self._local_gradients = False
-        self._pending: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
-
-    reduce_mean = staticmethod(all_reduce_mean)
-    reduce_sum = staticmethod(all_reduce_sum)
-
-    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
-        """Accumulate ``loss``'s gradients into ``.grad`` (averaged over ranks when the step ends)."""
-        loss.backward(retain_graph=retain_graph)
-        self._local_gradients = True
-
-    def gradients(
-        self, losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor], retain_graph: bool = False
-    ) -> list[list[torch.Tensor]]:
-        """Each loss's gradients with respect to ``params`` (zeros where a parameter is unused), averaged
-        over ranks in one all-reduce. ``.grad`` is left alone. The graph is kept for all but the last
-        loss, and for the last one too with ``retain_graph``."""
-        grads = []
-        for i, loss in enumerate(losses):
-            keep = retain_graph or i < len(losses) - 1
-            grads.append(list(torch.autograd.grad(loss, params, retain_graph=keep, materialize_grads=True)))
-        all_reduce_mean_lists(grads)
-        return grads
-
-    def add_gradients(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
-        """Add ``grads`` (already averaged over ranks, e.g. built from :meth:`gradients`) to ``.grad``."""
-        if is_distributed() and self._local_gradients:
-            self._pending.append((list(params), list(grads)))  # added after the local ones are averaged
-        else:
-            _accumulate(params, grads)
-
-    def synchronize(self) -> None:
-        """Average what ``backward`` left in ``.grad`` over the ranks, then add the pending gradients.
-        The trainer calls it when the step ends; :meth:`optimizer_step` before it steps."""
-        if is_distributed() and self._local_gradients:
-            average_gradients(self.parameters)
-        for params, grads in self._pending:
-            _accumulate(params, grads)
-        self._local_gradients, self._pending = False, []
 
     def optimizer_step(self) -> None:
         """Update the parameters with the gradients so far and clear them, for a method that takes
@@ -129,21 +91,3 @@ def method_step(
     if not step.optimizer_steps:
         method.modify_gradients(model, result, labels)
     return result
-
-
-def _accumulate(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
-    for p, g in zip(params, grads):
-        p.grad = g if p.grad is None else p.grad + g
-
-
-def average_gradients(params: Sequence[nn.Parameter]) -> None:
-    """Every parameter's gradient averaged over the ranks, in one all-reduce. A parameter with no
-    gradient on some rank counts as zero there; one with no gradient on any rank keeps none."""
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    present = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
-    all_reduce_mean_lists([grads, [present]])
-    for p, grad, seen in zip(params, grads, present.tolist()):
-        p.grad = grad if seen > 0 else None

@@ -16,7 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from tqdm import tqdm
 
+from ..analysis.alarm import ImbalanceAlarm
 from ..analysis.cost import PeakMemory, StepTimer, cost_report
+from ..analysis.datacheck import check_data
 from ..analysis.evaluation import evaluate, imbalance_report
 from ..analysis.features import record_features
 from ..analysis.metrics import confusion_matrix
@@ -26,16 +28,36 @@ from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..methods.base import StepResult
 from . import acceleration
 from .builders import (
-    as_config, build_model, build_optimizer, build_scheduler, build_training_method, make_loader, model_spec,
-    resolve_device, seed_everything, to_device, trainable_parameters,
+    as_config,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    build_training_method,
+    make_loader,
+    model_spec,
+    resolve_device,
+    seed_everything,
+    to_device,
+    trainable_parameters,
 )
 from .distributed import (
-    ShardedBatchSampler, broadcast_from_main, check_replicas_agree, join_from_env, share_from_main, sum_over_ranks,
+    ShardedBatchSampler,
+    broadcast_from_main,
+    check_replicas_agree,
+    join_from_env,
+    share_from_main,
+    sum_over_ranks,
     sync_batch_norm,
 )
 from .reload import restore_weights
 from .run_folder import BEST, CHECKPOINT_FORMAT, LAST, RunFolder, read_checkpoint
-from .runstate import capture_rng, check_same_config, check_same_spec, config_fingerprint, restore_rng
+from .runstate import (
+    capture_rng,
+    check_same_config,
+    check_same_spec,
+    config_fingerprint,
+    restore_rng,
+)
 from .signals import StopSignals
 from .step import StepContext, method_step
 from .tensorboard import TensorBoardLogger
@@ -120,6 +142,10 @@ class Trainer:
         self.mid_epoch_checkpoint: dict | None = None
         self.stop = StopSignals()
         self.on_epoch = on_epoch
+        self.alarm = None
+        if cfg.train.imbalance_alarm:
+            probe = lambda: check_data(self.splits, cfg.data.normalize, cfg.train.seed)  # noqa: E731
+            self.alarm = ImbalanceAlarm(self.splits, self.method.trained_modalities, probe)
 
     # ------------------------------------------------------------------------------------ resuming
     @classmethod
@@ -174,6 +200,7 @@ class Trainer:
             for epoch in range(self.position.next_epoch, self.config.train.epochs):
                 record = self.train_epoch(epoch)
                 record.update(self.validate())
+                self.raise_alarms(epoch, record)
                 self.log(record)
                 self.save_epoch(epoch, (record["val_accuracy"], -record["val_loss"]))
                 if self.on_epoch is not None:
@@ -194,6 +221,8 @@ class Trainer:
         if not self.resumed:
             self.folder.write_config(self.config)
         self.folder.start_metrics(self.position.next_epoch if self.resumed else None)
+        if self.resumed and self.alarm is not None:
+            self.alarm.restore(self.folder.epoch_records())
         if self.tensorboard is not None:
             self.tensorboard.open(self.folder.path / "tensorboard")
 
@@ -307,6 +336,14 @@ class Trainer:
             "val_imbalance_degree": imbalance["imbalance_degree"],
         }
 
+    def raise_alarms(self, epoch: int, record: dict) -> None:
+        """Add the imbalance alarms this epoch raises to its record, and print them."""
+        alarms = [] if self.alarm is None else self.alarm.update(epoch, record["val_modality_accuracy"])
+        if alarms:
+            record["alarms"] = alarms
+        for alarm in alarms:
+            tqdm.write(f"erlmr: warning: {alarm['message']}")
+
     def log(self, record: dict) -> None:
         self.folder.append_metrics(record)
         if self.tensorboard is not None and "error" not in record:
@@ -380,6 +417,7 @@ class Trainer:
             "val": self.split_metrics(self.splits.val),
             "test": self.split_metrics(self.splits.test, with_confusion=True),
             "cost": cost_report(self.model, self.method, self.splits.train, self.device, self.step_timer, memory),
+            "alarms": [] if self.alarm is None else list(self.alarm.raised.values()),
         }
         record_features(summary, self.model, self.method, self.splits, cfg.train, self.device, self.folder)
         self.folder.write_summary(summary)
