@@ -22,6 +22,7 @@ from erlmr.training.run_folder import FEATURE_MAPS, RunFolder
 from erlmr.training.trainer import train
 from support import context_for, model_for
 
+pytestmark = pytest.mark.feature_evaluation  # the probe and the maps at their real sizes (tests/conftest.py)
 CLASSES = 5
 
 

@@ -30,6 +30,7 @@ SMALL = [
 LABEL = "synthetic-dim-8-test-size-80-train-size-160"
 EVERY_PLOT = ["val-accuracy", "imbalance", "contributions", "accuracy-vs-step-time", "erlmr-phase-pareto", "confusion",
               "feature-map-joint", "feature-map-erlmr"]
+pytestmark = pytest.mark.feature_evaluation  # the runs' probes and maps at their real sizes
 IMAGE = re.compile(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' data-file='([^']+)'>")
 
 
