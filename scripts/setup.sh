@@ -24,7 +24,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "$wanted" > "$stamp"
 fi
 
-# Debian packages: espeak-ng speaks the AV-digits audio; chromium renders `erlmr report` in a browser check.
+# Debian packages: espeak-ng speaks the AV-digits audio; chromium renders `erlmr report` in a browser check;
+# postgresql is the database server a test of `erlmr tune` starts (scripts/test.sh asks for the last two).
 install_debian_packages() {
     local missing=()
     for pair in "$@"; do

@@ -28,6 +28,7 @@ LAZY = {
     "LoadedRun": ".training.reload", "Prediction": ".analysis.prediction",
     "load_run": ".training.reload", "predict": ".analysis.prediction",
     "RunResult": ".training.trainer", "resume": ".training.trainer", "train": ".training.trainer",
+    "diagnose": ".analysis.diagnose", "PositionalModel": ".analysis.diagnose",
 }
 
 # Subpackages reachable as attributes after a plain `import erlmr` (erlmr.data.load_dataset), as before.
@@ -51,7 +52,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CheckpointError", "ConcatFusion", "Config", "ConfigError", "DataError", "ErlmrError", "EulerOutput",
     "EulerRepresentation", "FUSIONS", "FiLMFusion", "FusionOutput", "GatedFusion", "LoadedRun", "MMCLoss",
-    "MissingDependencyError", "ModelOutput", "MultiModalModel", "Prediction", "RunResult", "SumFusion",
-    "TrainingDivergedError", "TrainingInterrupted", "balanced_backward", "load_config", "load_run", "min_norm_weights", "predict",
+    "MissingDependencyError", "ModelOutput", "MultiModalModel", "PositionalModel", "Prediction", "RunResult", "SumFusion",
+    "TrainingDivergedError", "TrainingInterrupted", "balanced_backward", "diagnose", "load_config", "load_run", "min_norm_weights", "predict",
     "resume", "train",
 ]

@@ -1,4 +1,4 @@
-"""The ``erlmr`` command line: train, list, bench, eval, report, data."""
+"""The ``erlmr`` command line: train, list, bench, tune, eval, report, data."""
 from __future__ import annotations
 
 import argparse
@@ -52,13 +52,15 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
+    from .config import yaml_value
+
     overrides = []
     if getattr(args, "data", None) and not getattr(args, "dataset", None):
         overrides.append("data.dataset=arrays")
     for dest, key in TRAIN_FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else yaml_value(value)}")
     if getattr(args, "quiet", False):
         overrides.append("train.quiet=true")
     if getattr(args, "tensorboard", False):
@@ -103,22 +105,86 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from .analysis.bench import parse_methods, run_bench
+    from .analysis.bench import parse_methods, parse_shard, run_bench
 
-    table, failures = run_bench(
-        datasets=[d for d in args.datasets.split(",") if d],
-        methods=parse_methods(args.methods),
-        seeds=args.seeds,
-        out=args.out,
-        base_config=args.config,
-        overrides=overrides_from(args),
-        jobs=args.jobs,
-        command=shlex.join(["erlmr", *args.argv]),
-        progress=not args.quiet,
-    )
+    command, shard = shlex.join(["erlmr", *args.argv]), parse_shard(args.shard)
+    if args.tuned:
+        if args.datasets or args.methods or args.config:
+            raise ConfigError("--tuned takes the datasets, methods and config from the studies; drop --datasets, --methods and --config")
+        from .tuning.results import run_tuned_bench
+
+        table, failures = run_tuned_bench(
+            args.tuned, args.seeds, args.out, overrides_from(args), args.jobs, command, not args.quiet, shard
+        )
+    elif not args.datasets or not args.methods:
+        raise ConfigError("bench needs --datasets and --methods (or --tuned TUNE_OUT_OR_STORAGE)")
+    else:
+        table, failures = run_bench(
+            datasets=[d for d in args.datasets.split(",") if d],
+            methods=parse_methods(args.methods),
+            seeds=args.seeds,
+            out=args.out,
+            base_config=args.config,
+            overrides=overrides_from(args),
+            jobs=args.jobs,
+            command=command,
+            progress=not args.quiet,
+            shard=shard,
+        )
     print(table)
     print(f"results: {args.out}/results.md, {args.out}/results.csv")
     return 1 if failures else 0
+
+
+def command_tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .analysis.bench import parse_methods
+    from .tuning.space import read_user_space
+    from .tuning.tune import TuneSettings, metric_named, tune
+
+    if args.run_dir:
+        raise ConfigError("erlmr tune writes one run folder per trial under --out; drop --run-dir")
+    methods = parse_methods(args.method or "")
+    settings = TuneSettings(
+        trials=args.trials, metric=metric_named(args.metric), out=Path(args.out), storage=args.storage,
+        study_prefix=args.study, heartbeat=args.heartbeat, prune=not args.no_prune, prune_warmup=args.prune_warmup,
+        prune_startup=args.prune_startup, progress=not args.quiet,
+    )
+    flags = argparse.Namespace(**{**vars(args), "method": None})  # each method is set per study
+    records = tune(methods, args.config, overrides_from(flags), read_user_space(args.config, args.space), settings,
+                   shlex.join(["erlmr", *args.argv]))
+    from .tuning.results import markdown, summary_table
+
+    print(markdown(*summary_table(records)), end="")
+    print(f"results: {args.out}/tuning.md; benchmark the best settings with: erlmr bench --tuned {args.out} --seeds 3")
+    return 0
+
+
+def add_tune_command(commands: argparse._SubParsersAction) -> None:
+    tune = commands.add_parser(
+        "tune", help="tune methods on the validation split with the same number of trials each (Optuna)",
+        description="Tune each --method with --trials trials on the validation split (docs/protocol.md). "
+                    "Several processes or hosts given the same --storage share the trials.",
+    )
+    add_train_flags(tune)
+    tune.add_argument("--trials", type=int, default=20, help="trials per method, the same for every method (default 20)")
+    tune.add_argument("--metric", default="val_accuracy",
+                      help="validation quantity to optimise: val_accuracy (default), val_macro_f1, val_imbalance_degree")
+    tune.add_argument("--space", action="append", default=[], metavar="KEY=RANGE",
+                      help="add or change a search range: METHOD.OPTION or SECTION.KEY = uniform(a,b), log_uniform(a,b), "
+                           "int_range(a,b), choice(x,y,...) or fixed, e.g. --space ogm_ge.alpha=log_uniform(0.05,0.5)")
+    tune.add_argument("--storage", help="study storage: sqlite:///PATH (default OUT/study.db), a database URL such as "
+                                        "postgresql://USER@HOST/DB, or journal:///PATH on a shared filesystem")
+    tune.add_argument("--study", default="", metavar="PREFIX", help="prefix of the study names (DATASET/METHOD)")
+    tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                      help="a running trial's heartbeat; one silent for 3 beats is marked failed (default 60)")
+    tune.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+    tune.add_argument("--prune-warmup", type=int, metavar="EPOCHS",
+                      help="epochs every trial runs before it may be pruned (default a quarter of the epochs)")
+    tune.add_argument("--prune-startup", type=int, default=5, metavar="TRIALS",
+                      help="trials of a method that run in full before pruning starts (default 5)")
+    tune.set_defaults(run=command_tune, out="runs/tune")
 
 
 def format_evaluation(result: dict) -> str:
@@ -251,12 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list registered methods, datasets, encoders and fusion heads")
     listing.set_defaults(run=command_list)
     bench = commands.add_parser("bench", help="train a grid of datasets × methods × seeds and tabulate the results")
-    bench.add_argument("--datasets", required=True, help="comma-separated dataset names")
-    bench.add_argument("--methods", required=True, help="comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); all = every method that runs on its defaults")
+    bench.add_argument("--datasets", help="comma-separated dataset names")
+    bench.add_argument("--methods", help="comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); all = every method that runs on its defaults")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    bench.add_argument("--shard", metavar="I/N", help="train only share I of N of the grid (for array jobs); "
+                                                      "the tables cover every finished run in --out")
+    bench.add_argument("--tuned", metavar="TUNE_OUT_OR_STORAGE",
+                       help="train each method tuned by 'erlmr tune' at its defaults and at its best setting")
     add_train_flags(bench)
     bench.set_defaults(run=command_bench, out="bench")
+    add_tune_command(commands)
     evaluation = commands.add_parser("eval", help="evaluate a saved run on its test split and print the metrics")
     evaluation.add_argument("run_dir", help="a run folder written by 'erlmr train' or 'erlmr bench'")
     evaluation.add_argument("--data", help="evaluate on this array folder's test split instead (same modalities)")

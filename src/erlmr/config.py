@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from .errors import ConfigError
+from .options import NumberLoader, log_uniform
 
 
 @dataclass
@@ -53,6 +54,13 @@ class OptimConfig:
     gamma: float = 0.1
     #: clip the gradients to this global norm before every update; 0 leaves them alone
     grad_clip: float = 0.0
+
+
+#: the search ranges every method is tuned over besides its own (``erlmr tune``; docs/protocol.md)
+SHARED_SPACE = {
+    "optim.lr": log_uniform(1e-3, 1e-1),
+    "optim.weight_decay": log_uniform(1e-5, 1e-2),
+}
 
 
 @dataclass
@@ -147,11 +155,17 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is read as YAML."""
+    """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is read as YAML (``1e-5`` as a float too)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.01")
     path, raw = text.split("=", 1)
-    return path.strip().split("."), yaml.safe_load(raw)
+    return path.strip().split("."), yaml.load(raw, Loader=NumberLoader)
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` written so that :func:`parse_override` reads it back as the same value (``1e-07`` is a
+    string to YAML, ``1.0e-07`` a float)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
@@ -166,17 +180,30 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+#: the top-level section of a config file that only ``erlmr tune`` reads (search ranges); training skips it
+TUNE_SECTION = "tune"
+
+
+def read_config_file(path: str | Path | None) -> dict:
+    """The mapping in a YAML config file ({} for no file)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or start from defaults), apply overrides, validate."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    data = read_config_file(path)
+    data.pop(TUNE_SECTION, None)
     config = from_dict(Config, apply_overrides(data, overrides))
     validate(config)
     return config

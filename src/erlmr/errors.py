@@ -25,6 +25,11 @@ class TrainingDivergedError(ErlmrError):
     """Training produced a NaN or Inf loss or gradient."""
 
 
+class TrialPruned(ErlmrError):
+    """Raised by a ``train(config, on_epoch=...)`` callback to stop a run after an epoch (``erlmr tune``'s
+    pruner); the run folder keeps that epoch's record and checkpoints, and gets no summary."""
+
+
 class TrainingInterrupted(ErlmrError):
     """SIGINT or SIGTERM stopped training after a checkpoint was saved; the run can be resumed."""
 

@@ -10,9 +10,10 @@ import re
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from ..config import load_config
 from .cost import machine_description
 from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError
-from .runs import dataset_label, method_label
+from .runs import TUNED_MARKER, TUNED_SUFFIX, dataset_label, method_label, read_summary
 from ..training.trainer import train
 
 JOINT = "joint"
@@ -42,40 +43,95 @@ def methods_without_required_options() -> list[str]:
     return [JOINT] + [name for name in METHODS if name != JOINT and not METHODS.get(name).needs_options]
 
 
-def method_overrides(spec: str) -> list[str]:
-    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"unimodal[modality=audio]"`` → ``("unimodal", {"modality": "audio"})`` (values as written)."""
     match = re.fullmatch(r"\s*([\w+]+)\s*(?:\[(.*)\])?\s*", spec)
     pairs = [p.strip() for p in (match.group(2) or "").split(",") if p.strip()] if match else []
     if match is None or any("=" not in p for p in pairs):
         raise ConfigError(
             f"grid method {spec!r} must look like NAME or NAME[option=value,...], e.g. unimodal[modality=audio]"
         )
-    return [f"method.name={match.group(1)}", *(f"method.options.{p}" for p in pairs)]
+    return match.group(1), dict(p.split("=", 1) for p in pairs)
+
+
+def method_overrides(spec: str) -> list[str]:
+    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+    name, options = parse_method_spec(spec)
+    return [f"method.name={name}", *(f"method.options.{key}={value}" for key, value in options.items())]
+
+
+def folder_name(text: str) -> str:
+    return re.sub(r"[^\w.=-]+", "_", text).strip("_")
+
+
+@dataclass(frozen=True)
+class GridMethod:
+    """One method of a grid: its name in tables and failures, the config overrides it adds, the folder of
+    its runs; a setting found by ``erlmr tune`` also has its own base config (the study's) and a record
+    written beside each run as ``tuned.json`` (its label and where the setting came from)."""
+
+    spec: str
+    overrides: tuple[str, ...]
+    folder: str
+    config: str | None = None
+    tuned: Mapping[str, Any] | None = None
+
+
+def grid_method(spec: str) -> GridMethod:
+    return GridMethod(spec, tuple(method_overrides(spec)), folder_name(spec))
+
+
+Entry = tuple[str, GridMethod, int]
 
 
 def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
-    return out / dataset / re.sub(r"[^\w.=-]+", "_", method).strip("_") / f"seed{seed}"
+    return out / dataset / folder_name(method) / f"seed{seed}"
 
 
-def run_one(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
-    run_dir = run_dir_for(out, dataset, method, seed)
+def run_one(out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
+    run_dir = run_dir_for(out, dataset, method.folder, seed)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())
+    if method.tuned is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / TUNED_MARKER, dict(method.tuned))
     grid_keys = [
-        f"data.dataset={dataset}", *method_overrides(method), f"train.seed={seed}", f"train.run_dir={run_dir}",
+        f"data.dataset={dataset}", *method.overrides, f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
     ]
-    return train(load_config(base_config, list(overrides) + grid_keys)).summary
+    return train(load_config(method.config or base_config, list(overrides) + grid_keys)).summary
 
 
-def attempt(out: Path, dataset: str, method: str, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
+def attempt(out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
     """Run one grid entry; the error message if it failed (a diverged run must not stop the grid)."""
     try:
         run_one(out, dataset, method, seed, base_config, overrides)
     except ErlmrError as error:
         return str(error)
     return None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` → (2, 4): the second of four shares of the grid."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ConfigError(
+            f"--shard {text!r} must look like I/N with 1 <= I <= N, e.g. --shard 1/4 "
+            "(in a SLURM array job --array=1-N: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_of(entries: Sequence[Entry], shard: tuple[int, int] | None) -> list[Entry]:
+    """Share I of N of the grid: every N-th entry from the I-th, so that each share mixes datasets,
+    methods and seeds and the N shares partition the grid."""
+    if shard is None:
+        return list(entries)
+    index, count = shard
+    return list(entries[index - 1::count])
 
 
 def limit_threads(threads: int) -> None:
@@ -160,6 +216,39 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def comparison_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per dataset, each method run both at its defaults and at its tuned setting (``erlmr bench --tuned``):
+    test accuracy, each modality's accuracy and the imbalance degree, default against tuned."""
+    tables = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        subset = [r for r in rows if r["dataset"] == dataset]
+        labels = list(dict.fromkeys(r["method"] for r in subset))
+        pairs = [(label, label + TUNED_SUFFIX) for label in labels if label + TUNED_SUFFIX in labels]
+        if not pairs:
+            continue
+        keys = [(key, heading) for key, heading in table_columns(subset) if key not in ("macro_f1", "step_time_vs_joint")]
+        headings = ["method", "seeds", *(f"{h} {side}" for _, h in keys for side in ("default", "tuned")), "Δ accuracy"]
+        lines = []
+        for default, tuned in pairs:
+            runs = {label: [r for r in subset if r["method"] == label] for label in (default, tuned)}
+            cells = [mean_std([r.get(key) for r in runs[label]]) for key, _ in keys for label in (default, tuned)]
+            gain = statistics.mean(r["accuracy"] for r in runs[tuned]) - statistics.mean(r["accuracy"] for r in runs[default])
+            seeds = f"{len(runs[default])}/{len(runs[tuned])}"
+            lines.append([default, seeds, *cells, f"{gain:+.3f}"])
+        tables[dataset] = (headings, lines)
+    return tables
+
+
+def markdown_comparison(rows: Sequence[dict]) -> str:
+    """The default-against-tuned tables, or "" when no method was run both ways."""
+    sections = []
+    for dataset, (headings, lines) in comparison_tables(rows).items():
+        text = [f"### {dataset}: default against tuned", "", "| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+        text += ["| " + " | ".join(cells) + " |" for cells in lines]
+        sections.append("\n".join(text))
+    return "\n\n".join(sections) + "\n" if sections else ""
+
+
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
 
@@ -186,6 +275,11 @@ def process_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def entry_dir(out: Path, entry: Entry) -> Path:
+    dataset, method, seed = entry
+    return run_dir_for(out, dataset, method.folder, seed)
+
+
 def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, overrides: Sequence[str]) -> None:
     """Write each dataset's ``data_check.json`` (``erlmr data check``) once, for ``erlmr report``."""
     for dataset in datasets:
@@ -197,7 +291,7 @@ def check_datasets(out: Path, datasets: Sequence[str], base_config: str | None, 
 
 
 def run_grid(
-    entries: Sequence[tuple[str, str, int]],
+    entries: Sequence[Entry],
     out: Path,
     base_config: str | None,
     overrides: Sequence[str],
@@ -209,7 +303,7 @@ def run_grid(
     Every run gets a fresh process (and an even share of the cores), so that its peak memory and step
     time do not depend on the runs before it.
     """
-    todo = [e for e in entries if not (run_dir_for(out, *e) / "summary.json").exists()]
+    todo = [e for e in entries if not (entry_dir(out, e) / "summary.json").exists()]
     failures = {}
     with tqdm(total=len(entries), initial=len(entries) - len(todo), desc="bench", unit="run", disable=not progress) as bar:
         if not todo:
@@ -221,7 +315,8 @@ def run_grid(
             futures = {pool.submit(attempt, out, *entry, base_config, overrides): entry for entry in todo}
             for future in as_completed(futures):
                 if (error := future.result()) is not None:
-                    failures[futures[future]] = error
+                    dataset, method, seed = futures[future]
+                    failures[(dataset, method.spec, seed)] = error
                 bar.update()
     return failures
 
@@ -236,26 +331,50 @@ def run_bench(
     jobs: int = 1,
     command: str | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[str, dict[tuple[str, str, int], str]]:
     """Run the grid (finished runs are skipped) and write ``results.csv``, ``results.md``, ``bench.json`` and,
     per dataset, ``DATASET/data_check.json``.
 
-    Returns the markdown tables and the failed entries with their error messages.
+    With ``shard`` (I, N), only share I of N of the grid is trained (:func:`shard_of`); the tables cover
+    every finished run of the whole grid in ``out``, the other shares' included. Returns the markdown
+    tables and the failed entries with their error messages.
     """
-    if not datasets or not methods or seeds < 1 or jobs < 1:
-        raise ConfigError("bench needs at least one dataset, one method, --seeds >= 1 and --jobs >= 1")
-    for method in methods:
-        method_overrides(method)
+    if not datasets or not methods or seeds < 1:
+        raise ConfigError("bench needs at least one dataset, one method and --seeds >= 1")
+    grid = [grid_method(method) for method in methods]
+    entries = [(dataset, method, seed) for dataset in datasets for method in grid for seed in range(seeds)]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    check_datasets(Path(out), datasets, base_config, overrides)
+    record = {"datasets": list(datasets), "methods": list(methods), "seeds": seeds}
+    return run_entries(entries, out, base_config, overrides, jobs, command, progress, shard, record)
+
+
+def run_entries(
+    entries: Sequence[Entry],
+    out: str | Path,
+    base_config: str | None,
+    overrides: Sequence[str],
+    jobs: int,
+    command: str | None,
+    progress: bool,
+    shard: tuple[int, int] | None,
+    record: Mapping[str, Any],
+) -> tuple[str, dict[tuple[str, str, int], str]]:
+    """Train this shard's share of ``entries`` and tabulate every finished one (see :func:`run_bench`)."""
+    if jobs < 1:
+        raise ConfigError("bench needs --jobs >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries = [(dataset, method, seed) for dataset in datasets for method in methods for seed in range(seeds)]
-    check_datasets(out, datasets, base_config, overrides)
-    failures = run_grid(entries, out, base_config, overrides, jobs, progress)
-    summaries = [
-        json.loads(path.read_text())
-        for entry in entries
-        if (path := run_dir_for(out, *entry) / "summary.json").exists()
-    ]
+    failures = run_grid(shard_of(entries, shard), out, base_config, overrides, jobs, progress)
+    summaries = [read_summary(path) for entry in entries if ((path := entry_dir(out, entry)) / "summary.json").exists()]
+    record = {**record, "overrides": list(overrides), "shard": None if shard is None else f"{shard[0]}/{shard[1]}"}
+    return write_results(out, summaries, failures, command, record), failures
+
+
+def write_results(out: Path, summaries: Sequence[dict], failures: Mapping, command: str | None, record: Mapping) -> str:
+    """Write ``results.csv``, ``results.md`` (headed by the command, machine and date) and ``bench.json``
+    for the finished runs; return the markdown tables."""
     rows = [summary_row(s) for s in summaries]
     machine = machine_description(sorted({s.get("cost", {}).get("device", "unknown") for s in summaries}))
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -272,13 +391,14 @@ def run_bench(
         "",
     ]
     table = markdown_table(rows) if rows else "No finished run.\n"
+    if comparison := markdown_comparison(rows):
+        table += "\n" + comparison
     if failures:
         table += "\n### Failed runs\n\n" + "".join(f"- {'/'.join(map(str, e))}: {m}\n" for e, m in failures.items())
     if rows:
         write_csv(out / "results.csv", rows)
     atomic_write(out / "results.md", lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
     write_json(out / "bench.json", {
-        "command": command, "machine": machine, "date": date, "datasets": list(datasets), "methods": list(methods),
-        "seeds": seeds, "overrides": list(overrides), "failed": ["/".join(map(str, e)) for e in failures],
+        "command": command, "machine": machine, "date": date, **record, "failed": ["/".join(map(str, e)) for e in failures],
     })
-    return table, failures
+    return table

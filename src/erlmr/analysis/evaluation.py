@@ -8,7 +8,8 @@ of the head fed zeros for every modality (a constant prediction). docs/metrics.m
 from __future__ import annotations
 
 import itertools
-from typing import Any, Collection, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, Collection, ContextManager, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,40 @@ def evaluate(
     }
 
 
+#: predicts logits for a batch with some modalities absent: ``predict(inputs, absent) -> (B, C) logits``
+Predictor = Callable[[Mapping[str, torch.Tensor], Sequence[str]], torch.Tensor]
+
+
 @torch.no_grad()
+def subset_accuracies_of(
+    predict: Predictor, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]], modalities: Sequence[str],
+    players: Sequence[str], per_batch: Callable[[], ContextManager] = nullcontext, ask_empty: bool = True,
+) -> dict[frozenset[str], float]:
+    """Fused accuracy ``v(S)`` over ``batches`` for every subset ``S`` of ``players``: ``predict`` with
+    every modality outside S absent. ``predict`` is asked for S = ∅ too (erlmr's model then predicts
+    from zero features, so a modality the model ignores contributes exactly 0); a model that cannot
+    predict without inputs (``ask_empty=False``) gets for ``v(∅)`` the accuracy of always predicting
+    the most frequent class of the batches. ``per_batch`` is entered around the predictions of a batch."""
+    subsets = [s for s in subsets_of(players) if s or ask_empty]
+    correct, class_counts = dict.fromkeys(subsets, 0), torch.zeros(0, dtype=torch.long)
+    for inputs, labels in batches:
+        with per_batch():
+            for subset in subsets:
+                logits = predict(inputs, [m for m in modalities if m not in subset])
+                correct[subset] += int((logits.argmax(1) == labels).sum())
+        class_counts = _add_counts(class_counts, torch.bincount(labels.cpu()))
+    seen = max(int(class_counts.sum()), 1)
+    value = {subset: count / seen for subset, count in correct.items()}
+    if not ask_empty:
+        value[frozenset()] = int(class_counts.max()) / seen if len(class_counts) else 0.0
+    return value
+
+
+def _add_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    size = max(len(a), len(b))
+    return F.pad(a, (0, size - len(a))) + F.pad(b, (0, size - len(b)))
+
+
 def subset_accuracies(
     model: MultiModalModel,
     method: Method,
@@ -69,23 +103,29 @@ def subset_accuracies(
     device: torch.device,
     absent: Collection[str] = (),
 ) -> dict[frozenset[str], float]:
-    """Fused accuracy ``v(S)`` on ``split`` for every subset ``S`` of the modalities not in ``absent``:
-    ``method.predict`` with every modality outside S absent (for S = ∅ the head on zeros).
-
-    Each encoder runs once per batch (:meth:`MultiModalModel.reusing_encodings`); only what follows
-    the encoders re-runs for each of the 2^M subsets.
-    """
+    """:func:`subset_accuracies_of` for a trained model and its method on ``split`` (for S = ∅ the head
+    on zeros). Each encoder runs once per batch (:meth:`MultiModalModel.reusing_encodings`); only what
+    follows the encoders re-runs for each of the 2^M subsets."""
     model.eval()
     method.eval()
     players = [m for m in model.modalities if m not in absent]
-    subsets = subsets_of(players)
-    correct = dict.fromkeys(subsets, 0)
-    for inputs, labels in split.batches(batch_size, device):
-        with model.reusing_encodings():
-            for subset in subsets:
-                logits = method.predict(model, inputs, [m for m in model.modalities if m not in subset]).logits
-                correct[subset] += int((logits.argmax(1) == labels).sum())
-    return {subset: count / max(len(split), 1) for subset, count in correct.items()}
+    return subset_accuracies_of(
+        lambda inputs, missing: method.predict(model, inputs, missing).logits, split.batches(batch_size, device),
+        model.modalities, players, model.reusing_encodings,
+    )
+
+
+def imbalance_from(value: Mapping[frozenset[str], float], players: Sequence[str], order: Sequence[str]) -> dict[str, Any]:
+    """Shapley contributions, imbalance degree, accuracy with each modality missing and of every subset,
+    from the accuracies ``value`` of every subset of ``players``."""
+    contributions = shapley_values(value, players)
+    everything = frozenset(players)
+    return {
+        "contribution": contributions,
+        "imbalance_degree": imbalance_degree(contributions),
+        "missing_modality_accuracy": {m: value[everything - {m}] for m in players},
+        "subset_accuracy": {subset_name(s, order): v for s, v in value.items()},
+    }
 
 
 def imbalance_report(
@@ -100,11 +140,4 @@ def imbalance_report(
     modality missing, and the accuracy of every subset (keyed like ``"audio+visual"``, ``"none"``)."""
     players = [m for m in model.modalities if m not in absent]
     value = subset_accuracies(model, method, split, batch_size, device, absent)
-    contributions = shapley_values(value, players)
-    everything = frozenset(players)
-    return {
-        "contribution": contributions,
-        "imbalance_degree": imbalance_degree(contributions),
-        "missing_modality_accuracy": {m: value[everything - {m}] for m in players},
-        "subset_accuracy": {subset_name(s, model.modalities): v for s, v in value.items()},
-    }
+    return imbalance_from(value, players, model.modalities)

@@ -11,7 +11,6 @@ statistics in its model and applies them, so ``predict`` on raw arrays equals ``
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Mapping

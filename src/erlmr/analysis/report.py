@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..extras import require
-from .bench import JOINT, summary_row, summary_tables
+from .bench import JOINT, comparison_tables, summary_row, summary_tables
 from .datacheck import MODALITY_HEADINGS, SPLIT_HEADINGS, modality_rows, probe_table, split_rows
 from .runs import FinishedRun, dataset_label, find_runs, method_label
 from ..training.run_folder import FEATURE_MAPS, RunFolder
@@ -233,6 +234,28 @@ def feature_map_plots(methods: MethodRuns) -> list[tuple[str, str, Figure]]:
     return plots
 
 
+def trials_figure(records: Sequence[dict]) -> Figure:
+    """Per tuned method: each trial's validation score by trial number (pruned trials at their last
+    reported epoch), the default setting's trial ringed, and the best score so far."""
+    figure, panels = panel_grid(len(records))
+    for axes, record in zip(panels, records):
+        done = [t for t in record["trials"] if t["state"] == "COMPLETE"]
+        pruned = [t for t in record["trials"] if t["state"] == "PRUNED" and t["intermediate"]]
+        axes.scatter([t["number"] for t in done], [t["value"] for t in done], label="complete", zorder=3)
+        axes.scatter([t["number"] for t in pruned], [t["intermediate"][-1][1] for t in pruned], marker="x",
+                     color="gray", label="pruned (last epoch)", zorder=3)
+        defaults = [t for t in done if t["default"]]
+        axes.scatter([t["number"] for t in defaults], [t["value"] for t in defaults], s=160, facecolors="none",
+                     edgecolors="black", label="defaults", zorder=4)
+        if done:
+            pick = np.maximum.accumulate if record["direction"] == "maximize" else np.minimum.accumulate
+            axes.step([t["number"] for t in done], pick([t["value"] for t in done]), where="post", color="black",
+                      linewidth=1, label="best so far")
+        axes.xaxis.set_major_locator(require("matplotlib.ticker", *REPORT).MaxNLocator(integer=True))
+        label_axes(axes, title=record["method"], xlabel="trial", ylabel=record["metric"])
+    return figure
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "dataset"
 
@@ -269,6 +292,28 @@ def html_table(headings: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def embedded_figure(out: Path, name: str, caption: str, figure: Figure) -> str:
+    """Save ``figure`` as ``out/name`` and return it as an HTML figure with the PNG inlined."""
+    figure.savefig(out / name, format="png", dpi=100)
+    encoded = base64.b64encode((out / name).read_bytes()).decode("ascii")
+    return (
+        f"<figure><img src='data:image/png;base64,{encoded}' alt='{html.escape(caption)}' data-file='{name}'>"
+        f"<figcaption>{html.escape(caption)} ({name})</figcaption></figure>"
+    )
+
+
+def tuning_section(records: Sequence[dict], out: Path) -> list[str]:
+    """The tuning results: the best setting per method, and each method's validation score over trials."""
+    from ..tuning.results import summary_table
+
+    parts = ["<h2>Tuning (validation split)</h2>", html_table(*summary_table(records))]
+    for label in dict.fromkeys(r["dataset_label"] for r in records):
+        studies = [r for r in records if r["dataset_label"] == label]
+        caption = f"{label}: validation score of every trial (the first trial is the defaults), best so far as a line"
+        parts.append(embedded_figure(out, f"{slug(label)}-tuning-trials.png", caption, trials_figure(studies)))
+    return parts
+
+
 def data_checks(source: Path) -> dict[str, dict]:
     """Dataset label → the ``data_check.json`` (``erlmr bench`` writes one per dataset) under ``source``."""
     checks = {}
@@ -296,37 +341,42 @@ def data_check_html(check: dict) -> str:
 
 
 def write_report(source: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` and its PNG plots for every finished run under ``source``; return the HTML path."""
+    """Write ``report.html`` and its PNG plots for every finished run and every tuning study under
+    ``source``; return the HTML path."""
+    from ..tuning.results import read_tuning_files
+
     require("matplotlib", *REPORT)  # before any work, not at the first plot
     source = Path(source)
-    runs = find_runs(source)
+    runs, tuning = find_runs(source, required=False), read_tuning_files(source) if source.is_dir() else []
+    if not runs and not tuning:
+        raise DataError(f"no finished run under {source}: no summary.json or tuning.json found; train, bench or tune first")
     out = Path(out) if out is not None else source / "report"
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     checks = data_checks(source)
-    tables = summary_tables([summary_row(r.summary) for methods in groups.values() for rs in methods.values() for r in rs])
+    rows = [summary_row(r.summary) for methods in groups.values() for rs in methods.values() for r in rs]
+    tables, comparisons = summary_tables(rows), comparison_tables(rows)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>erlmr report: {html.escape(source.name)}</title>",
         f"<style>{STYLE}</style></head><body><h1>erlmr report</h1>",
-        f"<p>{len(runs)} run(s) under <code>{html.escape(str(source))}</code>; generated {generated}. "
+        f"<p>{len(runs)} run(s) and {len(tuning)} tuning stud{'y' if len(tuning) == 1 else 'ies'} under "
+        f"<code>{html.escape(str(source))}</code>; generated {generated}. "
         "Table cells are mean ± std over seeds on the test split; see docs/metrics.md for the definitions.</p>",
     ]
     for label, methods in groups.items():
         parts.append(f"<h2>{html.escape(label)}</h2>")
         parts.append(html_table(*tables[label]))
+        if label in comparisons:
+            parts += ["<h3>Default against tuned (test split)</h3>", html_table(*comparisons[label])]
         if label in checks:
             parts.append(data_check_html(checks.pop(label)))
         for stem, caption, figure in dataset_plots(methods):
-            name = f"{slug(label)}-{stem}.png"
-            figure.savefig(out / name, format="png", dpi=100)
-            encoded = base64.b64encode((out / name).read_bytes()).decode("ascii")
-            parts.append(
-                f"<figure><img src='data:image/png;base64,{encoded}' alt='{html.escape(caption)}' data-file='{name}'>"
-                f"<figcaption>{html.escape(caption)} ({name})</figcaption></figure>"
-            )
+            parts.append(embedded_figure(out, f"{slug(label)}-{stem}.png", caption, figure))
     for label, check in checks.items():  # checks of datasets without finished runs
         parts += [f"<h2>{html.escape(label)}</h2>", data_check_html(check)]
+    if tuning:
+        parts += tuning_section(tuning, out)
     parts.append("</body></html>\n")
     path = out / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")

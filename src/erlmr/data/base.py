@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..registry import Registry
 from .checks import check_splits
 

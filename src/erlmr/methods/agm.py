@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.model import ModelOutput, MultiModalModel
-from ..options import ranged
+from ..options import log_uniform, ranged
 from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import WindowOptions, in_window, mean_of_others
@@ -35,7 +35,7 @@ HEAD_GRADIENT_LIMIT = 1.0
 class AGMOptions(WindowOptions):
     """The window counts epochs from 1, as the official code does: the defaults modulate the first 20."""
 
-    alpha: float = ranged(1.0, ge=0)
+    alpha: float = ranged(1.0, ge=0, search=log_uniform(0.1, 3.0))
     modulation_end: int = ranged(20, ge=0)
     #: 0 turns the clipping off
     clip_norm: float = ranged(1.0, ge=0)

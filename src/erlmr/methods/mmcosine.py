@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.fusion import ConcatFusion, FusionHead, FusionOutput, SumFusion
 from ..nn.model import ModelOutput, MultiModalModel
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class MMCosineOptions(CheckedOptions):
-    scale: float = ranged(10.0, gt=0)
+    scale: float = ranged(10.0, gt=0, search=log_uniform(2.0, 50.0))
 
 
 class CosineHead(FusionHead):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..nn.model import MultiModalModel
 from ..nn.pareto import min_norm_weights
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, ranged, uniform
 from .base import METHODS, Method, MethodContext, StepResult
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @dataclass
 class MMParetoOptions(CheckedOptions):
     #: every encoder gradient is multiplied by this after combination (hard-coded 1.5 in the official code)
-    gamma: float = ranged(1.5, gt=0)
+    gamma: float = ranged(1.5, gt=0, search=uniform(1.0, 2.0))
 
 
 def pareto_weights(multimodal: torch.Tensor, unimodal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

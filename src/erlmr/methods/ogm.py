@@ -10,14 +10,15 @@ from dataclasses import dataclass
 import torch
 
 from ..nn.model import MultiModalModel
-from ..options import ranged
+from ..options import log_uniform, ranged
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import WindowOptions, in_window, mean_of_others, true_class_scores
 
 
 @dataclass
 class OGMOptions(WindowOptions):
-    alpha: float = ranged(0.1, ge=0)
+    #: searched over the official README's suggestions (0.1 for VGGSound, 0.8 for CREMA-D) and around them
+    alpha: float = ranged(0.1, ge=0, search=log_uniform(0.05, 1.0))
     modulation_end: int = ranged(50, ge=0)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..data.base import stratified_split
 from ..errors import ConfigError
 from ..nn.model import MultiModalModel
-from ..options import ranged
+from ..options import log_uniform, ranged
 from ..parallel import all_reduce_sum
 from .base import METHODS, Method, MethodContext, StepResult, require_splits
 from .scores import WindowOptions, in_window, mean_of_others, true_class_scores
@@ -27,7 +27,7 @@ Batch = tuple[Mapping[str, torch.Tensor], torch.Tensor]
 
 @dataclass
 class PMROptions(WindowOptions):
-    alpha: float = ranged(2.0, ge=0)
+    alpha: float = ranged(2.0, ge=0, search=log_uniform(0.2, 5.0))
     momentum: float = ranged(0.0, ge=0, lt=1)
     modulation_end: int = ranged(70, ge=0)
     prototype_fraction: float = ranged(0.1, gt=0, le=1)

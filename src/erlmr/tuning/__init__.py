@@ -1,0 +1,1 @@
+"""Tuning every method on the validation split with the same budget (``erlmr tune``; docs/protocol.md)."""
