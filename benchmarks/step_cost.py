@@ -184,7 +184,18 @@ def entries_for() -> list[Entry]:
             entries.append(Entry(name, METHODS.get(name).uses_euler, registered(name)))
     if "umt" in METHODS:  # "umt" alone times its first phase, the teachers'
         entries.append(Entry("umt (student phase)", False, registered("umt", {"teacher_epochs": 1}), epoch=1))
+    # Methods whose epoch-0 step is a plain warm-up step: also timed in their modulating phase.
+    for label, name, options in ACTIVE_PHASES:
+        if name in METHODS:
+            entries.append(Entry(label, METHODS.get(name).uses_euler, registered(name, options)))
     return entries
+
+
+#: (label, method, options that put its epoch-0 step in the phase that modulates)
+ACTIVE_PHASES = [
+    ("opm (after its warm-up)", "opm", {"warmup_epochs": 0}),
+    ("ogm_tpami (in its window)", "ogm_tpami", {"modulation_start": 0}),
+]
 
 
 def baseline_of(entry: Entry) -> str:
