@@ -7,6 +7,7 @@ right after training, so load on a shared machine slows both alike; the shares a
 
     PYTHONPATH=src python benchmarks/feature_eval_cost.py --dataset avdigits --methods joint,erlmr --epochs 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,25 @@ from erlmr.training.trainer import train
 
 
 def measure(dataset: str, method: str, epochs: int, device: str, folder: str) -> dict:
-    keys = [f"data.dataset={dataset}", f"method.name={method}", f"train.epochs={epochs}", f"train.device={device}",
-            "train.quiet=true", f"train.run_dir={folder}/{method}"]
+    keys = [
+        f"data.dataset={dataset}",
+        f"method.name={method}",
+        f"train.epochs={epochs}",
+        f"train.device={device}",
+        "train.quiet=true",
+        f"train.run_dir={folder}/{method}",
+    ]
     started = time.perf_counter()
     summary = train(load_config(None, keys)).summary
     total = time.perf_counter() - started
     cost = summary["cost"]
-    return {"method": method, "run_s": total, "probe_s": cost.get("linear_probe_s", 0.0),
-            "maps_s": cost.get("feature_maps_s", 0.0), "device": cost["device"]}
+    return {
+        "method": method,
+        "run_s": total,
+        "probe_s": cost.get("linear_probe_s", 0.0),
+        "maps_s": cost.get("feature_maps_s", 0.0),
+        "device": cost["device"],
+    }
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
 """The linear probe and the feature maps of trained encoders: what they score on features whose class
 information is known, that the test split plays no part in choosing the probe, and what a run writes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,22 +47,27 @@ def test_the_probe_reads_separable_features_perfectly_and_shuffled_labels_at_cha
     assert scores.val["m"] == 1.0 and scores.test["m"] == 1.0
     assert abs(scores.test["m_noise"] - 1 / CLASSES) < 0.08  # noise features: chance (500 rows: std 0.018)
     assert set(scores.regularization.values()) <= set(features.REGULARIZATIONS)
-    shuffled = linear_probe(split_of(300, 0, shuffle=True), split_of(100, 1, shuffle=True),
-                            lambda: split_of(500, 2, shuffle=True), seed=0)
+    shuffled = linear_probe(
+        split_of(300, 0, shuffle=True), split_of(100, 1, shuffle=True), lambda: split_of(500, 2, shuffle=True), seed=0
+    )
     assert abs(shuffled.test["m"] - 1 / CLASSES) < 0.08
 
 
 def test_the_regularisation_is_the_one_validation_prefers():
     # 30 training rows, 40 noise features: the weakest regularisation overfits, validation must say so
     rng = np.random.default_rng(0)
+
     def rows(n):
         y = np.arange(n) % 2
         x = np.concatenate([(y[:, None] * 1.0 + rng.standard_normal((n, 1))), rng.standard_normal((n, 40))], 1)
         return {"m": x.astype(np.float32)}, y
+
     train, val = rows(30), rows(400)
     chosen = linear_probe(train, val, lambda: rows(400), seed=0)
-    probe = lambda c: features.fitted_probe((train[0]["m"], train[1]), 0, c, features.PROBE_ITERATIONS)
-    fitted = {c: probe(c).score(val[0]["m"], val[1]) for c in features.REGULARIZATIONS}
+    fitted = {
+        c: features.fitted_probe((train[0]["m"], train[1]), 0, c, features.PROBE_ITERATIONS).score(val[0]["m"], val[1])
+        for c in features.REGULARIZATIONS
+    }
     best = max(fitted.values())
     assert chosen.val["m"] == best
     assert chosen.regularization["m"] == min(c for c, a in fitted.items() if a == best)  # ties: the stronger one

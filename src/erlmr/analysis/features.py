@@ -23,9 +23,9 @@ for multimodal imbalance learning", arXiv:2502.10816, 2025; GeWu-Lab/BalanceBenc
 differs (selection on validation, not test; one probe per modality, not slices of a joint one).
 scikit-learn comes with ``pip install 'erlmr[probes]'``.
 """
+
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import time
@@ -73,8 +73,9 @@ def stratified_rows(labels: np.ndarray, keep: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def split_features(model: MultiModalModel, method: Method, split: Split, batch_size: int, device: torch.device
-                   ) -> Features:
+def split_features(
+    model: MultiModalModel, method: Method, split: Split, batch_size: int, device: torch.device
+) -> Features:
     """The fusion-head input of each modality ``method.predict`` uses, for every row of ``split``."""
     model.eval()
     method.eval()
@@ -98,15 +99,16 @@ class Choice:
     val_accuracy: float
 
 
-def choose_regularization(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], seed: int) -> Choice:
+Rows = tuple[np.ndarray, np.ndarray]  # one modality's (rows, D) features and their labels
+
+
+def choose_regularization(train: Rows, val: Rows, seed: int) -> Choice:
     """Fit one probe per C of :data:`REGULARIZATIONS` on ``train`` and keep the best on ``val``."""
-    best = None
+    choices = []
     for regularization in REGULARIZATIONS:
         probe = fitted_probe(train, seed, regularization, PROBE_ITERATIONS)
-        accuracy = float(probe.score(*val))
-        if best is None or accuracy > best.val_accuracy:
-            best = Choice(copy.deepcopy(probe), regularization, accuracy)
-    return best
+        choices.append(Choice(probe, regularization, float(probe.score(*val))))
+    return max(choices, key=lambda choice: choice.val_accuracy)  # the first of equals: the stronger regularisation
 
 
 @dataclass
@@ -165,12 +167,17 @@ def feature_maps(test: Features, classes: Sequence[str], seed: int) -> dict[str,
 def stratified_features(model, method, split: Split, keep: int | None, seed: int, batch_size: int, device) -> Features:
     """:func:`split_features` of a stratified sample of at most ``keep`` rows (every row for None)."""
     if keep is not None and keep < len(split):
-        split = split.subset(stratified_rows(split.labels.numpy(), keep, seed))
+        split = split.subset(torch.from_numpy(stratified_rows(split.labels.numpy(), keep, seed)))
     return split_features(model, method, split, batch_size, device)
 
 
-def probe_summary(summary: dict, read: Callable[[Split, int | None], Features], splits: DatasetSplits,
-                  test: Callable[[], Features], seed: int) -> None:
+def probe_summary(
+    summary: dict,
+    read: Callable[[Split, int | None], Features],
+    splits: DatasetSplits,
+    test: Callable[[], Features],
+    seed: int,
+) -> None:
     """Run the linear probe and record it: ``val``/``test`` ``linear_probe`` and ``linear_probe``."""
     train, val = read(splits.train, PROBE_ROWS["train"]), read(splits.val, PROBE_ROWS["val"])
     scores = linear_probe(train, val, test, seed)
@@ -188,8 +195,12 @@ def maps_summary(summary: dict, test: Features, classes: Sequence[str], seed: in
     folder.write_feature_maps(arrays)
     points = arrays["coordinates"].shape[1]
     summary["feature_maps"] = {
-        "file": FEATURE_MAPS, "method": "t-SNE", "points": points, "perplexity": min(PERPLEXITY, (points - 1) / 3),
-        "iterations": MAP_ITERATIONS, "constant": [m for m, x in test[0].items() if constant(x[arrays["rows"]])],
+        "file": FEATURE_MAPS,
+        "method": "t-SNE",
+        "points": points,
+        "perplexity": min(PERPLEXITY, (points - 1) / 3),
+        "iterations": MAP_ITERATIONS,
+        "constant": [m for m, x in test[0].items() if constant(x[arrays["rows"]])],
     }
 
 
@@ -211,8 +222,15 @@ def unavailable(part: str) -> str | None:
     return None
 
 
-def record_features(summary: dict, model: MultiModalModel, method: Method, splits: DatasetSplits, config: TrainConfig,
-                    device: torch.device, folder: RunFolder) -> None:
+def record_features(
+    summary: dict,
+    model: MultiModalModel,
+    method: Method,
+    splits: DatasetSplits,
+    config: TrainConfig,
+    device: torch.device,
+    folder: RunFolder,
+) -> None:
     """Add the linear probe and the feature maps of the trained ``model`` to ``summary`` (and write
     ``feature_maps.npz`` into ``folder``); each part switched off in ``config`` (``train.linear_probe``,
     ``train.feature_maps``), or without scikit-learn, is recorded as ``{"skipped": why}``. Their seconds
@@ -224,7 +242,9 @@ def record_features(summary: dict, model: MultiModalModel, method: Method, split
             wanted.append(name)
         else:
             summary[name] = {"skipped": why}
-    read = lambda split, keep: stratified_features(model, method, split, keep, config.seed, config.batch_size, device)
+
+    def read(split: Split, keep: int | None) -> Features:
+        return stratified_features(model, method, split, keep, config.seed, config.batch_size, device)
 
     @functools.cache
     def test() -> Features:  # every test row, read once, and only when first asked for

@@ -98,7 +98,7 @@ class RunFolder:
         except OSError as error:
             raise self._write_failed(self.path / SUMMARY, error) from None
 
-    def write_feature_maps(self, arrays: dict[str, np.ndarray]) -> None:
+    def write_feature_maps(self, arrays: dict[str, Any]) -> None:
         """``feature_maps.npz`` (see :mod:`erlmr.analysis.features`), written atomically."""
         self._write(FEATURE_MAPS, lambda f: np.savez(f, **arrays))
 
