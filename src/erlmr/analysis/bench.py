@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import multiprocessing
-import os
 import re
 import statistics
 import sys
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
+from ..data.store import usable_cores
 from .cost import machine_description
 from .datacheck import write_data_check
 from ..errors import ConfigError, ErlmrError
@@ -258,10 +258,6 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
         writer.writerows(rows)
 
     atomic_write(path, write, mode="w")
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def process_context() -> multiprocessing.context.BaseContext:

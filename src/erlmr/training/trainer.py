@@ -239,6 +239,8 @@ class Trainer:
                    disable=self.quiet, leave=False)
         for index, (inputs, labels, samples) in enumerate(bar, start=first_step):
             inputs, labels = to_device(inputs, labels, self.device)
+            if self.splits.augment is not None:  # the dataset's training-time crop/flip, drawn from (seed, epoch, step)
+                inputs = self.splits.augment(inputs, self.config.train.seed, epoch, index)
             totals.add(self.train_step(epoch, index, inputs, labels, samples), labels)
             if not self.quiet:
                 bar.set_postfix(loss=f"{float(totals.loss) / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.3f}")
