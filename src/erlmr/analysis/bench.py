@@ -158,6 +158,7 @@ def summary_row(summary: dict) -> dict:
         "macro_f1": test["macro_f1"],
     }
     row.update({f"acc_{m}": a for m, a in test["modality_accuracy"].items()})
+    row.update({f"probe_{m}": a for m, a in test.get("linear_probe", {}).items()})
     row.update({f"contribution_{m}": c for m, c in test.get("contribution", {}).items()})
     row["imbalance_degree"] = test.get("imbalance_degree")
     row.update({f"acc_without_{m}": a for m, a in test.get("missing_modality_accuracy", {}).items()})
@@ -187,10 +188,13 @@ def relative_step_times(rows: Sequence[dict]) -> list[float | None]:
 
 
 def table_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
-    """(row key, heading) of the summary table: fused and per-modality accuracy, imbalance, cost."""
+    """(row key, heading) of the summary table: fused and per-modality accuracy, each modality's linear
+    probe, imbalance, cost."""
     modality_columns = [(key, f"{key[4:]} accuracy") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")]
+    probed = dict.fromkeys(key for row in rows for key in row if key.startswith("probe_"))  # not every run has them
+    probe_columns = [(key, f"{key[6:]} linear probe") for key in probed]
     return [
-        ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns,
+        ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns, *probe_columns,
         ("imbalance_degree", "imbalance degree"), ("step_time_vs_joint", "step time ÷ joint"),
     ]
 
@@ -409,8 +413,9 @@ def write_results(out: Path, summaries: Sequence[dict], failures: Mapping, comma
         f"- machine: {machine}",
         f"- date: {date}",
         "- cells: mean ± std over seeds of test-split metrics; imbalance degree = mean |difference| of the "
-        "modalities' Shapley contributions to accuracy; step time ÷ joint = mean training step time relative "
-        "to joint on the same dataset (docs/metrics.md)",
+        "modalities' Shapley contributions to accuracy; linear probe = test accuracy of a logistic regression on "
+        "the modality's frozen features, fitted on train and chosen on validation; step time ÷ joint = mean "
+        "training step time relative to joint on the same dataset (docs/metrics.md)",
         "",
     ]
     table = markdown_table(rows) if rows else "No finished run.\n"
