@@ -84,6 +84,9 @@ def command_train(args: argparse.Namespace) -> int:
     test = result.summary["test"]
     per_modality = "  ".join(f"{m} {a:.3f}" for m, a in test["modality_accuracy"].items())
     print(f"test accuracy {test['accuracy']:.3f}  macro-F1 {test['macro_f1']:.3f}  per modality: {per_modality}")
+    if "linear_probe" in test:
+        probes = "  ".join(f"{m} {a:.3f}" for m, a in test["linear_probe"].items())
+        print(f"linear probe of each modality's features (test): {probes}")
     print(f"run folder: {result.run_dir}")
     return 0
 

@@ -20,6 +20,7 @@ from ..analysis.alarm import ImbalanceAlarm
 from ..analysis.cost import PeakMemory, StepTimer, cost_report
 from ..analysis.datacheck import check_data
 from ..analysis.evaluation import evaluate, imbalance_report
+from ..analysis.features import record_features
 from ..analysis.metrics import confusion_matrix
 from ..config import Config, parse_override
 from ..data import Split, load_dataset
@@ -425,6 +426,7 @@ class Trainer:
             "cost": cost_report(self.model, self.method, self.splits.train, self.device, self.step_timer, memory),
             "alarms": [] if self.alarm is None else list(self.alarm.raised.values()),
         }
+        record_features(summary, self.model, self.method, self.splits, cfg.train, self.device, self.folder)
         self.folder.write_summary(summary)
         if self.tensorboard is not None:
             self.tensorboard.close()
