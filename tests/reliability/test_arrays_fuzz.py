@@ -35,10 +35,11 @@ GENERATED_METAS = JSON | st.fixed_dictionaries({}, optional={
     "modalities": st.lists(st.sampled_from(["a", "b", "label", "z", 1]), max_size=3) | JSON,
     "classes": st.lists(st.text(max_size=3) | st.integers(-1, 5), max_size=4) | JSON,
 })
+DESCRS = ["<f4", "<f8", ">f4", "<i8", "|b1", "|O", "<U5", "|V8", "<c8", "<M8[s]", "bogus"]
 #: how a .npy member's header is damaged: what it claims, or its bytes
 HEADER_DAMAGE = st.one_of(
     st.tuples(st.just("shape"), st.lists(st.integers(0, 12) | st.integers(-2, 10**13), max_size=4).map(tuple)),
-    st.tuples(st.just("descr"), st.sampled_from(["<f4", "<f8", ">f4", "<i8", "|b1", "|O", "<U5", "|V8", "<c8", "<M8[s]", "bogus"])),
+    st.tuples(st.just("descr"), st.sampled_from(DESCRS)),
     st.tuples(st.just("fortran_order"), st.booleans()),
     st.tuples(st.just("text"), st.binary(max_size=40)),
     st.tuples(st.just("cut"), st.integers(0, 200)),
@@ -127,8 +128,8 @@ def damage_header(path: Path, key: str, kind: str, value) -> None:
         members[f"{key}.npy"] = raw[:value]
     else:
         header = value if kind == "text" else repr({**fields, kind: value}).encode()
-        length = len(header) + 1
-        members[f"{key}.npy"] = np.lib.format.magic(1, 0) + length.to_bytes(2, "little") + header + b"\n" + raw[stream.tell():]
+        length = (len(header) + 1).to_bytes(2, "little")
+        members[f"{key}.npy"] = np.lib.format.magic(1, 0) + length + header + b"\n" + raw[stream.tell() :]
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
