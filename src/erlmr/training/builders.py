@@ -96,14 +96,9 @@ def assemble_model(
     config: ModelConfig, modalities: Sequence[str], encoders: Mapping[str, nn.Module], num_classes: int, euler: bool,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None, normalizer: InputNormalizer | None = None,
 ) -> MultiModalModel:
-    """The model around ``encoders`` (erlmr's or a user's, each with ``output_shape``): the Euler
-    representation when ``euler``, then the configured fusion head."""
-    for m in modalities:
-        if not isinstance(getattr(encoders[m], "output_shape", None), (tuple, list)):
-            raise ConfigError(
-                f"the encoder of modality {m!r} has no output_shape; set it to the shape of one sample's output, "
-                "(C, L) for a feature map or (D,) for a vector (CONTRIBUTING.md: Add an encoder)"
-            )
+    """The model around ``encoders`` (erlmr's or a user's, each with a checked ``output_shape``:
+    :func:`erlmr.encoders.base.check_encoder`): the Euler representation when ``euler``, then the
+    configured fusion head."""
     representation = None
     if euler:
         representation = EulerRepresentation(
