@@ -15,23 +15,26 @@ passes are done, or as ``autograd.grad`` gradients are taken, so that min-norm w
 see the global gradients). DDP's own reduction inside the backward pass would average them a second
 time, or not at all for ``autograd.grad``, so the module runs its step under the DDP wrapper's
 ``no_sync()``: with ``Trainer(strategy="ddp")`` the reduction is erlmr's alone, and every rank applies
-the same update (checked after every epoch, as ``erlmr train`` does). Strategies that shard or wrap the
-model otherwise (FSDP, DeepSpeed) are refused.
+the same update (checked after every epoch, as ``erlmr train`` does). DDP then broadcasts no buffers
+either: batch-norm statistics stay per rank unless ``Trainer(sync_batchnorm=True)``. Strategies that
+shard or wrap the model otherwise (FSDP, DeepSpeed) are refused.
 
 **Checkpoints** are Lightning's: the model and the method are submodules, so their weights and every
 declared method state are in the module's state dict; the optimiser, the schedule and the loop position
 are Lightning's to save, and the module adds the torch, numpy and Python RNG states, so that a run
 resumed with ``Trainer.fit(ckpt_path=...)`` from an epoch-end checkpoint continues as the uninterrupted
-run does.
+run does (in one process; under DDP every rank gets rank 0's RNG states back, so random draws on the
+other ranks, dropout masks say, differ from the uninterrupted run's).
 """
 from __future__ import annotations
 
 import dataclasses
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -159,7 +162,7 @@ class BalancedModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, labels = unpack(batch)
-        optimizer = self.optimizers()
+        optimizer = cast(LightningOptimizer, self.optimizers())  # one: check_trainer refuses more
         optimizer.zero_grad(set_to_none=True)
         steps = self.trainer.num_training_batches
         step = LightningStepContext(
@@ -219,11 +222,12 @@ class BalancedModule(L.LightningModule):
         """Step the schedules of ``interval`` ("step" or "epoch"): manual optimisation leaves it to the module."""
         for config in self.trainer.lr_scheduler_configs:
             count = self.trainer.global_step if interval == "step" else self.current_epoch + 1
+            scheduler: Any = config.scheduler  # ReduceLROnPlateau's step takes the monitored metric
             if config.interval == interval and count % config.frequency == 0:
                 if config.monitor is None:
-                    config.scheduler.step()
+                    scheduler.step()
                 else:
-                    config.scheduler.step(self.trainer.callback_metrics[config.monitor])
+                    scheduler.step(self.trainer.callback_metrics[config.monitor])
 
     def log_step(self, result: StepResult, labels: torch.Tensor) -> None:
         """The epoch means of the training loss, accuracy and the method's logs, weighted by batch size."""
