@@ -146,6 +146,8 @@ class Entry:
     euler: bool
     make_method: Callable[[MultiModalModel, MethodContext], Method]
     adjust_model: Callable[[MultiModalModel], None] | None = None
+    #: the epoch every timed step falls in (a phased method's later phase)
+    epoch: int = 0
     model: MultiModalModel | None = None
     method: Method | None = None
     optimizer: torch.optim.Optimizer | None = None
@@ -180,7 +182,20 @@ def entries_for() -> list[Entry]:
     for name in METHODS:
         if name not in ("joint", "erlmr"):
             entries.append(Entry(name, METHODS.get(name).uses_euler, registered(name)))
+    if "umt" in METHODS:  # "umt" alone times its first phase, the teachers'
+        entries.append(Entry("umt (student phase)", False, registered("umt", {"teacher_epochs": 1}), epoch=1))
+    # Methods whose epoch-0 step is a plain warm-up step: also timed in their modulating phase.
+    for label, name, options in ACTIVE_PHASES:
+        if name in METHODS:
+            entries.append(Entry(label, METHODS.get(name).uses_euler, registered(name, options)))
     return entries
+
+
+#: (label, method, options that put its epoch-0 step in the phase that modulates)
+ACTIVE_PHASES = [
+    ("opm (after its warm-up)", "opm", {"warmup_epochs": 0}),
+    ("ogm_tpami (in its window)", "ogm_tpami", {"modulation_start": 0}),
+]
 
 
 def baseline_of(entry: Entry) -> str:
@@ -200,7 +215,7 @@ def build(entry: Entry, workload: Workload, splits: DatasetSplits, device: torch
         entry.parameters = trainable_parameters(entry.model, entry.method)
         entry.optimizer = build_optimizer(Config(), entry.parameters)
         entry.model.train()
-        entry.method.on_epoch_start(entry.model, 0)
+        entry.method.on_epoch_start(entry.model, entry.epoch)
     except ErlmrError as error:
         entry.skipped = str(error)
 
@@ -212,7 +227,7 @@ def release(entry: Entry) -> None:
 def train_step(entry: Entry, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, amp: bool) -> None:
     """What the trainer does per batch, less its logging and finiteness checks."""
     entry.optimizer.zero_grad(set_to_none=True)
-    step = StepContext(entry.optimizer, entry.parameters, 0, 0, 1)
+    step = StepContext(entry.optimizer, entry.parameters, entry.epoch, 0, 1)
     with torch.autocast(labels.device.type, dtype=torch.bfloat16) if amp else nullcontext():
         method_step(entry.method, entry.model, inputs, labels, step)
     step.finish()

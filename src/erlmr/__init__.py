@@ -20,7 +20,7 @@ from .nn.losses import MMCLoss
 from .nn.model import ModelOutput, MultiModalModel
 from .nn.pareto import min_norm_weights
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # Public name -> the module that defines it, imported when the name is first looked up.
 LAZY = {

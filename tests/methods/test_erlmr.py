@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from support import one_batch, small_trainer, take_step
 
 from erlmr import min_norm_weights, train
+from erlmr.errors import ConfigError
 from erlmr.nn.pareto import min_norm_weights_from_gram
 
 
@@ -229,3 +230,16 @@ def test_compile_option_compiles_the_model_that_training_steps_use(run_config, m
     assert compiled == []
     trainer = small_trainer(run_config, method="joint", train={"compile": True})
     assert compiled == [trainer.model] and isinstance(trainer.step_model, torch.nn.Identity)
+
+
+def test_without_the_euler_map_the_mmc_loss_is_the_per_modality_cross_entropy_alone(run_config):
+    trainer = small_trainer(run_config, model={"euler": False})
+    model, method = trainer.model.eval(), trainer.method
+    assert model.euler is None
+    inputs, labels = one_batch(trainer)
+    result = take_step(method, model, inputs, labels)
+    output = model(inputs)
+    ce = sum(F.cross_entropy(output.modality_logits[m], labels) for m in model.modalities)
+    torch.testing.assert_close(result.logs["mmc_loss"], ce.detach())
+    with pytest.raises(ConfigError, match="needs the Euler map"):
+        small_trainer(run_config, options={"pareto_target": "authors"}, model={"euler": False})

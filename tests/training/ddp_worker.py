@@ -40,7 +40,9 @@ def run_commands(out: Path, commands: list[list[str]]) -> list[int]:
         applied: list[torch.Tensor] = []
 
         def record(optimizer, args, kwargs) -> None:
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            # Every parameter, 0 where it has no gradient this step: a phased method trains different parts.
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             applied.append(torch.stack(torch._foreach_norm(grads)).double())
 
         handle = register_optimizer_step_post_hook(record)

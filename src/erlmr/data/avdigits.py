@@ -171,8 +171,19 @@ def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.nda
         "clips": clips,
         "test_fraction": test_fraction,
         "sample_rate": SAMPLE_RATE,
+        # The audio depends on the synthesiser: another espeak-ng version speaks other waveforms.
+        "espeak_ng": espeak_version(),
     }
     return plan, meta
+
+
+def espeak_version() -> str:
+    """espeak-ng's own version line, e.g. ``eSpeak NG text-to-speech: 1.51  Data at: ...`` (first part)."""
+    try:
+        done = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.split("Data at")[0].strip() or "unknown"
 
 
 def _split_sizes(clips: int, test_fraction: float) -> tuple[int, int]:

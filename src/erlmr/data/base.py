@@ -11,6 +11,8 @@ unknown option is an error that lists the valid ones; a range is declared as
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -114,6 +116,20 @@ class DatasetSplits:
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {m: tuple(self.train.inputs[m].shape[1:]) for m in self.modalities}
+
+    def fingerprint(self, rows: int = 512) -> str:
+        """A short hash of the data as loaded: classes, every split's labels and sample shapes, and the
+        values of up to ``rows`` evenly spaced samples per split. Two builds that differ (another
+        espeak-ng, another cache) get different fingerprints; reading a few rows keeps it cheap."""
+        digest = hashlib.sha256(json.dumps([self.name, self.modalities, self.classes]).encode())
+        for split in (self.train, self.val, self.test):
+            digest.update(split.labels.numpy().tobytes())
+            picked = torch.linspace(0, max(len(split) - 1, 0), min(rows, len(split))).long().unique()
+            inputs, _ = split.__getitems__(picked)
+            for m in self.modalities:
+                x = inputs[m].contiguous()
+                digest.update(str(tuple(x.shape)).encode() + x.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
 
 def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,8 @@ class MethodContext:
     batch_size: int
     device: torch.device
     splits: DatasetSplits | None = None
+    #: the run's length in epochs, for a method whose phases are sized by it (None outside a training run)
+    epochs: int | None = None
 
 
 @dataclass

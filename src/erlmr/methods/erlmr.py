@@ -67,8 +67,9 @@ class ERLMR(Method):
 
     def __init__(self, model: MultiModalModel, options: ERLMROptions, context: MethodContext):
         super().__init__(model, options, context)
-        if model.euler is None:
-            raise ConfigError("method 'erlmr' needs the Euler representation; do not set model.euler: false")
+        if model.euler is None and options.pareto_target == "authors":
+            raise ConfigError("pareto_target 'authors' solves against the phase term, which needs the Euler map; "
+                              "drop model.euler: false or use pareto_target: mmc")
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
         #: the weights of the last step (fixed ones with ``pareto: false``), for logging
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
@@ -79,7 +80,9 @@ class ERLMR(Method):
         output = model(inputs)
         order = model.modalities
         fusion_ce = F.cross_entropy(output.logits, labels)
-        terms = self.mmc.terms([output.phases[m] for m in order], [output.modality_logits[m] for m in order], labels)
+        # Without the Euler map (the ablation's model.euler: false) there are no phases and no phase term.
+        phases = None if output.phases is None else [output.phases[m] for m in order]
+        terms = self.mmc.terms(phases, [output.modality_logits[m] for m in order], labels)
         losses = [fusion_ce, terms.total]
         targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
         o = self.options

@@ -58,9 +58,13 @@ class OGM(Method):
         """Each modality's coefficient at the last step (1 outside the modulation window)."""
         return dict(zip(self.modalities, self.coefficients.tolist()))
 
-    def compute_coefficients(self, modality_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def ratios(self, modality_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Each modality's discrepancy ratio ``ρ_m = s_m / mean_{j≠m} s_j`` on this batch (all ranks)."""
         scores = true_class_scores([modality_logits[m] for m in self.modalities], labels)
-        ratios = scores / mean_of_others(scores)
+        return scores / mean_of_others(scores)
+
+    def compute_coefficients(self, modality_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        ratios = self.ratios(modality_logits, labels)
         shrunk = 1 - torch.tanh(self.options.alpha * ratios)
         return torch.where(ratios > 1, shrunk, torch.ones_like(shrunk))
 

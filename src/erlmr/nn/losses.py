@@ -49,18 +49,21 @@ class MMCLoss(nn.Module):
         self.dim = 1 if cosine == "sample" else 0
 
     def terms(
-        self, phases: Sequence[torch.Tensor], modality_logits: Sequence[torch.Tensor], labels: torch.Tensor
+        self, phases: Sequence[torch.Tensor] | None, modality_logits: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> MMCTerms:
-        if len(phases) < 2:
-            raise ConfigError(f"the MMC loss needs at least two modalities, got {len(phases)}")
-        if len(modality_logits) != len(phases):
+        """The loss and its parts. ``phases`` None (a model without the Euler map) leaves the phase term
+        out: the loss is then the weighted per-modality cross-entropy alone."""
+        if len(modality_logits) < 2:
+            raise ConfigError(f"the MMC loss needs at least two modalities, got {len(modality_logits)}")
+        if phases is not None and len(modality_logits) != len(phases):
             raise ConfigError(f"got phases for {len(phases)} modalities but logits for {len(modality_logits)}")
-        cosines = torch.stack(
-            [F.cosine_similarity(a, b, dim=self.dim).mean() for a, b in combinations(phases, 2)]
-        )
-        phase_cosine = cosines.mean()
-        phase = 1.0 - phase_cosine
         modality_ce = torch.stack([F.cross_entropy(z, labels) for z in modality_logits]).sum()
+        if phases is None:
+            phase_cosine = modality_ce.new_ones(())
+        else:
+            cosines = torch.stack([F.cosine_similarity(a, b, dim=self.dim).mean() for a, b in combinations(phases, 2)])
+            phase_cosine = cosines.mean()
+        phase = 1.0 - phase_cosine
         total = self.phase_weight * phase + self.ce_weight * modality_ce
         return MMCTerms(total=total, phase=phase, modality_ce=modality_ce, phase_cosine=phase_cosine)
 

@@ -25,6 +25,11 @@ class ModelOutput:
     phases: dict[str, torch.Tensor] | None = None
 
 
+def pool_positions(encoded: torch.Tensor) -> torch.Tensor:
+    """An encoder output averaged over its positions: ``(B, C, L...)`` → ``(B, C)``; ``(B, D)`` as it is."""
+    return encoded.flatten(2).mean(2) if encoded.dim() > 2 else encoded
+
+
 class MultiModalModel(nn.Module):
     """Encoders → (Euler representation | average over positions) → fusion head.
 
@@ -60,12 +65,7 @@ class MultiModalModel(nn.Module):
         With every modality absent the head gets zeros for all of them: a constant prediction, the
         value of the empty coalition in the imbalance metrics.
         """
-        present = [m for m in self.modalities if m in inputs and m not in absent]
-        given = [m for m in self.modalities if m in inputs]
-        if not given:
-            raise DataError(f"no modality given; this model takes {self.modalities}")
-        batch = self._check_inputs(inputs, given)
-        encoded = {m: self._encode(m, inputs[m]) for m in present}
+        encoded, batch = self.encode(inputs, absent)
         features, phases = self.represent(encoded, batch)
         fused = (head or self.head)([features[m] for m in self.modalities])
         return ModelOutput(
@@ -75,6 +75,18 @@ class MultiModalModel(nn.Module):
             encoded=encoded,
             phases=phases,
         )
+
+    def encode(
+        self, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Every present modality's encoder output (inputs checked, normalised first, reused inside
+        :meth:`reusing_encodings`) and the batch size: the first part of :meth:`forward`, for a method
+        that transforms encoder outputs before :meth:`represent` and the head."""
+        given = [m for m in self.modalities if m in inputs]
+        if not given:
+            raise DataError(f"no modality given; this model takes {self.modalities}")
+        batch = self._check_inputs(inputs, given)
+        return {m: self._encode(m, inputs[m]) for m in given if m not in absent}, batch
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         if self._encoding_cache is None:
@@ -105,7 +117,7 @@ class MultiModalModel(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """Fusion-head inputs (zeros for missing modalities) and, with Euler, the phases of present ones."""
         if self.euler is None or not encoded:
-            features = {m: x.flatten(2).mean(2) if x.dim() > 2 else x for m, x in encoded.items()}
+            features = {m: pool_positions(x) for m, x in encoded.items()}
             phases = None if self.euler is None else {}
         else:
             reference = next(iter(encoded.values()))

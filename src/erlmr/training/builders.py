@@ -124,6 +124,7 @@ def build_training_method(
         batch_size=config.train.batch_size,
         device=device,
         splits=splits,
+        epochs=config.train.epochs,
     )
     return build_method(config.method.name, config.method.options, model, context).to(device)
 

@@ -412,6 +412,7 @@ class Trainer:
             "modalities": self.splits.modalities,
             "classes": self.splits.classes,
             "data_options": cfg.data.options,
+            "data_fingerprint": self.splits.fingerprint(),
             "method_options": cfg.method.options,
             "val": self.split_metrics(self.splits.val),
             "test": self.split_metrics(self.splits.test, with_confusion=True),
