@@ -6,6 +6,7 @@
 The README's Lightning section is this file. BalancedModule takes any encoders (a dict of nn.Modules with
 ``output_shape``, or erlmr encoder names) and any registered method; batches are (dict of tensors, labels).
 """
+
 import lightning.pytorch as L
 from torch import nn
 
@@ -22,7 +23,11 @@ class SensorNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(3, 16, 5, padding=2), nn.ReLU(), nn.Conv1d(16, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveMaxPool1d(4)
+            nn.Conv1d(3, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(16, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool1d(4),
         )
 
     def forward(self, x):
@@ -32,11 +37,20 @@ class SensorNet(nn.Module):
 L.seed_everything(0)
 splits = load_dataset("basicmotions", None, 0, 0.2, {})
 module = BalancedModule(
-    {"acc": SensorNet(), "gyro": "cnn1d"}, splits.num_classes, method="erlmr",  # a module of yours, or a name
-    model={"encoder_options": {"gyro": {"channels": 16}}}, optim={"name": "adam", "lr": 0.003}, splits=splits,
+    {"acc": SensorNet(), "gyro": "cnn1d"},
+    splits.num_classes,
+    method="erlmr",  # a module of yours, or a name
+    model={"encoder_options": {"gyro": {"channels": 16}}},
+    optim={"name": "adam", "lr": 0.003},
+    splits=splits,
 )
-trainer = L.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_progress_bar=False,
-                    callbacks=[ImbalanceCallback(split_loader(splits.test, 16), prefix="test/")])
+trainer = L.Trainer(
+    max_epochs=8,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    callbacks=[ImbalanceCallback(split_loader(splits.test, 16), prefix="test/")],
+)
 trainer.fit(module, split_loader(splits.train, 16, shuffle=True), split_loader(splits.val, 16))
 metrics = {k: round(float(v), 3) for k, v in trainer.callback_metrics.items()}
 print({k: v for k, v in metrics.items() if k.startswith(("val_", "test/"))})

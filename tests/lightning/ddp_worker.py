@@ -7,6 +7,7 @@ again. Every rank saves ``OUT/rank{r}.pt``: its parameters and buffers after tra
 logged, and how many gradient buckets DDP's own reducer all-reduced (erlmr's step context does the
 reduction, so none). :func:`fit` with DEVICES=1 is the single-process reference (test_ddp.py calls it in-process).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,15 +45,27 @@ def fit(out: Path, devices: int, batch_size: int) -> None:
     L.seed_everything(3)
     splits = load_dataset("synthetic", None, 3, 0.25, {"train_size": 128, "test_size": 16})
     module = BalancedModule(
-        {m: "mlp" for m in splits.modalities}, splits.num_classes, "erlmr", {"pareto_mode": "features"},
+        {m: "mlp" for m in splits.modalities},
+        splits.num_classes,
+        "erlmr",
+        {"pareto_mode": "features"},
         model={"euler_dropout": 0.0, "encoder_options": {m: {"hidden": 32} for m in splits.modalities}},
-        optim={"name": "adam", "lr": 0.01}, input_shapes=splits.input_shapes(),
+        optim={"name": "adam", "lr": 0.01},
+        input_shapes=splits.input_shapes(),
     )
     counter = CountDDPReductions()
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-        logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        num_sanity_val_steps=0, callbacks=[ImbalanceCallback(), counter], default_root_dir=out,
+        max_epochs=2,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        callbacks=[ImbalanceCallback(), counter],
+        default_root_dir=out,
     )
     trainer.fit(module, train_loader(splits.train, devices, batch_size), split_loader(splits.val, batch_size))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -1,4 +1,5 @@
 """BalancedModule under Lightning's own ddp strategy: 2 CPU processes (gloo) against one process."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """erlmr.lightning.ImbalanceCallback on a plain Lightning model of a user's: it logs erlmr.diagnose's numbers."""
+
 from __future__ import annotations
 
 import lightning.pytorch as L
@@ -69,8 +70,16 @@ def test_the_callback_logs_diagnoses_numbers_for_a_plain_lightning_model(synthet
     val, test = split_loader(splits.val, 8), split_loader(splits.test, 8)
     # One callback on the validation dataloader, one on a dataloader of its own under its own prefix.
     callbacks = [ImbalanceCallback(model=wrap), ImbalanceCallback(test, model=wrap, prefix="test_imbalance/")]
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=callbacks)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
     trainer.fit(net, split_loader(splits.train, 16, shuffle=True), val)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     model = net if wrap is None else wrap(net)
@@ -80,6 +89,8 @@ def test_the_callback_logs_diagnoses_numbers_for_a_plain_lightning_model(synthet
         assert logged[f"{prefix}imbalance_degree"] == pytest.approx(expected["imbalance_degree"], abs=1e-6)
         for m in order:
             assert logged[f"{prefix}contribution/{m}"] == pytest.approx(expected["contribution"][m], abs=1e-6)
-            assert logged[f"{prefix}missing_modality_accuracy/{m}"] == pytest.approx(expected["missing_modality_accuracy"][m])
+            assert logged[f"{prefix}missing_modality_accuracy/{m}"] == pytest.approx(
+                expected["missing_modality_accuracy"][m]
+            )
     # A plain model has no per-modality logits, so no per-modality accuracy is made up for it.
     assert not any("modality_accuracy/" in k and "missing" not in k for k in logged)

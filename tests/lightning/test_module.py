@@ -1,6 +1,7 @@
 """erlmr.lightning.BalancedModule: any method's step through Lightning equals erlmr's own step, training on
 BasicMotions logs erlmr's validation metrics, and a run resumed from Lightning's checkpoint ends exactly
 where the uninterrupted run does."""
+
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,12 @@ CPU = torch.device("cpu")
 
 
 def trainer(root, epochs: int, **options) -> L.Trainer:
-    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+    quiet = {
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+    }
     return L.Trainer(max_epochs=epochs, accelerator="cpu", default_root_dir=root, **{**quiet, **options})
 
 
@@ -41,8 +47,13 @@ def three():
 
 def basicmotions_module(splits, method="erlmr", options=None) -> BalancedModule:
     return BalancedModule(
-        {"acc": "cnn1d", "gyro": "cnn1d"}, splits.num_classes, method, options,
-        model={"encoder_options": SMALL_CNN}, optim={"name": "adam", "lr": 0.003}, splits=splits,
+        {"acc": "cnn1d", "gyro": "cnn1d"},
+        splits.num_classes,
+        method,
+        options,
+        model={"encoder_options": SMALL_CNN},
+        optim={"name": "adam", "lr": 0.003},
+        splits=splits,
     )
 
 
@@ -54,12 +65,16 @@ def test_trains_two_epochs_on_basicmotions_and_logs_erlmrs_validation_metrics(ba
     fit = trainer(tmp_path, 2, callbacks=[ImbalanceCallback()])
     fit.fit(module, split_loader(splits.train, 16, shuffle=True), split_loader(splits.val, 16))
     assert fit.current_epoch == 2 and fit.global_step == 2 * -(-len(splits.train) // 16)
-    assert not torch.equal(initial["model.encoders.acc.net.0.weight"], module.state_dict()["model.encoders.acc.net.0.weight"])
+    assert not torch.equal(
+        initial["model.encoders.acc.net.0.weight"], module.state_dict()["model.encoders.acc.net.0.weight"]
+    )
     logged = {k: float(v) for k, v in fit.callback_metrics.items()}
     # The numbers erlmr's own evaluation gives for the trained model on the validation split.
     val = evaluate(module.model, module.method, splits.val, 16, CPU)
     imbalance = imbalance_report(module.model, module.method, splits.val, 16, CPU)
-    assert logged["val_accuracy"] == pytest.approx(val["accuracy"]) and logged["val_loss"] == pytest.approx(val["loss"], rel=1e-5)
+    assert logged["val_accuracy"] == pytest.approx(val["accuracy"]) and logged["val_loss"] == pytest.approx(
+        val["loss"], rel=1e-5
+    )
     assert logged["val_macro_f1"] == pytest.approx(val["macro_f1"], abs=1e-6)
     assert logged["val_imbalance_degree"] == pytest.approx(imbalance["imbalance_degree"], abs=1e-6)
     for m in splits.modalities:
@@ -102,13 +117,19 @@ def fit_resumable(splits, root, method, options, epochs: int, ckpt_path=None, se
 # erlmr: Euler dropout and a shuffled order, both from the RNG; reconboost with one-epoch stages: a learnable rate
 # in the method (so in the optimiser), a declared state, and an optimiser-state reset in the resumed epoch.
 @pytest.mark.parametrize("method, options", [("erlmr", {}), ("reconboost", {"stage_epochs": 1, "rectify_epochs": 0})])
-def test_resuming_from_lightnings_checkpoint_ends_exactly_where_the_uninterrupted_run_does(basicmotions, tmp_path, method, options):
+def test_resuming_from_lightnings_checkpoint_ends_exactly_where_the_uninterrupted_run_does(
+    basicmotions, tmp_path, method, options
+):
     whole = fit_resumable(basicmotions, tmp_path / "whole", method, options, epochs=2)
     fit_resumable(basicmotions, tmp_path / "cut", method, options, epochs=1)
     checkpoint = torch.load(tmp_path / "cut" / "last.ckpt", weights_only=True)  # loads as Lightning's default does
-    assert {f"method.{key}" for key in whole.method.state_dict()} <= set(checkpoint["state_dict"]) and "erlmr_rng" in checkpoint
+    assert {f"method.{key}" for key in whole.method.state_dict()} <= set(
+        checkpoint["state_dict"]
+    ) and "erlmr_rng" in checkpoint
     # Another seed and fresh weights: everything the second epoch depends on must come from the checkpoint.
-    resumed = fit_resumable(basicmotions, tmp_path / "cut", method, options, epochs=2, ckpt_path=tmp_path / "cut" / "last.ckpt", seed=7)
+    resumed = fit_resumable(
+        basicmotions, tmp_path / "cut", method, options, epochs=2, ckpt_path=tmp_path / "cut" / "last.ckpt", seed=7
+    )
     assert_same_state(whole, resumed)
 
 
@@ -154,9 +175,15 @@ def test_every_methods_lightning_step_equals_erlmrs_own_step(three, tmp_path, na
     if name == "reconboost":
         options = {"stage_epochs": 1, "rectify_epochs": 0}
     torch.manual_seed(0)
-    module = BalancedModule({m: "mlp" for m in three.modalities}, three.num_classes, name, options,
-                            model={"euler_dropout": 0.0, "encoder_options": {m: {"hidden": 16} for m in three.modalities}},
-                            optim={"lr": 0.05}, splits=three)
+    module = BalancedModule(
+        {m: "mlp" for m in three.modalities},
+        three.num_classes,
+        name,
+        options,
+        model={"euler_dropout": 0.0, "encoder_options": {m: {"hidden": 16} for m in three.modalities}},
+        optim={"lr": 0.05},
+        splits=three,
+    )
     reference = copy.deepcopy(module)
     loader = split_loader(three.train, 16)
     fit = trainer(tmp_path, 2, limit_val_batches=0, callbacks=[EpochSeeds()])
@@ -191,5 +218,7 @@ def test_without_lightning_the_import_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
     for name in [m for m in sys.modules if m == "erlmr.lightning" or m.startswith("erlmr.lightning.")]:
         monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(MissingDependencyError, match=r"erlmr.lightning needs lightning: pip install 'erlmr\[lightning\]'"):
+    with pytest.raises(
+        MissingDependencyError, match=r"erlmr.lightning needs lightning: pip install 'erlmr\[lightning\]'"
+    ):
         import erlmr.lightning  # noqa: F401

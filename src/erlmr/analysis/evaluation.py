@@ -192,7 +192,9 @@ class EvaluationTally:
         self.sums = torch.zeros(sum(self.sizes), dtype=torch.float64)
 
     @torch.no_grad()
-    def add(self, model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
+    def add(
+        self, model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
+    ) -> None:
         """Add one batch (on the model's device). Each encoder runs once for all 2^M subsets."""
         with model.reusing_encodings():
             batch = predict_batch(model, method, inputs, labels)

@@ -15,6 +15,7 @@ any Lightning model as a callback.
 (:mod:`erlmr.lightning.module`); :class:`ImbalanceCallback` runs :func:`erlmr.diagnose` on the
 validation batches (:mod:`erlmr.lightning.imbalance`). Needs ``pip install 'erlmr[lightning]'``.
 """
+
 from ..extras import require
 
 require("lightning.pytorch", "lightning", "erlmr.lightning")

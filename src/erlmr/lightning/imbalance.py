@@ -11,6 +11,7 @@ accuracies) are then averaged over the ranks, weighted by their sample counts, b
 are computed, so the numbers are those of the whole validation set. The Shapley arithmetic follows
 ERL-MR's evaluation (Han, Cai, Guo, Peng, ACM MM 2024, doi:10.1145/3664647.3681215).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,7 +26,15 @@ from ..analysis.evaluation import imbalance_from, subset_name, subsets_of
 from ..errors import DataError
 
 #: the report entries that are logged (the 2^M subset accuracies are not: they are what these come from)
-LOGGED = ("accuracy", "loss", "macro_f1", "modality_accuracy", "contribution", "imbalance_degree", "missing_modality_accuracy")
+LOGGED = (
+    "accuracy",
+    "loss",
+    "macro_f1",
+    "modality_accuracy",
+    "contribution",
+    "imbalance_degree",
+    "missing_modality_accuracy",
+)
 
 
 def flat_metrics(report: Mapping[str, Any], prefix: str, suffix: str = "") -> dict[str, float]:
@@ -54,8 +63,12 @@ class ImbalanceCallback(L.Callback):
     """
 
     def __init__(
-        self, dataloader: Iterable | None = None, model: Callable[[L.LightningModule], Callable] | None = None,
-        unpack: Callable[[Any], Batch] | None = None, modalities: Sequence[str] | None = None, prefix: str = "diagnose/",
+        self,
+        dataloader: Iterable | None = None,
+        model: Callable[[L.LightningModule], Callable] | None = None,
+        unpack: Callable[[Any], Batch] | None = None,
+        modalities: Sequence[str] | None = None,
+        prefix: str = "diagnose/",
     ):
         self.dataloader, self.model, self.unpack = dataloader, model, unpack
         self.modalities, self.prefix = modalities, prefix
@@ -90,7 +103,9 @@ class ImbalanceCallback(L.Callback):
         return move_data_to_device((dict(inputs), labels), device)
 
 
-def reduced_report(report: dict[str, Any], batches: list[Batch], asked_empty: bool, trainer: L.Trainer) -> dict[str, Any]:
+def reduced_report(
+    report: dict[str, Any], batches: list[Batch], asked_empty: bool, trainer: L.Trainer
+) -> dict[str, Any]:
     """``report`` of this rank's ``batches`` turned into the report of every rank's batches (the report
     itself in one process): subset and per-modality accuracies averaged with the ranks' sample counts as
     weights, v(∅) of a model that cannot be asked without inputs recomputed from the global class counts."""
@@ -100,15 +115,21 @@ def reduced_report(report: dict[str, Any], batches: list[Batch], asked_empty: bo
     subsets = subsets_of(order)
     labels = torch.cat([y.cpu() for _, y in batches])
     per_modality = [report["modality_accuracy"][m] for m in order if m in report["modality_accuracy"]]
-    local = torch.tensor([report["subset_accuracy"][subset_name(s, order)] for s in subsets] + per_modality, dtype=torch.float64)
-    sums = trainer.strategy.reduce(torch.cat([local * len(labels), torch.tensor([float(len(labels))], dtype=torch.float64)]), reduce_op="sum")
+    local = torch.tensor(
+        [report["subset_accuracy"][subset_name(s, order)] for s in subsets] + per_modality, dtype=torch.float64
+    )
+    sums = trainer.strategy.reduce(
+        torch.cat([local * len(labels), torch.tensor([float(len(labels))], dtype=torch.float64)]), reduce_op="sum"
+    )
     means = (sums[:-1] / sums[-1].clamp_min(1)).tolist()
     value = dict(zip(subsets, means))
     if not asked_empty:
         value[frozenset()] = majority_rate(labels, trainer)
     reduced = imbalance_from(value, order, order)
     reduced["accuracy"] = value[frozenset(order)]
-    reduced["modality_accuracy"] = dict(zip([m for m in order if m in report["modality_accuracy"]], means[len(subsets):]))
+    reduced["modality_accuracy"] = dict(
+        zip([m for m in order if m in report["modality_accuracy"]], means[len(subsets) :])
+    )
     return reduced
 
 

@@ -3,7 +3,8 @@
 :class:`BalancedModule` builds what ``erlmr train`` builds from its config (the
 :class:`~erlmr.nn.model.MultiModalModel` around the encoders, with the fusion head and, if the method or
 ``model.euler`` asks, the Euler representation of ERL-MR: Han, Cai, Guo, Peng, ACM MM 2024,
-doi:10.1145/3664647.3681215; official code github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representations-for-Balanced-Multi-modal-Learning)
+doi:10.1145/3664647.3681215; official code
+github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representations-for-Balanced-Multi-modal-Learning)
 and the method, and trains them with Lightning's manual optimisation: every batch runs the method's
 own training step (:func:`erlmr.training.step.method_step`) through a :class:`LightningStepContext`,
 whose backward passes go through ``manual_backward`` and whose updates go through the
@@ -26,6 +27,7 @@ resumed with ``Trainer.fit(ckpt_path=...)`` from an epoch-end checkpoint continu
 run does (in one process; under DDP every rank gets rank 0's RNG states back, so random draws on the
 other ranks, dropout masks say, differ from the uninterrupted run's).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,7 +82,9 @@ class LightningStepContext(StepContext):
 
     def update(self) -> None:
         if self.grad_clip > 0:
-            self.module.clip_gradients(self.lightning_optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            self.module.clip_gradients(
+                self.lightning_optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm"
+            )
         self.lightning_optimizer.step()
 
 
@@ -105,10 +109,17 @@ class BalancedModule(L.LightningModule):
     """
 
     def __init__(
-        self, encoders: Mapping[str, nn.Module | str], num_classes: int, method: str = "erlmr",
-        method_options: Mapping[str, Any] | None = None, *, model: Mapping[str, Any] | None = None,
-        optim: Mapping[str, Any] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-        splits: DatasetSplits | None = None, batch_size: int = 16,
+        self,
+        encoders: Mapping[str, nn.Module | str],
+        num_classes: int,
+        method: str = "erlmr",
+        method_options: Mapping[str, Any] | None = None,
+        *,
+        model: Mapping[str, Any] | None = None,
+        optim: Mapping[str, Any] | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        splits: DatasetSplits | None = None,
+        batch_size: int = 16,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["encoders", "splits"])
@@ -166,8 +177,13 @@ class BalancedModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         steps = self.trainer.num_training_batches
         step = LightningStepContext(
-            self, optimizer, trainable_parameters(self.model, self.method), epoch=self.current_epoch, index=batch_idx,
-            steps_per_epoch=int(steps) if steps != float("inf") else batch_idx + 1, grad_clip=self.config.optim.grad_clip,
+            self,
+            optimizer,
+            trainable_parameters(self.model, self.method),
+            epoch=self.current_epoch,
+            index=batch_idx,
+            steps_per_epoch=int(steps) if steps != float("inf") else batch_idx + 1,
+            grad_clip=self.config.optim.grad_clip,
         )
         with self.reduction_by_erlmr():
             result = method_step(self.method, self.model, inputs, labels, step)
@@ -195,7 +211,9 @@ class BalancedModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         inputs, labels = unpack(batch)
-        tally = self._tallies.setdefault(dataloader_idx, EvaluationTally(self.model.modalities, self.model.head.num_classes))
+        tally = self._tallies.setdefault(
+            dataloader_idx, EvaluationTally(self.model.modalities, self.model.head.num_classes)
+        )
         tally.add(self.model, self.method, inputs, labels)
 
     def on_validation_epoch_end(self) -> None:
@@ -232,22 +250,30 @@ class BalancedModule(L.LightningModule):
     def log_step(self, result: StepResult, labels: torch.Tensor) -> None:
         """The epoch means of the training loss, accuracy and the method's logs, weighted by batch size."""
         size = len(labels)
-        values = {"train_loss": result.loss, "train_accuracy": (result.output.logits.argmax(1) == labels).float().mean()}
+        values = {
+            "train_loss": result.loss,
+            "train_accuracy": (result.output.logits.argmax(1) == labels).float().mean(),
+        }
         values.update({f"method/{k}": v for k, v in result.logs.items()})
         self.log_dict(values, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
 
 
 def module_config(
-    method: str, method_options: Mapping[str, Any] | None, model: Mapping[str, Any] | None,
-    optim: Mapping[str, Any] | None, batch_size: int,
+    method: str,
+    method_options: Mapping[str, Any] | None,
+    model: Mapping[str, Any] | None,
+    optim: Mapping[str, Any] | None,
+    batch_size: int,
 ) -> Config:
     """The erlmr config the module is built from, validated as ``erlmr train`` validates its own."""
-    return as_config({
-        "model": dict(model or {}),
-        "method": {"name": method, "options": dict(method_options or {})},
-        "optim": dict(optim or {}),
-        "train": {"batch_size": batch_size},
-    })
+    return as_config(
+        {
+            "model": dict(model or {}),
+            "method": {"name": method, "options": dict(method_options or {})},
+            "optim": dict(optim or {}),
+            "train": {"batch_size": batch_size},
+        }
+    )
 
 
 def check_trainer(module: BalancedModule) -> None:
@@ -268,8 +294,10 @@ def check_trainer(module: BalancedModule) -> None:
     if len(optimizers) != 1:
         raise ConfigError(f"BalancedModule trains with one optimiser; configure_optimizers gave {len(optimizers)}")
     covered = {id(p) for group in optimizers[0].param_groups for p in group["params"]}
-    named = [*(f"model.{n}" for n, p in module.model.named_parameters() if p.requires_grad and id(p) not in covered),
-             *(f"method.{n}" for n, p in module.method.named_parameters() if p.requires_grad and id(p) not in covered)]
+    named = [
+        *(f"model.{n}" for n, p in module.model.named_parameters() if p.requires_grad and id(p) not in covered),
+        *(f"method.{n}" for n, p in module.method.named_parameters() if p.requires_grad and id(p) not in covered),
+    ]
     if named:
         raise ConfigError(
             f"the optimiser leaves out trainable parameters {named[:5]}{' ...' if len(named) > 5 else ''}; "

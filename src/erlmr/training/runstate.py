@@ -60,7 +60,11 @@ def rng_from_tensors(saved: Mapping[str, Any]) -> dict[str, Any]:
     kind, position, has_gauss, cached = saved["numpy"]
     version, internal, gauss = saved["python"]
     keys = saved["numpy_keys"].numpy().astype(np.uint32)
-    state = {"torch": saved["torch"], "numpy": (kind, keys, position, has_gauss, cached), "python": (version, tuple(internal), gauss)}
+    state = {
+        "torch": saved["torch"],
+        "numpy": (kind, keys, position, has_gauss, cached),
+        "python": (version, tuple(internal), gauss),
+    }
     if "cuda" in saved:
         state["cuda"] = saved["cuda"]
     return state
