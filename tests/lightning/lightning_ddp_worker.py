@@ -1,11 +1,11 @@
-"""Trains erlmr's ERL-MR step with BalancedModule under Lightning; test_ddp.py runs it with the ddp strategy.
+"""Trains erlmr's ERL-MR step with BalancedModule under Lightning; test_lightning_ddp.py runs it with the ddp strategy.
 
-    python tests/lightning/ddp_worker.py OUT DEVICES BATCH
+    python tests/lightning/lightning_ddp_worker.py OUT DEVICES BATCH
 
 With DEVICES=2 Lightning's ddp strategy (gloo on CPU) starts the second process by running this script
 again. Every rank saves ``OUT/rank{r}.pt``: its parameters and buffers after training, the metrics it
 logged, and how many gradient buckets DDP's own reducer all-reduced (erlmr's step context does the
-reduction, so none). :func:`fit` with DEVICES=1 is the single-process reference (test_ddp.py calls it in-process).
+reduction, so none). :func:`fit` with DEVICES=1 is the single-process reference (test_lightning_ddp.py calls it in-process).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ddp_worker import fit  # noqa: E402
+from lightning_ddp_worker import fit  # noqa: E402
 
-WORKER = Path(__file__).parent / "ddp_worker.py"
+WORKER = Path(__file__).parent / "lightning_ddp_worker.py"
 SRC = Path(__file__).resolve().parents[2] / "src"
 # 2 ranks of 16 samples against 1 process of 32: the same global batches, means of means against one mean,
 # so the runs differ by float summation order only (at most 2.4e-5 of a tensor's largest entry after 8 Adam steps).
