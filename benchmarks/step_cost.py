@@ -188,6 +188,8 @@ def entries_for() -> list[Entry]:
     for label, name, options in ACTIVE_PHASES:
         if name in METHODS:
             entries.append(Entry(label, METHODS.get(name).uses_euler, registered(name, options)))
+    if "aug" in METHODS:  # "aug" alone times a fresh run, before any boosting learner is on
+        entries.append(Entry("aug (every learner on)", False, aug_with_every_learner))
     return entries
 
 
@@ -195,7 +197,15 @@ def entries_for() -> list[Entry]:
 ACTIVE_PHASES = [
     ("opm (after its warm-up)", "opm", {"warmup_epochs": 0}),
     ("ogm_tpami (in its window)", "ogm_tpami", {"modulation_start": 0}),
+    ("arl (after its warm-up)", "arl", {"warmup_epochs": 0}),
 ]
+
+
+def aug_with_every_learner(model: MultiModalModel, context: MethodContext) -> Method:
+    """AUG as late in a run as it gets: every pre-allocated boosting learner switched on."""
+    method = build_method("aug", {}, model, context)
+    method.learner_counts.fill_(method.options.max_learners)
+    return method
 
 
 def baseline_of(entry: Entry) -> str:

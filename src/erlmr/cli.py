@@ -84,6 +84,9 @@ def command_train(args: argparse.Namespace) -> int:
     test = result.summary["test"]
     per_modality = "  ".join(f"{m} {a:.3f}" for m, a in test["modality_accuracy"].items())
     print(f"test accuracy {test['accuracy']:.3f}  macro-F1 {test['macro_f1']:.3f}  per modality: {per_modality}")
+    if "linear_probe" in test:
+        probes = "  ".join(f"{m} {a:.3f}" for m, a in test["linear_probe"].items())
+        print(f"linear probe of each modality's features (test): {probes}")
     print(f"run folder: {result.run_dir}")
     return 0
 
@@ -231,6 +234,8 @@ def command_data_prepare(args: argparse.Namespace) -> int:
         options["skip_bad"] = True
     if args.cache_dir:
         options["cache_dir"] = args.cache_dir
+    if args.workers is not None:
+        options["workers"] = args.workers
     splits = load_dataset(args.name, args.root, 0, 0.1, options)
     shapes = "  ".join(f"{m} {tuple(s)}" for m, s in splits.input_shapes().items())
     print(f"{args.name}: {len(splits.train) + len(splits.val)} train / {len(splits.test)} test samples, "
@@ -271,6 +276,21 @@ def command_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_data_avdigits_media(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.avdigits_media import build_avdigits_media, default_media_dir
+
+    out = Path(args.out) if args.out else default_media_dir(args.clips, args.seed)
+    if args.if_missing and (out / "meta.json").exists():
+        print(f"AV-digits media already built in {out}")
+        return 0
+    build_avdigits_media(out, clips=args.clips, seed=args.seed, workers=args.workers)
+    print(f"AV-digits media ({args.clips} clips, seed {args.seed}) written to {out} in the CREMA-D layout")
+    print(f"decode it with: erlmr data prepare crema-d --root {out}")
+    return 0
+
+
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="dataset tools")
     actions = data.add_subparsers(dest="data_command", required=True)
@@ -279,6 +299,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--root", required=True, help="the dataset folder, laid out as docs/datasets.md shows")
     prepare.add_argument("--cache-dir", help="where to write the cache (default ROOT/.erlmr-cache)")
     prepare.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and report how many")
+    prepare.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
     prepare.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                          help="a dataset option, e.g. --set image_size=112; train with the same options")
     prepare.set_defaults(run=command_data_prepare)
@@ -301,6 +322,15 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--seed", type=int, default=0, help="train.seed: the validation split and the samples drawn")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(run=command_data_check)
+    media = actions.add_parser(
+        "avdigits-media", help="write AV-digits (digits 0-5) as CREMA-D-layout media files: WAV + FLV video (needs espeak-ng, PyAV)"
+    )
+    media.add_argument("--out", help="folder to write (default $ERLMR_DATA/avdigits-media-CLIPS-SEED, ~/.cache/erlmr)")
+    media.add_argument("--clips", type=int, default=600, help="number of clips (default 600)")
+    media.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    media.add_argument("--workers", type=int, default=2, help="processes in parallel (default 2)")
+    media.add_argument("--if-missing", action="store_true", help="do nothing when the folder is already built")
+    media.set_defaults(run=command_data_avdigits_media)
 
 
 def build_parser() -> argparse.ArgumentParser:

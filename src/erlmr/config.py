@@ -78,6 +78,10 @@ class TrainConfig:
     compile: bool = False
     #: warn (epoch log, summary.json) when a modality stays at chance though its inputs are informative
     imbalance_alarm: bool = True
+    #: at the end: a linear probe of each modality's features (docs/metrics.md), needs erlmr[probes]
+    linear_probe: bool = True
+    #: at the end: a 2-D t-SNE map of each modality's test features for erlmr report, needs erlmr[probes]
+    feature_maps: bool = True
 
 
 @dataclass

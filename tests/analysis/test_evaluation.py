@@ -1,6 +1,7 @@
 """Imbalance metrics, cost measurements, `erlmr eval`, `erlmr bench` and the TensorBoard mirror."""
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
@@ -261,6 +262,18 @@ def test_bench_method_options_need_the_documented_form():
         with pytest.raises(ConfigError, match=r"NAME\[option=value,...\]"):
             bench.method_overrides(bad)
     assert bench.run_dir_for(Path("o"), "d", "erlmr+ogm_ge", 0) == Path("o/d/erlmr_ogm_ge/seed0")
+
+
+def test_a_grid_method_may_set_config_keys_and_is_labelled_by_its_spec(tmp_path):
+    assert bench.method_overrides("erlmr[model.euler=false,pareto=false]") == [
+        "method.name=erlmr", "model.euler=false", "method.options.pareto=false",
+    ]
+    overrides = ["data.options.train_size=64", "data.options.test_size=32", "train.epochs=1", "train.device=cpu"]
+    bench.run_bench(["synthetic"], ["joint", "joint[model.fusion=sum]"], 1, tmp_path, overrides=overrides, progress=False)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert {r["method"] for r in rows} == {"joint", "joint[model.fusion=sum]"}
+    config = (tmp_path / "synthetic" / "joint_model.fusion=sum" / "seed0" / "config.yaml").read_text()
+    assert "fusion: sum" in config
 
 
 def test_tensorboard_mirrors_the_epoch_records(tmp_path):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import base64
+import csv
+import html as html_text
 import json
 import re
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from erlmr.analysis.report import write_report
 from erlmr.cli import main
 from erlmr.config import load_config
 from erlmr.errors import DataError
+from erlmr.training.run_folder import RunFolder
 from erlmr.training.trainer import train
 
 SMALL = [
@@ -24,7 +28,9 @@ SMALL = [
     "model.euler_dim=16", "train.batch_size=32", "train.quiet=true", "train.device=cpu", "train.epochs=3",
 ]
 LABEL = "synthetic-dim-8-test-size-80-train-size-160"
-EVERY_PLOT = ["val-accuracy", "imbalance", "contributions", "accuracy-vs-step-time", "erlmr-phase-pareto", "confusion"]
+EVERY_PLOT = ["val-accuracy", "imbalance", "contributions", "accuracy-vs-step-time", "erlmr-phase-pareto", "confusion",
+              "feature-map-joint", "feature-map-erlmr"]
+pytestmark = pytest.mark.feature_evaluation  # the runs' probes and maps at their real sizes
 IMAGE = re.compile(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' data-file='([^']+)'>")
 
 
@@ -73,6 +79,30 @@ def test_report_tables_list_every_method_with_seed_counts(report):
     assert "step time ÷ joint" in html and "1.00 ± " in html
 
 
+def test_each_run_has_its_linear_probe_and_the_bench_and_report_tabulate_it(bench_dir, report):
+    summaries = [json.loads((run_dir_for(bench_dir, "synthetic", m, s) / "summary.json").read_text())
+                 for m in ("joint", "erlmr") for s in (0, 1)]
+    for summary in summaries:
+        for split in ("val", "test"):
+            assert set(summary[split]["linear_probe"]) == {"m0", "m1"}
+            assert all(0 <= a <= 1 for a in summary[split]["linear_probe"].values())
+    with (bench_dir / "results.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [float(r["probe_m0"]) for r in rows] == [s["test"]["linear_probe"]["m0"] for s in summaries]
+    joint = [s["test"]["linear_probe"]["m1"] for s in summaries[:2]]
+    cell = f"{statistics.mean(joint):.3f} ± {statistics.stdev(joint):.3f}"
+    for text in ((bench_dir / "results.md").read_text(), report.read_text()):
+        assert "m0 linear probe" in text and "m1 linear probe" in text and cell in text
+
+
+def test_the_feature_maps_are_the_first_seeds_with_every_class(bench_dir, report):
+    maps = RunFolder(run_dir_for(bench_dir, "synthetic", "erlmr", 0)).read_feature_maps()
+    assert maps["coordinates"].shape == (2, 80, 2) and np.isfinite(maps["coordinates"]).all()
+    assert maps["modalities"].tolist() == ["m0", "m1"] and set(maps["labels"]) == set(range(len(maps["classes"])))
+    html = report.read_text()
+    assert html_text.escape("erlmr, seed 0: t-SNE of each modality's fusion-head input on 80 test samples") in html
+
+
 def test_bench_writes_a_data_check_and_the_report_shows_it(bench_dir, report):
     check = json.loads((bench_dir / "synthetic" / "data_check.json").read_text())
     assert check["dataset"] == "synthetic" and set(check["probe"]["accuracy"]["val"]) == {"m0", "m1", "fused"}
@@ -86,7 +116,7 @@ def test_report_of_one_run_folder_has_no_erlmr_curves(bench_dir, tmp_path, capsy
     assert main(["report", str(run_dir_for(bench_dir, "synthetic", "joint", 0)), "--out", str(tmp_path)]) == 0
     assert str(tmp_path / "report.html") in capsys.readouterr().out
     names = sorted(embedded_images((tmp_path / "report.html").read_text()))
-    assert names == sorted(f"{LABEL}-{stem}.png" for stem in EVERY_PLOT if stem != "erlmr-phase-pareto")
+    assert names == sorted(f"{LABEL}-{stem}.png" for stem in EVERY_PLOT if "erlmr" not in stem)
 
 
 def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):

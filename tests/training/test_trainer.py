@@ -57,6 +57,9 @@ def test_run_folder_holds_config_metrics_checkpoints_and_summary(run_config):
     assert summary["best_epoch"] in (0, 1)
     assert {"accuracy", "macro_f1", "modality_accuracy"} <= set(summary["test"])
     assert "accuracy" in summary["val"]
+    assert set(summary["test"]["linear_probe"]) == set(summary["val"]["linear_probe"]) == {"m0", "m1"}
+    assert summary["linear_probe"]["rows"]["test"] == 64 and summary["feature_maps"]["points"] == 64
+    assert "feature_maps.npz" in files
 
 
 def test_same_seed_same_result_on_cpu(run_config):

@@ -188,6 +188,7 @@ def test_a_four_trial_tune_writes_every_trial_and_finds_a_better_score_than_the_
         run = tuned / "synthetic" / "joint" / f"trial{t.number}"
         summary = json.loads((run / "summary.json").read_text())
         assert summary["val"]["accuracy"] == t.value and "test" not in summary  # never seen while tuning
+        assert "skipped" in summary["linear_probe"] and not (run / "feature_maps.npz").exists()  # both read test
         marker = json.loads((run / "trial.json").read_text())
         assert marker["state"] == "COMPLETE" and marker["params"] == t.params
         assert len(t.intermediate_values) == 2  # the trainer's per-epoch hook reported both epochs

@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import multiprocessing
-import os
 import re
 import statistics
 import sys
@@ -18,15 +17,18 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm import tqdm
 
-from ..training.checkpoint import atomic_write, write_json
 from ..config import load_config
+from ..data.store import usable_cores
+from ..errors import ConfigError, ErlmrError
+from ..training.checkpoint import atomic_write, write_json
+from ..training.trainer import train
 from .cost import machine_description
 from .datacheck import write_data_check
-from ..errors import ConfigError, ErlmrError
-from .runs import TUNED_MARKER, TUNED_SUFFIX, dataset_label, method_label, read_summary
-from ..training.trainer import train
+from .runs import TUNED_MARKER, TUNED_SUFFIX, VARIANT_MARKER, dataset_label, method_label, read_summary
+from .stats import by_seed, paired_difference
 
 JOINT = "joint"
+UNIMODAL = "unimodal"
 
 
 def parse_methods(text: str) -> list[str]:
@@ -55,9 +57,11 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def method_overrides(spec: str) -> list[str]:
-    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys."""
+    """Config overrides of a grid method: ``"unimodal[modality=audio]"`` → name and option keys; a key
+    with a dot is a config key of its own (``"erlmr[model.euler=false]"``, ``"joint[model.fusion=sum]"``)."""
     name, options = parse_method_spec(spec)
-    return [f"method.name={name}", *(f"method.options.{key}={value}" for key, value in options.items())]
+    keys = [key if "." in key else f"method.options.{key}" for key in options]
+    return [f"method.name={name}", *(f"{key}={value}" for key, value in zip(keys, options.values()))]
 
 
 def folder_name(text: str) -> str:
@@ -75,10 +79,14 @@ class GridMethod:
     folder: str
     config: str | None = None
     tuned: Mapping[str, Any] | None = None
+    variant: Mapping[str, Any] | None = None
 
 
 def grid_method(spec: str) -> GridMethod:
-    return GridMethod(spec, tuple(method_overrides(spec)), folder_name(spec))
+    """A grid method from its spec; one that sets config keys beyond the method's options is a variant,
+    labelled by its spec in the tables (its summary alone would not tell it from the plain method)."""
+    variant = {"label": spec} if any("." in key for key in parse_method_spec(spec)[1]) else None
+    return GridMethod(spec, tuple(method_overrides(spec)), folder_name(spec), variant=variant)
 
 
 Entry = tuple[str, GridMethod, int]
@@ -93,9 +101,10 @@ def run_one(out: Path, dataset: str, method: GridMethod, seed: int, base_config:
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())
-    if method.tuned is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / TUNED_MARKER, dict(method.tuned))
+    for marker, record in ((TUNED_MARKER, method.tuned), (VARIANT_MARKER, method.variant)):
+        if record is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / marker, dict(record))
     grid_keys = [
         f"data.dataset={dataset}", *method.overrides, f"train.seed={seed}", f"train.run_dir={run_dir}",
         "train.quiet=true",
@@ -149,6 +158,7 @@ def summary_row(summary: dict) -> dict:
         "macro_f1": test["macro_f1"],
     }
     row.update({f"acc_{m}": a for m, a in test["modality_accuracy"].items()})
+    row.update({f"probe_{m}": a for m, a in test.get("linear_probe", {}).items()})
     row.update({f"contribution_{m}": c for m, c in test.get("contribution", {}).items()})
     row["imbalance_degree"] = test.get("imbalance_degree")
     row.update({f"acc_without_{m}": a for m, a in test.get("missing_modality_accuracy", {}).items()})
@@ -178,28 +188,54 @@ def relative_step_times(rows: Sequence[dict]) -> list[float | None]:
 
 
 def table_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
-    """(row key, heading) of the summary table: fused and per-modality accuracy, imbalance, cost."""
+    """(row key, heading) of the summary table: fused and per-modality accuracy, each modality's linear
+    probe, imbalance, cost."""
     modality_columns = [(key, f"{key[4:]} accuracy") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")]
+    probed = dict.fromkeys(key for row in rows for key in row if key.startswith("probe_"))  # not every run has them
+    probe_columns = [(key, f"{key[6:]} linear probe") for key in probed]
     return [
-        ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns,
+        ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns, *probe_columns,
         ("imbalance_degree", "imbalance degree"), ("step_time_vs_joint", "step time ÷ joint"),
     ]
 
 
 def summary_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Per dataset: the headings and, per method, its cells (mean ± std over seeds)."""
+    """Per dataset: the headings and, per method, its cells (mean ± std over seeds), the difference of
+    its accuracy to ``joint``'s with a 95 % interval paired by seed (``*`` where it excludes 0), and
+    whether its fused accuracy beats the best single modality trained alone (``unimodal`` runs)."""
     rows = [dict(r, step_time_vs_joint=ratio) for r, ratio in zip(rows, relative_step_times(rows))]
     tables = {}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         subset = [r for r in rows if r["dataset"] == dataset]
         columns = table_columns(subset)
+        joint = by_seed([r for r in subset if r["method"] == JOINT], "accuracy")
+        best_single = best_single_modality(subset)
         lines = []
         for method in dict.fromkeys(r["method"] for r in subset):
             runs = [r for r in subset if r["method"] == method]
             cells = [mean_std([r.get(key) for r in runs], 2 if key == "step_time_vs_joint" else 3) for key, _ in columns]
-            lines.append([method, str(len(runs)), *cells])
-        tables[dataset] = (["method", "seeds", *(heading for _, heading in columns)], lines)
+            difference = paired_difference(by_seed(runs, "accuracy"), joint) if joint and method != JOINT else None
+            lines.append([method, str(len(runs)), *cells, difference.format() if difference else "",
+                          beats(runs, best_single)])
+        headings = ["method", "seeds", *(heading for _, heading in columns), "Δ accuracy vs joint [95% CI]",
+                    f"beats {best_single[0]}" if best_single else "beats the best single modality"]
+        tables[dataset] = (headings, lines)
     return tables
+
+
+def best_single_modality(rows: Sequence[dict]) -> tuple[str, float] | None:
+    """The ``unimodal`` run label with the highest mean test accuracy, and that accuracy (None without)."""
+    means = {}
+    for label in dict.fromkeys(r["method"] for r in rows if r["method"].startswith(UNIMODAL)):
+        means[label] = statistics.mean(r["accuracy"] for r in rows if r["method"] == label)
+    return max(means.items(), key=lambda item: item[1]) if means else None
+
+
+def beats(runs: Sequence[dict], best_single: tuple[str, float] | None) -> str:
+    """"yes"/"no": the method's mean fused accuracy against the best single modality's ("" for unimodal)."""
+    if best_single is None or runs[0]["method"].startswith(UNIMODAL):
+        return ""
+    return "yes" if statistics.mean(r["accuracy"] for r in runs) > best_single[1] else "**no**"
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
@@ -254,10 +290,6 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
         writer.writerows(rows)
 
     atomic_write(path, write, mode="w")
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def process_context() -> multiprocessing.context.BaseContext:
@@ -381,8 +413,9 @@ def write_results(out: Path, summaries: Sequence[dict], failures: Mapping, comma
         f"- machine: {machine}",
         f"- date: {date}",
         "- cells: mean ± std over seeds of test-split metrics; imbalance degree = mean |difference| of the "
-        "modalities' Shapley contributions to accuracy; step time ÷ joint = mean training step time relative "
-        "to joint on the same dataset (docs/metrics.md)",
+        "modalities' Shapley contributions to accuracy; linear probe = test accuracy of a logistic regression on "
+        "the modality's frozen features, fitted on train and chosen on validation; step time ÷ joint = mean "
+        "training step time relative to joint on the same dataset (docs/metrics.md)",
         "",
     ]
     table = markdown_table(rows) if rows else "No finished run.\n"

@@ -40,10 +40,10 @@ MAX_ITER = 100  # lbfgs steps: the same accuracies as 300 on AV-digits, BasicMot
 SPLITS = ("train", "val", "test")
 
 
-def import_sklearn():
+def import_sklearn(feature: str = "the data check's probe"):
     """PCA, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler, or a
-    :class:`~erlmr.errors.MissingDependencyError` naming ``erlmr[probes]``."""
-    modules = [require(f"sklearn.{name}", "probes", "the data check's probe")
+    :class:`~erlmr.errors.MissingDependencyError` saying that ``feature`` needs ``erlmr[probes]``."""
+    modules = [require(f"sklearn.{name}", "probes", feature)
                for name in ("decomposition", "exceptions", "linear_model", "pipeline", "preprocessing")]
     decomposition, exceptions, linear_model, pipeline, preprocessing = modules
     return (decomposition.PCA, exceptions.ConvergenceWarning, linear_model.LogisticRegression, pipeline.make_pipeline,
@@ -137,12 +137,20 @@ def representations(train: torch.Tensor, seed: int) -> dict[str, Representation]
     return candidates
 
 
-def fit_score(train: tuple[np.ndarray, np.ndarray], scored: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, float]:
+def fitted_probe(train: tuple[np.ndarray, np.ndarray], seed: int, regularization: float = REGULARIZATION,
+                 max_iter: int = MAX_ITER):
+    """A ``StandardScaler`` + multinomial ``LogisticRegression(C=regularization)`` fitted on ``train``
+    (rows, labels); a fit stopped at ``max_iter`` lbfgs steps is kept without a warning."""
     _, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler = import_sklearn()
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=REGULARIZATION, max_iter=MAX_ITER, random_state=seed))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=regularization, max_iter=max_iter, random_state=seed))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # MAX_ITER steps suffice for a preview
+        warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(*train)
+    return model
+
+
+def fit_score(train: tuple[np.ndarray, np.ndarray], scored: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, float]:
+    model = fitted_probe(train, seed)  # MAX_ITER steps suffice for a preview
     return {name: float(model.score(x, y)) for name, (x, y) in scored.items() if len(y)}
 
 

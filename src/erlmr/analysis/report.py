@@ -1,7 +1,9 @@
 """An HTML report of a run or bench folder: summary tables and matplotlib plots.
 
 Every plot is written as a PNG file next to ``report.html`` and embedded in it as a base64 data URI, so
-the HTML file alone opens offline, and the PNGs can be reused elsewhere (a README, a paper).
+the HTML file alone opens offline, and the PNGs can be reused elsewhere (a README, a paper). The feature
+maps are drawn from each run's ``feature_maps.npz`` (:mod:`erlmr.analysis.features`): the report itself
+fits nothing.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..extras import require
 from .bench import JOINT, comparison_tables, summary_row, summary_tables
 from .datacheck import MODALITY_HEADINGS, SPLIT_HEADINGS, modality_rows, probe_table, split_rows
 from .runs import FinishedRun, dataset_label, find_runs, method_label
+from ..training.run_folder import FEATURE_MAPS, RunFolder
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -181,6 +184,56 @@ def confusion_figure(methods: MethodRuns) -> Figure:
     return figure
 
 
+LEGEND_CLASSES = 20  # more classes than this get colours without a legend
+
+
+def class_colours(count: int) -> list:
+    """One colour per class: the qualitative tab10/tab20 palettes, a rainbow beyond 20 classes."""
+    name = "tab10" if count <= 10 else "tab20" if count <= 20 else "turbo"
+    palette = require("matplotlib", *REPORT).colormaps[name].resampled(count)
+    return [palette(i) for i in range(count)]
+
+
+def feature_map_figure(maps: dict[str, np.ndarray], method: str) -> Figure:
+    """One t-SNE scatter per modality of ``feature_maps.npz``, coloured by class, with the class legend."""
+    classes = [str(c) for c in maps["classes"]]
+    colours = class_colours(len(classes))
+    figure, panels = panel_grid(len(maps["modalities"]), width=4.0, height=4.0)
+    for axes, modality, points in zip(panels, maps["modalities"], maps["coordinates"]):
+        for label, name in enumerate(classes):
+            chosen = maps["labels"] == label
+            axes.scatter(points[chosen, 0], points[chosen, 1], s=9, color=colours[label], label=name, linewidths=0)
+        dead = not np.ptp(points)  # constant features: every point at the origin (erlmr.analysis.features)
+        axes.set(title=f"{method}: {modality}" + (" (constant features: no map)" * dead), xticks=[], yticks=[])
+    if len(classes) <= LEGEND_CLASSES:
+        handles, names = panels[0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside right upper", title="class", fontsize="small", markerscale=1.5)
+    return figure
+
+
+def feature_map_caption(method: str, run: FinishedRun, maps: dict[str, np.ndarray]) -> str:
+    """What the map shows, and where, on what and when it was computed."""
+    classes = len(maps["classes"])
+    legend = "" if classes <= LEGEND_CLASSES else f" (colour = class index, {classes} classes)"
+    made = datetime.fromtimestamp((run.path / FEATURE_MAPS).stat().st_mtime, timezone.utc).strftime("%Y-%m-%d")
+    device = run.summary.get("cost", {}).get("device", "an unknown device")
+    return (f"{method}, seed {run.summary['seed']}: t-SNE of each modality's fusion-head input on "
+            f"{maps['coordinates'].shape[1]} test samples, coloured by class{legend}; computed at the end of "
+            f"training ({run.path}) on {device}, {made}")
+
+
+def feature_map_plots(methods: MethodRuns) -> list[tuple[str, str, Figure]]:
+    """Per method, the feature maps of its first seed's run, if it has them (``train.feature_maps``)."""
+    plots = []
+    for method, runs in methods.items():
+        run = min(runs, key=lambda r: r.summary["seed"])
+        maps = RunFolder(run.path).read_feature_maps()
+        if maps is not None:
+            caption = feature_map_caption(method, run, maps)
+            plots.append((f"feature-map-{slug(method)}", caption, feature_map_figure(maps, method)))
+    return plots
+
+
 def trials_figure(records: Sequence[dict]) -> Figure:
     """Per tuned method: each trial's validation score by trial number (pruned trials at their last
     reported epoch), the default setting's trial ringed, and the best score so far."""
@@ -221,7 +274,7 @@ def dataset_plots(methods: MethodRuns) -> list[tuple[str, str, Figure]]:
         plots.append(("erlmr-phase-pareto", "ERL-MR: phase cosine and Pareto weights over training", erlmr_figure(erlmr)))
     if all("confusion_matrix" in run.summary["test"] for runs in methods.values() for run in runs):
         plots.append(("confusion", "Test confusion matrices, rows normalised (summed over seeds)", confusion_figure(methods)))
-    return plots
+    return plots + feature_map_plots(methods)
 
 
 STYLE = """

@@ -10,6 +10,8 @@ from ..training.run_folder import RunFolder
 
 #: written beside a run of a setting found by ``erlmr tune`` (``erlmr bench --tuned``): its label and origin
 TUNED_MARKER = "tuned.json"
+#: written beside a run of a grid method that sets config keys of its own (``erlmr[model.euler=false]``)
+VARIANT_MARKER = "variant.json"
 #: appended to a method's label for its tuned setting
 TUNED_SUFFIX = " (tuned)"
 #: written by ``erlmr tune`` in each trial's run folder; trials are not runs of a benchmark
@@ -37,15 +39,18 @@ def method_label(summary: dict) -> str:
     a tuned setting's run is labelled as its ``tuned.json`` says, e.g. ``ogm_ge (tuned)``."""
     if "tuned" in summary:
         return summary["tuned"]["label"]
+    if "variant" in summary:
+        return summary["variant"]["label"]
     return with_options(summary["method"], summary.get("method_options"))
 
 
 def read_summary(run_dir: Path) -> dict:
     """A finished run's ``summary.json``, with its ``tuned.json`` under ``"tuned"`` when it has one."""
     summary = RunFolder(Path(run_dir)).read_summary()
-    marker = Path(run_dir) / TUNED_MARKER
-    if marker.exists():
-        summary["tuned"] = json.loads(marker.read_text())
+    for key, name in (("tuned", TUNED_MARKER), ("variant", VARIANT_MARKER)):
+        marker = Path(run_dir) / name
+        if marker.exists():
+            summary[key] = json.loads(marker.read_text())
     return summary
 
 

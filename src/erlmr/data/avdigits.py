@@ -130,8 +130,9 @@ def _replace_folder(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.ndarray], dict]:
-    """Every random choice of a build, drawn up front from one generator: per-clip arrays and the metadata."""
+def _plan(clips: int, seed: int, test_fraction: float, spoken: int = len(CLASSES)) -> tuple[dict[str, np.ndarray], dict]:
+    """Every random choice of a build, drawn up front from one generator: per-clip arrays and the metadata.
+    Only the digits 0 .. ``spoken`` - 1 are used."""
     rng = np.random.default_rng(seed)
     speaker_order = rng.permutation(len(SPEAKERS))
     n_test_speakers = max(1, round(test_fraction * len(SPEAKERS)))
@@ -147,8 +148,8 @@ def _plan(clips: int, seed: int, test_fraction: float) -> tuple[dict[str, np.nda
     image_pools = {"train": train_images, "test": test_images}
 
     parts = []
-    for split_name, n in zip(("train", "test"), _split_sizes(clips, test_fraction)):
-        labels = rng.permutation(np.arange(n) % len(CLASSES))
+    for split_name, n in zip(("train", "test"), _split_sizes(clips, test_fraction, spoken)):
+        labels = rng.permutation(np.arange(n) % spoken)
         pool = image_pools[split_name]
         parts.append({
             "split": np.full(n, split_name),
@@ -186,13 +187,13 @@ def espeak_version() -> str:
     return done.stdout.split("Data at")[0].strip() or "unknown"
 
 
-def _split_sizes(clips: int, test_fraction: float) -> tuple[int, int]:
+def _split_sizes(clips: int, test_fraction: float, digits: int) -> tuple[int, int]:
     """Train and test clip counts; each split needs every digit at least once."""
     n_test = round(test_fraction * clips)
-    if not 0 < test_fraction < 1 or min(n_test, clips - n_test) < len(CLASSES):
+    if not 0 < test_fraction < 1 or min(n_test, clips - n_test) < digits:
         raise DataError(
             f"clips={clips} with test_fraction={test_fraction} leaves {clips - n_test} train and {n_test} test clips; "
-            f"each split needs at least {len(CLASSES)} (one per digit) and test_fraction must be between 0 and 1"
+            f"each split needs at least {digits} (one per digit) and test_fraction must be between 0 and 1"
         )
     return clips - n_test, n_test
 

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import DataError
 from ..registry import Registry
+from .augment import BatchAugment
 from .checks import check_splits
 
 DatasetLoader = Callable[..., "DatasetSplits"]
@@ -94,6 +95,9 @@ class DatasetSplits:
     (:mod:`erlmr.nn.normalize`): ``none`` for a dataset whose loader applies its reference code's own
     transforms, ``standard`` for raw data. ``groups``, when known, maps a split name to one group id per
     sample (a subject, a recording), for the data check.
+    ``augment``, when set, is the dataset's training-time augmentation: the trainer applies it to every
+    training batch on the device, ``augment(inputs, seed, epoch, step)``; evaluation never does, since
+    the stored samples are the reference code's test-time view (see :mod:`erlmr.data.augment`).
     """
 
     name: str
@@ -105,6 +109,7 @@ class DatasetSplits:
     default_encoders: dict[str, str] = field(default_factory=dict)
     normalization: str = "none"
     groups: dict[str, Sequence] = field(default_factory=dict)
+    augment: BatchAugment | None = None
 
     @property
     def num_classes(self) -> int:

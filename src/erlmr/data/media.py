@@ -1,4 +1,5 @@
-"""Reading the files real datasets ship: text lists, WAV audio, JPEG frames and MATLAB ``.mat`` arrays.
+"""Reading the files real datasets ship: text lists, WAV audio, JPEG frames, videos (through
+:mod:`erlmr.data.video`) and MATLAB ``.mat`` arrays.
 
 Every reader raises :class:`~erlmr.errors.DataError` naming the file when it is missing or unreadable,
 so a loader never fails with a deep decoder traceback. The decoders (scipy, Pillow) raise many exception
@@ -17,8 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..extras import require
+from .video import VIDEO_SUFFIXES, read_audio_track, sample_frames
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
@@ -69,6 +71,17 @@ def find_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
     raise DataError(f"missing folder for {what}; looked for {tried}")
 
 
+def choose_source(dataset: str, option: str, what: str, folders: dict[str, Path]) -> str:
+    """Which of ``folders`` (kind → folder) a modality is read from: the named kind, or for ``auto``
+    the first kind whose folder exists (extracted files before the distributed videos). When none
+    exists, the first: a cache built from it still opens, and decoding names the missing files."""
+    if option not in ("auto", *folders):
+        raise ConfigError(f"{dataset} option {what}_source must be 'auto' or one of {list(folders)}, got {option!r}")
+    if option != "auto":
+        return option
+    return next((kind for kind, folder in folders.items() if folder.is_dir()), next(iter(folders)))
+
+
 # ----------------------------------------------------------------------------------------------- audio
 
 
@@ -94,6 +107,13 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return samples, int(rate)
 
 
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples in [-1, 1] and the rate of a WAV file, or of a video file's audio track."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return read_audio_track(path)
+    return read_wav(path)
+
+
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return samples
@@ -110,7 +130,7 @@ def tile_to(samples: np.ndarray, length: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SpectrogramRecipe:
-    """WAV → fixed-length signal → ``log(|STFT| + 1e-7)`` with a Hann window, computed by ``torch.stft``.
+    """Audio → fixed-length signal → ``log(|STFT| + 1e-7)`` with a Hann window, computed by ``torch.stft``.
 
     ``seconds`` of audio at ``sample_rate`` are taken (shorter clips are tiled), clipped to [-1, 1].
     ``standardize`` z-normalises each spectrogram on its own, as PMR's AVE preprocessing does.
@@ -129,8 +149,9 @@ class SpectrogramRecipe:
         return (1, self.n_fft // 2 + 1, frames)
 
     def __call__(self, path: Path, segment: tuple[float, float] | None = None) -> np.ndarray:
-        """The (1, frequencies, frames) spectrogram of ``path``; ``segment`` = (start, end) in seconds."""
-        samples, rate = read_wav(path)
+        """The (1, frequencies, frames) spectrogram of ``path``, a WAV file or a video whose audio track
+        is read; ``segment`` = (start, end) in seconds."""
+        samples, rate = read_audio(path)
         samples = resample(samples, rate, self.sample_rate)
         if segment is not None:
             start, end = (int(round(t * self.sample_rate)) for t in segment)
@@ -156,6 +177,14 @@ class SpectrogramRecipe:
 # ---------------------------------------------------------------------------------------------- images
 
 
+def image_pixels(image, size: int, mode: str = "RGB") -> np.ndarray:
+    """A Pillow image resized to ``size``×``size`` (bilinear), as (channels, H, W) float32 in [0, 1]."""
+    Image = require("PIL.Image", "datasets", "reading images")
+
+    pixels = np.asarray(image.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
 def read_image(path: Path, size: int, mode: str = "RGB") -> np.ndarray:
     """A JPEG (or any Pillow image) resized to ``size``×``size``, as (channels, H, W) float32 in [0, 1]."""
     Image = require("PIL.Image", "datasets", "reading images")
@@ -163,11 +192,9 @@ def read_image(path: Path, size: int, mode: str = "RGB") -> np.ndarray:
     require_file(path, "frame")
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.float32)
+            return image_pixels(image, size, mode)
     except Exception as error:
         raise DataError(f"cannot read image {path}: {error}") from None
-    pixels = pixels / 255.0
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def list_images(folder: Path, pattern: str | None = None) -> list[Path]:
@@ -181,15 +208,30 @@ def list_images(folder: Path, pattern: str | None = None) -> list[Path]:
     return names
 
 
+def normalized_stack(images: Sequence[np.ndarray]) -> np.ndarray:
+    """RGB images (3, S, S) in [0, 1] → one ImageNet-normalised float16 stack (3, frames, S, S)."""
+    return np.stack([(image - IMAGENET_MEAN) / IMAGENET_STD for image in images], axis=1).astype(np.float16)
+
+
 def read_frames(folder: Path, frames: int, size: int, pattern: str | None = None) -> np.ndarray:
     """``frames`` RGB frames spread evenly over the clip, ImageNet-normalised: (3, frames, size, size).
 
-    The test-time transform of the reference code (resize to a square, normalise); random crops and
-    flips are left out because the result is cached once. Stored as float16.
+    The test-time transform of the reference code (resize the whole frame to a square, normalise); the
+    training-time random crop and flip are applied per batch (:mod:`erlmr.data.augment`). Stored as
+    float16.
     """
     names = list_images(folder, pattern)
-    stack = [(read_image(names[i], size) - IMAGENET_MEAN) / IMAGENET_STD for i in pick_evenly(len(names), frames)]
-    return np.stack(stack, axis=1).astype(np.float16)
+    return normalized_stack([read_image(names[i], size) for i in pick_evenly(len(names), frames)])
+
+
+def read_video_frames(
+    path: Path, frames: int, size: int, fps: int | None = 1, seconds: tuple[float, float] | None = None
+) -> np.ndarray:
+    """:func:`read_frames` for a video file: ``frames`` of the frames the extraction scripts keep at
+    ``fps`` per second (every frame for None; only seconds start..end with ``seconds``), picked the
+    same way from the same list, so the stack equals that of the extracted folder up to JPEG loss."""
+    kept = sample_frames(path, fps, seconds)
+    return normalized_stack([image_pixels(kept[i], size) for i in pick_evenly(len(kept), frames)])
 
 
 # ------------------------------------------------------------------------------------------- MATLAB

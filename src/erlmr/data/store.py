@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import struct
@@ -19,13 +20,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from .augment import BatchAugment
 from .base import DatasetSplits, Split, stratified_split
 
 FORMAT_VERSION = 1
@@ -55,7 +57,9 @@ class Recipe:
     the channel axis of its samples; each channel is then standardised with train statistics.
     ``sources`` names, per split, the file or folder that lists it (for the empty-split message).
     ``val_by_group`` carves a missing validation split from whole groups of train (e.g. UCF101's clips
-    of one video group) instead of from single records.
+    of one video group) instead of from single records. ``workers`` processes decode the records (None:
+    one per usable core); it does not change the arrays. ``augment`` is the training-time augmentation
+    the splits declare (:mod:`erlmr.data.augment`); it is applied per batch, never stored.
     """
 
     name: str
@@ -68,6 +72,8 @@ class Recipe:
     default_encoders: dict[str, str] = field(default_factory=dict)
     standardize: dict[str, int] = field(default_factory=dict)
     val_by_group: bool = False
+    workers: int | None = None
+    augment: BatchAugment | None = None
 
     def fingerprint(self) -> str:
         described = {
@@ -181,14 +187,54 @@ def check_agreement(record: Record, arrays: dict[str, np.ndarray], shapes: dict[
             )
 
 
+# The recipe the pool's processes decode: set before they fork, so that they inherit it (a recipe's
+# decode function is a closure, which cannot be pickled to a spawned process).
+_POOL_RECIPE: Recipe | None = None
+
+
+def decode_record(index: int) -> dict[str, np.ndarray] | str:
+    """Record ``index`` of the pool's recipe decoded, or the message of the DataError that stopped it."""
+    try:
+        return _POOL_RECIPE.decode(_POOL_RECIPE.records[index])
+    except DataError as error:
+        return str(error)
+
+
+def start_worker() -> None:
+    torch.set_num_threads(1)  # one process per core; torch.stft would otherwise start a thread per core too
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def decoded_records(recipe: Recipe, workers: int | None) -> Iterator[dict[str, np.ndarray] | str]:
+    """Every record of ``recipe`` decoded in order, by ``workers`` processes (None: one per usable core;
+    one process, or a platform without fork, decodes in this process)."""
+    global _POOL_RECIPE
+    workers = min(usable_cores() if workers is None else workers, len(recipe.records))
+    _POOL_RECIPE = recipe
+    try:
+        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            yield from map(decode_record, range(len(recipe.records)))
+            return
+        with multiprocessing.get_context("fork").Pool(workers, initializer=start_worker) as pool:
+            yield from pool.imap(decode_record, range(len(recipe.records)), chunksize=2)
+    finally:
+        _POOL_RECIPE = None
+
+
 def decode_all(recipe: Recipe, writers: dict[str, Any], skip_bad: bool) -> tuple[list[int], list[str]]:
     """Decode every record into ``writers``; returns the record index of every row and the skipped."""
     row_record: list[int] = []
     skipped: list[str] = []
     shapes: dict[str, tuple] = {}
-    for index, record in enumerate(tqdm(recipe.records, desc=f"decoding {recipe.name}", unit="rec", disable=None)):
+    outcomes = decoded_records(recipe, recipe.workers)
+    bar = tqdm(outcomes, total=len(recipe.records), desc=f"decoding {recipe.name}", unit="rec", disable=None)
+    for index, (arrays, record) in enumerate(zip(bar, recipe.records)):
         try:
-            arrays = recipe.decode(record)
+            if isinstance(arrays, str):
+                raise DataError(arrays)
             check_agreement(record, arrays, shapes)
         except DataError as error:
             if not skip_bad:
@@ -398,5 +444,6 @@ def load_recipe(
         groups[name] = [recipe.records[i].group for i in owners]
     return RecordedSplits(
         recipe.name, recipe.modalities, recipe.classes, splits["train"], splits["val"], splits["test"],
-        dict(recipe.default_encoders), keys=keys, groups=groups, skipped=decoded.skipped, cache=decoded.folder,
+        dict(recipe.default_encoders), augment=recipe.augment, keys=keys, groups=groups, skipped=decoded.skipped,
+        cache=decoded.folder,
     )

@@ -7,12 +7,15 @@ has 9537 / 3783 videos); test groups never appear in train. Frames and flow in t
 two-stream release (Feichtenhofer et al., CVPR 2016) that BalanceBenchmark's UCF101 loader
 (github.com/GeWu-Lab/BalanceBenchmark) also reads: ``jpegs_256/<video>/frame000001.jpg`` and
 ``tvl1_flow/{u,v}/<video>/frame000001.jpg``. Folder names are matched without regard to case, since the
-lists write ``HandstandPushups`` where the videos say ``HandStandPushups``.
+lists write ``HandstandPushups`` where the videos say ``HandStandPushups``. Without ``jpegs_256/``, the
+RGB frames are decoded from the distributed videos ``UCF-101/<Class>/<video>.avi`` (every frame, as the
+two-stream release extracts them; :mod:`erlmr.data.video`); the TV-L1 flow is read from its release.
 
 Samples: RGB ``frames`` frames spread over the video, ImageNet-normalised → (3, frames, S, S); flow the
 same positions of the x (u) and y (v) flow images mapped from [0, 255] to [-1, 1] → (2, frames, S, S).
 The validation split is carved from whole training groups, since the clips of one group come from the
-same long video.
+same long video. At training, BalanceBenchmark's horizontal flip of the RGB and flow frames (``augment``;
+it crops nothing).
 """
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ import numpy as np
 
 from ..errors import DataError
 from .base import DATASETS
-from .media import find_dir, list_images, pick_evenly, read_frames, read_image, read_lines
+from .augment import FrameAugment
+from .media import choose_source, find_dir, list_images, pick_evenly, read_frames, read_image, read_lines, read_video_frames
 from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .video import index_videos
 
 GROUP = re.compile(r"_g(\d+)_c\d+$")
+FRAME_ROOTS = ["jpegs_256", "ucf101_jpegs_256/jpegs_256"]  # the two-stream release, unzipped or not
 
 
 @lru_cache(maxsize=8)
@@ -91,10 +97,15 @@ def load_ucf101(
     split: int = 1,
     frames: int = 3,
     image_size: int = 224,
+    rgb_source: str = "auto",
+    augment: bool = True,
     cache: bool = True,
     cache_dir: str | None = None,
     skip_bad: bool = False,
+    workers: int | None = None,
 ) -> RecordedSplits:
+    """``rgb_source``: ``frames`` (``jpegs_256/``), ``video`` (``UCF-101/``) or ``auto`` (frames when
+    that folder exists)."""
     require_positive("ucf101", frames=frames, image_size=image_size)
     folder = dataset_root(root, "ucf101")
     if split not in (1, 2, 3):
@@ -103,12 +114,14 @@ def load_ucf101(
     classes = read_classes(lists_root / "classInd.txt")
     lists = {"train": lists_root / f"trainlist0{split}.txt", "test": lists_root / f"testlist0{split}.txt"}
     records = [r for name, path in lists.items() for r in parse_list(path, name, classes)]
-    rgb_root = find_dir(folder, ["jpegs_256", "ucf101_jpegs_256/jpegs_256"], "the UCF101 RGB frames")
+    extracted = next((folder / c for c in FRAME_ROOTS if (folder / c).is_dir()), folder / FRAME_ROOTS[0])
+    rgb = choose_source("ucf101", rgb_source, "rgb", {"frames": extracted, "video": folder / "UCF-101"})
     flow_root = find_dir(folder, ["tvl1_flow", "ucf101_tvl1_flow/tvl1_flow"], "the UCF101 optical flow")
+    read_rgb = rgb_frames(folder, rgb, frames, image_size)
 
     def decode(record: Record) -> dict:
         return {
-            "rgb": read_frames(video_dir(rgb_root, record.key), frames, image_size)[None],
+            "rgb": read_rgb(record.key)[None],
             "flow": read_flow(flow_root / "u", flow_root / "v", record.key, frames, image_size)[None],
         }
 
@@ -118,9 +131,24 @@ def load_ucf101(
         classes=classes,
         records=records,
         decode=decode,
-        settings={"split": split, "frames": frames, "image_size": image_size},
+        settings={"split": split, "frames": frames, "image_size": image_size, "sources": {"rgb": rgb}},
         sources={name: str(path) for name, path in lists.items()},
         default_encoders={"rgb": "resnet18", "flow": "resnet18"},
         val_by_group=True,
+        workers=workers,
+        augment=FrameAugment(("rgb", "flow"), resized_crop=False) if augment else None,
     )
     return load_recipe(recipe, folder, seed, val_fraction, cache, cache_dir, skip_bad)
+
+
+def rgb_frames(folder: Path, source: str, frames: int, size: int):
+    """The reader of a video's RGB stack: from the extracted JPEGs, or from its ``.avi`` (every frame)."""
+    if source == "frames":
+        rgb_root = find_dir(folder, FRAME_ROOTS, "the UCF101 RGB frames")
+        return lambda video: read_frames(video_dir(rgb_root, video), frames, size)
+    videos = {name.lower(): path for name, path in index_videos(folder / "UCF-101").items()}
+
+    def read(video: str):
+        return read_video_frames(videos.get(video.lower(), folder / "UCF-101" / f"{video}.avi"), frames, size, fps=None)
+
+    return read

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
-from ..options import CheckedOptions, one_of, ranged
+from ..options import CheckedOptions, log_uniform, one_of, ranged
 from ..parallel import all_reduce_mean, all_reduce_sum
 from .base import METHODS, Method, MethodContext, StepResult
 
@@ -27,7 +27,7 @@ FALLBACK_KEEP = 0.5
 @dataclass
 class AMSSOptions(CheckedOptions):
     #: softmax temperature T over the modalities' information rates (argparse default; A-V README commands keep it)
-    temperature: float = ranged(0.2, gt=0)
+    temperature: float = ranged(0.2, gt=0, search=log_uniform(0.05, 1.0))
     #: added to H(Y) − H(Y|X_m) before dividing by H(X_m) (0.5 in the audio-visual code)
     offset: float = ranged(0.5)
     #: added to every keep ratio before clamping (README: 0 for audio-visual and NVGesture)

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.fusion import FusionHead
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, log_uniform, ranged, uniform
 from ..parallel import all_reduce_mean, all_reduce_mean_lists
 from .base import METHODS, Method, MethodContext, StepResult
 
@@ -27,9 +27,9 @@ IMPROVEMENT_EPSILON = 1e-8
 @dataclass
 class CGGMOptions(CheckedOptions):
     #: ρ: every encoder gradient is scaled by ρ·B_m (1.3 for MOSI, IEMOCAP and Food-101 in run/*_run.py)
-    rho: float = ranged(1.3, gt=0)
+    rho: float = ranged(1.3, gt=0, search=uniform(1.0, 2.0))
     #: λ: weight of the direction loss (0.2 in the README command and for MOSI/IEMOCAP; Food-101 0.05)
-    lam: float = ranged(0.2, ge=0)
+    lam: float = ranged(0.2, ge=0, search=log_uniform(0.02, 0.5))
     #: clip the model's gradients to this global norm after modulation (official --clip 0.8); 0 = off
     clip_norm: float = ranged(0.8, ge=0)
     #: |Σ_m Δ_m| below this → B_m = 1 and no scaling that step (not in the official code; 0 = off)

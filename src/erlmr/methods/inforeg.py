@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.model import MultiModalModel
-from ..options import CheckedOptions, ranged
+from ..options import CheckedOptions, ranged, uniform
 from .base import METHODS, Method, MethodContext, StepResult
 from .scores import mean_of_others, true_class_scores
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 @dataclass
 class InfoRegOptions(CheckedOptions):
     #: c in β_m = c·exp(tanh(gap)) (0.95 when audio leads in the official code; 0.1 when visual leads)
-    strength: float = ranged(0.95, ge=0)
+    strength: float = ranged(0.95, ge=0, search=uniform(0.1, 1.0))
     #: the window is open while the trace's relative growth k exceeds this (0.05; 0.04 in the March 2025 code)
     window_threshold: float = ranged(0.05)
     #: W: epochs over which the trace's growth is measured (10, zero-padded history)

@@ -1,5 +1,6 @@
 """A run folder: ``config.yaml`` (written first), ``metrics.jsonl`` (a line per epoch), ``best.pt`` and
-``last.pt`` (checkpoints) and, only once the run has completed, ``summary.json`` (written last).
+``last.pt`` (checkpoints), ``feature_maps.npz`` (the 2-D maps of the features, written at the end unless
+switched off) and, only once the run has completed, ``summary.json`` (written last).
 :class:`RunFolder` is the only code that reads or writes those files.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import yaml
 
@@ -19,6 +21,7 @@ from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_js
 from .runstate import check_free_space
 
 CONFIG, METRICS, BEST, LAST, SUMMARY = "config.yaml", "metrics.jsonl", "best.pt", "last.pt", "summary.json"
+FEATURE_MAPS = "feature_maps.npz"
 #: 2: model and method states are module state dicts (methods are nn.Modules); 1 predates that
 CHECKPOINT_FORMAT = 2
 
@@ -95,6 +98,10 @@ class RunFolder:
         except OSError as error:
             raise self._write_failed(self.path / SUMMARY, error) from None
 
+    def write_feature_maps(self, arrays: dict[str, Any]) -> None:
+        """``feature_maps.npz`` (see :mod:`erlmr.analysis.features`), written atomically."""
+        self._write(FEATURE_MAPS, lambda f: np.savez(f, **arrays))
+
     def _write(self, name: str, write: Any, mode: str = "wb") -> None:
         try:
             atomic_write(self.path / name, write, mode=mode)
@@ -134,6 +141,13 @@ class RunFolder:
 
     def load_checkpoint(self, name: str, device: str | torch.device = "cpu") -> dict:
         return read_checkpoint(self.path / name, device)
+
+    def read_feature_maps(self) -> dict[str, np.ndarray] | None:
+        """The arrays of ``feature_maps.npz``, or None for a run without one (switched off, or older)."""
+        if not self.has(FEATURE_MAPS):
+            return None
+        with np.load(self.path / FEATURE_MAPS, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
 
     def read_summary(self) -> dict:
         return json.loads((self.path / SUMMARY).read_text())

@@ -20,8 +20,9 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 
-#: config keys that say where and how visibly a run happens, not what it computes: they may differ on resume
-RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_dir")}
+#: config keys that say where and how visibly a run happens, or what it measures once trained, not what it
+#: trains: they may differ on resume (and runs from before the measurement keys existed still load)
+RUN_PLACEMENT_KEYS = {"train": ("quiet", "device", "num_workers", "out", "run_dir", "linear_probe", "feature_maps")}
 
 
 def capture_rng(cuda: bool) -> dict[str, Any]:

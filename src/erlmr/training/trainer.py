@@ -20,6 +20,7 @@ from ..analysis.alarm import ImbalanceAlarm
 from ..analysis.cost import PeakMemory, StepTimer, cost_report
 from ..analysis.datacheck import check_data
 from ..analysis.evaluation import evaluate, imbalance_report
+from ..analysis.features import record_features
 from ..analysis.metrics import confusion_matrix
 from ..config import Config, parse_override
 from ..data import Split, load_dataset
@@ -238,6 +239,8 @@ class Trainer:
                    disable=self.quiet, leave=False)
         for index, (inputs, labels, samples) in enumerate(bar, start=first_step):
             inputs, labels = to_device(inputs, labels, self.device)
+            if self.splits.augment is not None:  # the dataset's training-time crop/flip, drawn from (seed, epoch, step)
+                inputs = self.splits.augment(inputs, self.config.train.seed, epoch, index)
             totals.add(self.train_step(epoch, index, inputs, labels, samples), labels)
             if not self.quiet:
                 bar.set_postfix(loss=f"{float(totals.loss) / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.3f}")
@@ -419,6 +422,7 @@ class Trainer:
             "cost": cost_report(self.model, self.method, self.splits.train, self.device, self.step_timer, memory),
             "alarms": [] if self.alarm is None else list(self.alarm.raised.values()),
         }
+        record_features(summary, self.model, self.method, self.splits, cfg.train, self.device, self.folder)
         self.folder.write_summary(summary)
         if self.tensorboard is not None:
             self.tensorboard.close()

@@ -69,6 +69,9 @@ def open_storage(url: str, heartbeat: int) -> Any:
         except ConfigError:
             raise
         except Exception as error:  # noqa: BLE001 - SQLAlchemy and the drivers raise many kinds; the message helps
+            if "already exists" in str(error):  # SQLite's side of the same race ("table studies already exists")
+                time.sleep(0.5 * (attempt + 1))
+                continue
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigError(f"cannot open the study storage {shown(url)}: {reason}. Give {STORAGE_FORMS}") from None
     raise ConfigError(f"cannot open the study storage {shown(url)}: its tables could not be created; try again")

@@ -38,6 +38,8 @@ from .storage import default_storage, import_optuna, open_storage, shown
 
 #: config keys that say where and how a run executes, not what it computes: workers may differ in them
 LOCAL_KEYS = {"out", "run_dir", "quiet", "device", "num_workers", "tensorboard"}
+#: a trial measures no linear probe and draws no feature map: both read the test split (docs/metrics.md)
+TRIAL_KEYS = ("train.linear_probe=false", "train.feature_maps=false")
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ def trial_objective(optuna: Any, plan: Plan, settings: TuneSettings, config_path
         run_dir = plan.folder / f"trial{trial.number}"
         record = {"study": plan.study_name, "number": trial.number, "params": params, "state": "RUNNING"}
         mark(run_dir, record)
-        keys = [*plan.overrides, *as_overrides(params), f"train.run_dir={json.dumps(str(run_dir))}", "train.quiet=true"]
+        keys = [*plan.overrides, *as_overrides(params), f"train.run_dir={json.dumps(str(run_dir))}", "train.quiet=true",
+                *TRIAL_KEYS]
         try:
             result = train(load_config(config_path, keys), on_epoch=reporter(trial, settings.metric))
         except TrialPruned as stop:

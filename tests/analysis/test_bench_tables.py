@@ -1,0 +1,20 @@
+"""Bench tables: the paired interval of each method's difference to joint, and whether fusion pays."""
+from erlmr.analysis.bench import markdown_table, summary_tables
+
+
+def rows(method, accuracies, **extra):
+    return [{"dataset": "d", "method": method, "seed": s, "accuracy": a, "macro_f1": a, "acc_audio": a,
+             "imbalance_degree": 0.1, "step_time_s": 0.01, **extra} for s, a in enumerate(accuracies)]
+
+
+def test_difference_to_joint_is_paired_by_seed_and_fusion_that_does_not_pay_is_flagged():
+    grid = [*rows("joint", [0.80, 0.82, 0.84]), *rows("erlmr", [0.85, 0.87, 0.89]), *rows("ogm", [0.70, 0.90, 0.80]),
+            *rows("unimodal (modality=audio)", [0.86, 0.86, 0.86])]
+    headings, lines = summary_tables(grid)["d"]
+    assert headings[-2:] == ["Δ accuracy vs joint [95% CI]", "beats unimodal (modality=audio)"]
+    cells = {line[0]: line for line in lines}
+    assert cells["erlmr"][-2] == "+0.050 [+0.050, +0.050] *"  # the same gain on every seed: the interval excludes 0
+    assert not cells["ogm"][-2].endswith("*")  # -0.02 on average, with a wide interval
+    assert cells["erlmr"][-1] == "yes" and cells["joint"][-1] == "**no**" and cells["ogm"][-1] == "**no**"
+    assert cells["joint"][-2] == "" and cells["unimodal (modality=audio)"][-1] == ""
+    assert "**no**" in markdown_table(grid)
