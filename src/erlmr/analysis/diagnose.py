@@ -76,14 +76,14 @@ def diagnose(
     if not data:
         raise DataError("diagnose got no batches; give an iterable of (dict of modality tensors, labels)")
     order = list(modalities or data[0][0])
-    takes_absent = _takes_absent(model)
+    asks_empty = takes_absent(model)
 
     def predict(inputs: Mapping[str, torch.Tensor], absent: Sequence[str]) -> torch.Tensor:
-        if takes_absent:
+        if asks_empty:
             return logits_of(model(inputs, absent=list(absent)))
         return logits_of(model({m: x for m, x in inputs.items() if m not in absent}))
 
-    value = subset_accuracies_of(predict, data, order, order, ask_empty=takes_absent)
+    value = subset_accuracies_of(predict, data, order, order, ask_empty=asks_empty)
     report = imbalance_from(value, order, order)
     report["accuracy"] = value[frozenset(order)]
     report["modality_accuracy"] = _modality_accuracy(model, data, order)
@@ -117,7 +117,8 @@ def _modality_accuracy(model: Callable[..., Any], data: list[Batch], order: Sequ
     return {m: accuracy(torch.cat(p), labels) for m, p in predictions.items()}
 
 
-def _takes_absent(model: Callable[..., Any]) -> bool:
+def takes_absent(model: Callable[..., Any]) -> bool:
+    """Whether ``model`` takes the ``absent`` keyword, so that it is asked for v(∅) itself."""
     try:
         return "absent" in inspect.signature(model.forward if isinstance(model, nn.Module) else model).parameters
     except (TypeError, ValueError):

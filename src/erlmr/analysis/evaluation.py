@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Callable, Collection, ContextManager, Iterable, Mapping, Sequence
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from ..data import Split
 from ..methods import Method
 from ..nn.model import MultiModalModel
-from .metrics import accuracy, imbalance_degree, macro_f1, shapley_values
+from .metrics import accuracy, confusion_matrix, imbalance_degree, macro_f1, macro_f1_of_confusion, shapley_values
 
 
 def subsets_of(players: Sequence[str]) -> list[frozenset[str]]:
@@ -44,11 +45,11 @@ def evaluate(
     fused, per_modality, labels_all = [], {m: [] for m in model.modalities if m not in absent}, []
     total_loss = 0.0
     for inputs, labels in split.batches(batch_size, device):
-        output = method.predict(model, inputs, absent)
-        total_loss += float(F.cross_entropy(output.logits, labels, reduction="sum"))
-        fused.append(output.logits.argmax(1).cpu())
+        batch = predict_batch(model, method, inputs, labels, absent)
+        total_loss += batch.loss
+        fused.append(batch.fused)
         for m in per_modality:
-            per_modality[m].append(output.modality_logits[m].argmax(1).cpu())
+            per_modality[m].append(batch.modality[m])
         labels_all.append(labels.cpu())
     predictions, labels = torch.cat(fused), torch.cat(labels_all)
     return {
@@ -59,6 +60,27 @@ def evaluate(
         "predictions": predictions,
         "labels": labels,
     }
+
+
+@dataclass
+class BatchPrediction:
+    """One batch's summed cross-entropy and its predicted classes (on the CPU), fused and per modality."""
+
+    loss: float
+    fused: torch.Tensor
+    modality: dict[str, torch.Tensor]
+
+
+@torch.no_grad()
+def predict_batch(
+    model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
+    absent: Collection[str] = (),
+) -> BatchPrediction:
+    """The method's prediction for one batch, what every evaluation pass adds up."""
+    output = method.predict(model, inputs, absent)
+    modality = {m: output.modality_logits[m].argmax(1).cpu() for m in model.modalities if m not in absent}
+    loss = float(F.cross_entropy(output.logits, labels, reduction="sum"))
+    return BatchPrediction(loss, output.logits.argmax(1).cpu(), modality)
 
 
 #: predicts logits for a batch with some modalities absent: ``predict(inputs, absent) -> (B, C) logits``
@@ -79,15 +101,25 @@ def subset_accuracies_of(
     correct, class_counts = dict.fromkeys(subsets, 0), torch.zeros(0, dtype=torch.long)
     for inputs, labels in batches:
         with per_batch():
-            for subset in subsets:
-                logits = predict(inputs, [m for m in modalities if m not in subset])
-                correct[subset] += int((logits.argmax(1) == labels).sum())
+            for subset, count in zip(subsets, subset_correct(predict, inputs, labels, modalities, subsets)):
+                correct[subset] += count
         class_counts = _add_counts(class_counts, torch.bincount(labels.cpu()))
     seen = max(int(class_counts.sum()), 1)
     value = {subset: count / seen for subset, count in correct.items()}
     if not ask_empty:
         value[frozenset()] = int(class_counts.max()) / seen if len(class_counts) else 0.0
     return value
+
+
+def subset_correct(
+    predict: Predictor, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, modalities: Sequence[str],
+    subsets: Sequence[frozenset[str]],
+) -> list[int]:
+    """How many samples of one batch ``predict`` gets right with each subset's outside modalities absent."""
+    return [
+        int((predict(inputs, [m for m in modalities if m not in subset]).argmax(1) == labels).sum())
+        for subset in subsets
+    ]
 
 
 def _add_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -141,3 +173,49 @@ def imbalance_report(
     players = [m for m in model.modalities if m not in absent]
     value = subset_accuracies(model, method, split, batch_size, device, absent)
     return imbalance_from(value, players, model.modalities)
+
+
+class EvaluationTally:
+    """The sums behind the validation metrics, added one batch at a time: for a loop that is handed its
+    batches (a Lightning module's ``validation_step``) instead of iterating a split.
+
+    ``sums`` is one float64 tensor (summed loss, the confusion matrix, each modality's and each subset's
+    correct predictions), so a distributed run adds the ranks' tallies in one all-reduce before
+    :meth:`metrics` reads them. The metrics are :func:`evaluate`'s and :func:`imbalance_report`'s over
+    the same batches.
+    """
+
+    def __init__(self, modalities: Sequence[str], num_classes: int):
+        self.modalities, self.num_classes = list(modalities), num_classes
+        self.subsets = subsets_of(self.modalities)
+        self.sizes = [1, num_classes * num_classes, len(self.modalities), len(self.subsets)]
+        self.sums = torch.zeros(sum(self.sizes), dtype=torch.float64)
+
+    @torch.no_grad()
+    def add(
+        self, model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
+    ) -> None:
+        """Add one batch (on the model's device). Each encoder runs once for all 2^M subsets."""
+        with model.reusing_encodings():
+            batch = predict_batch(model, method, inputs, labels)
+            predict: Predictor = lambda x, missing: method.predict(model, x, missing).logits  # noqa: E731
+            subsets = subset_correct(predict, inputs, labels, self.modalities, self.subsets)
+        labels = labels.cpu()
+        confusion = confusion_matrix(batch.fused, labels, self.num_classes).flatten().tolist()
+        modality = [int((batch.modality[m] == labels).sum()) for m in self.modalities]
+        self.sums += torch.tensor([batch.loss, *confusion, *modality, *subsets], dtype=torch.float64)
+
+    def metrics(self, sums: torch.Tensor | None = None) -> dict[str, Any]:
+        """Accuracy, loss, macro-F1, each modality's accuracy and the imbalance report, from ``sums``
+        (default: this tally's own; pass the sum over ranks in a distributed run)."""
+        loss, confusion, modality, subsets = (self.sums if sums is None else sums).double().cpu().split(self.sizes)
+        confusion = confusion.reshape(self.num_classes, self.num_classes)
+        seen = max(float(confusion.sum()), 1.0)
+        value = {subset: float(count) / seen for subset, count in zip(self.subsets, subsets)}
+        return {
+            "accuracy": float(confusion.trace()) / seen,
+            "loss": float(loss) / seen,
+            "macro_f1": macro_f1_of_confusion(confusion),
+            "modality_accuracy": {m: float(c) / seen for m, c in zip(self.modalities, modality)},
+            **imbalance_from(value, self.modalities, self.modalities),
+        }

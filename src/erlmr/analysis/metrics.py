@@ -20,7 +20,12 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
 
 def macro_f1(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
     """Unweighted mean of per-class F1 over the classes present in labels or predictions."""
-    matrix = confusion_matrix(predictions, labels, num_classes).double()
+    return macro_f1_of_confusion(confusion_matrix(predictions, labels, num_classes))
+
+
+def macro_f1_of_confusion(matrix: torch.Tensor) -> float:
+    """:func:`macro_f1` from a confusion matrix (rows: true class, columns: predicted class)."""
+    matrix = matrix.double()
     true_positive = matrix.diag()
     predicted = matrix.sum(0)
     actual = matrix.sum(1)

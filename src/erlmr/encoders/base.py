@@ -33,13 +33,24 @@ def build_encoder(name: str, input_shape: tuple[int, ...], options: Mapping[str,
     Any factory is called as ``factory(input_shape, **options)`` and must return an ``nn.Module`` with an
     ``output_shape``: ``(C, L)`` for a feature map, ``(D,)`` for a vector.
     """
-    encoder = ENCODERS.build(name, options, input_shape)
+    return check_encoder(ENCODERS.build(name, options, input_shape), f"encoder {name!r}")
+
+
+def is_output_shape(shape: object) -> bool:
+    """True for ``(C, L)`` or ``(D,)`` of positive ints."""
+    if not isinstance(shape, (tuple, list)) or len(shape) not in (1, 2):
+        return False
+    return all(isinstance(n, int) and n > 0 for n in shape)
+
+
+def check_encoder(encoder: object, what: str) -> nn.Module:
+    """``encoder`` itself, if it is an ``nn.Module`` with an ``output_shape`` of (C, L) or (D,)."""
     if not isinstance(encoder, nn.Module):
-        raise ConfigError(f"encoder {name!r} returned a {type(encoder).__name__}, not a torch.nn.Module")
+        raise ConfigError(f"{what} is a {type(encoder).__name__}, not a torch.nn.Module")
     shape = getattr(encoder, "output_shape", None)
-    if not (isinstance(shape, (tuple, list)) and len(shape) in (1, 2) and all(isinstance(n, int) and n > 0 for n in shape)):
+    if not is_output_shape(shape):
         raise ConfigError(
-            f"encoder {name!r} ({type(encoder).__name__}) must set output_shape to the shape of one sample's "
+            f"{what} ({type(encoder).__name__}) must set output_shape to the shape of one sample's "
             f"output, (C, L) for a feature map or (D,) for a vector; it has {shape!r}"
         )
     return encoder

@@ -88,20 +88,30 @@ def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = Tr
     shapes = spec.input_shapes
     options = config.encoder_options if initial_weights else without_initial_weights(config.encoder_options)
     encoders = {m: build_encoder(spec.encoders[m], shapes[m], options.get(m, {})) for m in spec.modalities}
-    euler = None
-    if spec.euler:
-        euler = EulerRepresentation(
-            [encoders[m].output_shape for m in spec.modalities],
+    normalizer = None if spec.normalization == "none" else InputNormalizer(shapes, spec.normalization)
+    return assemble_model(config, spec.modalities, encoders, spec.num_classes, spec.euler, shapes, normalizer)
+
+
+def assemble_model(
+    config: ModelConfig, modalities: Sequence[str], encoders: Mapping[str, nn.Module], num_classes: int, euler: bool,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None, normalizer: InputNormalizer | None = None,
+) -> MultiModalModel:
+    """The model around ``encoders`` (erlmr's or a user's, each with a checked ``output_shape``:
+    :func:`erlmr.encoders.base.check_encoder`): the Euler representation when ``euler``, then the
+    configured fusion head."""
+    representation = None
+    if euler:
+        representation = EulerRepresentation(
+            [tuple(encoders[m].output_shape) for m in modalities],
             config.euler_dim,
             config.euler_dropout,
             config.shared_projection,
         )
-        widths = [2 * config.euler_dim] * len(spec.modalities)
+        widths = [2 * config.euler_dim] * len(modalities)
     else:
-        widths = [encoders[m].output_shape[0] for m in spec.modalities]
-    head = FUSIONS.build(config.fusion, config.fusion_options, widths, spec.num_classes)
-    normalizer = None if spec.normalization == "none" else InputNormalizer(shapes, spec.normalization)
-    return MultiModalModel(spec.modalities, encoders, head, euler, shapes, normalizer)
+        widths = [encoders[m].output_shape[0] for m in modalities]
+    head = FUSIONS.build(config.fusion, config.fusion_options, widths, num_classes)
+    return MultiModalModel(modalities, encoders, head, representation, input_shapes, normalizer)
 
 
 def build_training_method(

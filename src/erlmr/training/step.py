@@ -62,11 +62,16 @@ class StepContext(Gradients):
         """Update the parameters with the gradients so far and clear them, for a method that takes
         several updates per batch (alternating unimodal steps, say). The trainer then takes none."""
         self.synchronize()
+        self.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+
+    def update(self) -> None:
+        """Clip the gradients (``grad_clip``) and apply the optimiser: what a loop that owns the
+        optimiser (erlmr.lightning, through the LightningOptimizer) does its own way."""
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_steps += 1
 
     def finish(self) -> None:
         """The step's update, unless the method already took its own (:meth:`optimizer_step`)."""
