@@ -69,7 +69,24 @@ def workloads() -> dict[str, Workload]:
             "sensor", {"acc": (3, 200), "gyro": (3, 200)}, {"acc": "sensor_cnn", "gyro": "sensor_cnn"},
             12, 16, 1584, "USC-HAD shapes, the authors' `sensor_cnn`, Euler projection 3168 -> 1584 as in their code",
         ),
+        "mlp": Workload(
+            "mlp", {"a": (32,), "b": (16,)}, {"a": "mlp", "b": "mlp"}, 6, 16, ModelConfig().euler_dim,
+            "the array folder's default for vectors (two `mlp` encoders, 256 hidden, 2 layers) on tabular-sized inputs",
+        ),
+        "resnet18": Workload(
+            "resnet18", {"audio": (1, 257, 188), "visual": (3, 1, 224, 224)}, {"audio": "resnet18", "visual": "resnet18"},
+            6, 64, ModelConfig().euler_dim,
+            "CREMA-D shapes (spectrogram (1, 257, 188), one 224x224 frame), two ResNet-18s, concat head",
+        ),
     }
+
+
+def with_frames(workload: Workload, frames: int) -> Workload:
+    """The resnet18 workload with ``frames`` video frames per clip (the field uses one or three)."""
+    if workload.name != "resnet18" or frames == 1:
+        return workload
+    shapes = {**workload.shapes, "visual": (3, frames, 224, 224)}
+    return replace(workload, shapes=shapes, note=workload.note.replace("one 224x224 frame", f"{frames} 224x224 frames"))
 
 
 def synthetic_splits(workload: Workload, samples: int, seed: int) -> DatasetSplits:

@@ -86,7 +86,7 @@ def method_step(
     (through ``step_model``, e.g. a compiled model, when given), the gradients averaged over ranks,
     then the method's gradient hook (unless the method already updated the model itself). Follow it
     with ``step.finish()``."""
-    result = method.training_step(step_model or model, inputs, labels, step)
+    result = method.training_step(model if step_model is None else step_model, inputs, labels, step)
     step.synchronize()
     if not step.optimizer_steps:
         method.modify_gradients(model, result, labels)
