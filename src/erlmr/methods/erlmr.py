@@ -93,7 +93,7 @@ class ERLMR(Method):
         else:
             features = [output.features[m] for m in order] if o.pareto_mode == "features" else None
             weights = balanced_backward(
-                losses, model.parameters(), shared=model.shared_parameters(), features=features,
+                losses, model.parameters(), shared=None if features else model.shared_parameters(), features=features,
                 targets=None if targets is losses else targets, normalization=o.normalization,
                 weight_floor=o.weight_floor, gradients=step,
             )

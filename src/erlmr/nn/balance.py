@@ -73,6 +73,11 @@ class Gradients:
         all_reduce_mean_lists(grads)
         return grads
 
+    def feature_gradients(self, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Each loss's gradients with respect to ``features``, tensors of this rank's share of the batch
+        (zeros where unused), not averaged over ranks; the graph is kept."""
+        return [list(torch.autograd.grad(loss, features, retain_graph=True, materialize_grads=True)) for loss in losses]
+
     def add_gradients(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
         """Add ``grads`` (already averaged over ranks, e.g. built from :meth:`gradients`) to ``.grad``."""
         if is_distributed() and self._local_gradients:
@@ -121,13 +126,15 @@ def balanced_backward(
     """
     if len(losses) < 2 or (targets is not None and len(targets) != len(losses)):
         raise ConfigError(f"balanced_backward needs two or more losses (and as many targets); got {len(losses)}")
-    parameters = [p for p in parameters if p.requires_grad]
+    if features is None or gradients is None:  # features mode with a step's Gradients never lists them
+        parameters = [p for p in parameters if p.requires_grad]
     book = gradients or Gradients(parameters)
     on_device = getattr(book, "device_solve", False)
     if on_device and len(losses) != 2:
         raise ConfigError(f"solving the weights on the device (CUDA-graph capture) takes two losses, got {len(losses)}")
     if features is not None:
-        weights = _weights_from_features(losses, targets or losses, features, normalization, weight_floor, on_device)
+        grads = book.feature_gradients(targets or losses, features)
+        weights = _weights_from_features(grads, targets or losses, normalization, weight_floor, on_device)
         book.backward(weighted_sum(weights, losses))
     else:
         weights = _backward_on_parameters(
@@ -189,16 +196,15 @@ def weighted_sum(weights: torch.Tensor, losses: Sequence[torch.Tensor]) -> torch
 
 
 def _weights_from_features(
-    losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], features: Sequence[torch.Tensor],
-    normalization: str, floor: float, on_device: bool = False,
+    grads: Sequence[Sequence[torch.Tensor]], targets: Sequence[torch.Tensor], normalization: str, floor: float,
+    on_device: bool,
 ) -> torch.Tensor:
-    """Weights from the gradients with respect to ``features`` (MGDA-UB).
+    """Weights from each target's gradients with respect to the features (MGDA-UB).
 
     A rank's feature gradients are the rows of the global ones for its share of the batch, scaled by the
     world size (each rank's loss is a mean over its share), so the global Gram matrix is the sum over
     ranks of the local ones divided by the world size squared.
     """
-    grads = [torch.autograd.grad(t, features, retain_graph=True, materialize_grads=True) for t in targets]
     flat = torch.stack([torch.cat([g.flatten() for g in per_target]) for per_target in grads])
     gram = flat @ flat.T
     if world_size() > 1:
