@@ -156,7 +156,7 @@ class CudaGraphStep:
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             result = method_step(self.method, self.model, inputs, labels, step, self.step_model)
-            step.finish()
+            step.finish(clear_gradients=False)
         torch.cuda.current_stream().wait_stream(self.stream)
         return result
 
@@ -173,7 +173,7 @@ class CudaGraphStep:
         try:
             with torch.cuda.graph(graph):
                 self.result = method_step(self.method, self.model, self.inputs, self.labels, captured, self.step_model)
-                captured.finish()
+                captured.finish(clear_gradients=False)  # the graph's gradients stay where the trainer checks them
         except RuntimeError as error:
             raise ConfigError(
                 f"train.cuda_graphs: the step of method {type(self.method).__name__} could not be captured as a "

@@ -58,20 +58,22 @@ class StepContext(Gradients):
         self.samples = samples
         self.optimizer_steps = 0
 
-    def optimizer_step(self) -> None:
+    def optimizer_step(self, clear_gradients: bool = True) -> None:
         """Update the parameters with the gradients so far and clear them, for a method that takes
         several updates per batch (alternating unimodal steps, say). The trainer then takes none."""
         self.synchronize()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if clear_gradients:
+            self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
 
-    def finish(self) -> None:
-        """The step's update, unless the method already took its own (:meth:`optimizer_step`)."""
+    def finish(self, clear_gradients: bool = True) -> None:
+        """The step's update, unless the method already took its own (:meth:`optimizer_step`); with
+        ``clear_gradients`` false the gradients stay in ``.grad`` (a captured step's, for the checks after it)."""
         if not self.optimizer_steps:
-            self.optimizer_step()
+            self.optimizer_step(clear_gradients)
 
     def reset_optimizer_state(self) -> None:
         """Forget the optimiser's per-parameter state (momentum buffers), as a fresh optimiser would."""
