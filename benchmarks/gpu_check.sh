@@ -55,10 +55,10 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, report failur
 
 if [ "$DEV" = cuda ]; then
     SUFFIX=cuda ROUNDS="--rounds 30 --warmup 5" BIG="--rounds 20 --warmup 5" COMPILE="" EPOCH="--epochs 2"
-    SMALL=avdigits,sensor TRAIN="--epochs 3"
+    SMALL=avdigits,sensor TRAIN="--epochs 3" EVERY=()
 else  # DEV=cpu: the same stages, tiny, to check the script itself
     SUFFIX=cpucheck ROUNDS="--rounds 1 --warmup 1" BIG="--rounds 1 --warmup 1 --batch-size 2" COMPILE="--compile-backend aot_eager"
-    EPOCH="--epochs 1 --clips 8 --batch-size 4 --workers 0,1" SMALL=mlp TRAIN="--epochs 1"
+    EPOCH="--epochs 1 --clips 8 --batch-size 4 --workers 0,1" SMALL=mlp TRAIN="--epochs 1" EVERY=(--methods "erlmr features")
 fi
 ERLMR="erlmr fixed weights,erlmr params,erlmr features"
 DATASET=synthetic
@@ -70,7 +70,7 @@ stage "step cost, small networks, bf16, eager and CUDA graph" 120 "$PY" benchmar
 stage "step cost, avdigits, bf16, compiled step" 200 "$PY" benchmarks/step_cost.py --device "$DEV" --amp $ROUNDS $COMPILE \
     --workloads "${SMALL%%,*}" --methods "erlmr features" --variants compile --out "$OUT_DIR/step_cost_${SUFFIX}_bf16_compiled.md" >/dev/null
 stage "step cost, ResNet-18 at CREMA-D shapes, bf16" 150 "$PY" benchmarks/step_cost.py --device "$DEV" --amp $BIG \
-    --workloads resnet18 --variants channels-last,graphs --out "$OUT_DIR/step_cost_${SUFFIX}_resnet18_bf16.md" >/dev/null
+    --workloads resnet18 "${EVERY[@]}" --variants channels-last,graphs --out "$OUT_DIR/step_cost_${SUFFIX}_resnet18_bf16.md" >/dev/null
 stage "step cost, ResNet-18, three frames, bf16, ERL-MR" 90 "$PY" benchmarks/step_cost.py --device "$DEV" --amp $BIG \
     --workloads resnet18 --frames 3 --methods "$ERLMR" --out "$OUT_DIR/step_cost_${SUFFIX}_resnet18_3frames_bf16.md" >/dev/null
 stage "epochs from the memory-mapped cache against device tensors" 180 "$PY" benchmarks/epoch_cost.py --device "$DEV" $EPOCH \
