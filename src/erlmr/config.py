@@ -76,6 +76,10 @@ class TrainConfig:
     tensorboard: bool = False
     amp: Optional[bool] = None
     compile: bool = False
+    #: convolution weights stored channels-last (NHWC), the layout tensor cores read (erlmr.training.acceleration)
+    channels_last: bool = False
+    #: the whole training step captured as one CUDA graph and replayed (CUDA, methods that allow it)
+    cuda_graphs: bool = False
     #: warn (epoch log, summary.json) when a modality stays at chance though its inputs are informative
     imbalance_alarm: bool = True
     #: at the end: a linear probe of each modality's features (docs/metrics.md), needs erlmr[probes]

@@ -223,15 +223,6 @@ def test_params_mode_stays_exact_when_one_gradient_is_ten_thousand_times_smaller
         torch.testing.assert_close(p.grad, w[0] * a + w[1] * b, rtol=1e-4, atol=1e-9)
 
 
-def test_compile_option_compiles_the_model_that_training_steps_use(run_config, monkeypatch):
-    compiled = []
-    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or torch.nn.Identity())
-    small_trainer(run_config, method="joint")
-    assert compiled == []
-    trainer = small_trainer(run_config, method="joint", train={"compile": True})
-    assert compiled == [trainer.model] and isinstance(trainer.step_model, torch.nn.Identity)
-
-
 def test_without_the_euler_map_the_mmc_loss_is_the_per_modality_cross_entropy_alone(run_config):
     trainer = small_trainer(run_config, model={"euler": False})
     model, method = trainer.model.eval(), trainer.method

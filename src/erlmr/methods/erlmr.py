@@ -8,14 +8,14 @@ github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..nn.balance import balanced_backward
-from ..nn.losses import COSINE_AXES, MMCLoss
+from ..nn.balance import balanced_backward, weighted_sum
+from ..nn.losses import COSINE_AXES, MMCLoss, MMCTerms
 from ..nn.model import MultiModalModel
 from ..nn.pareto import NORMALIZATIONS
 from ..options import CheckedOptions, log_uniform, one_of, ranged
@@ -64,6 +64,8 @@ class ERLMR(Method):
 
     Options = ERLMROptions
     uses_euler = True
+    #: the step is a function of tensors alone (train.cuda_graphs may capture it)
+    cuda_graph_safe = True
 
     def __init__(self, model: MultiModalModel, options: ERLMROptions, context: MethodContext):
         super().__init__(model, options, context)
@@ -79,26 +81,23 @@ class ERLMR(Method):
     ) -> StepResult:
         output = model(inputs)
         order = model.modalities
-        fusion_ce = F.cross_entropy(output.logits, labels)
         # Without the Euler map (the ablation's model.euler: false) there are no phases and no phase term.
         phases = None if output.phases is None else [output.phases[m] for m in order]
-        terms = self.mmc.terms(phases, [output.modality_logits[m] for m in order], labels)
+        fusion_ce, terms = self.losses(output.logits, phases, [output.modality_logits[m] for m in order], labels)
         losses = [fusion_ce, terms.total]
         targets = losses if self.options.pareto_target == "mmc" else [fusion_ce, 2 * terms.phase]
         o = self.options
         if not o.pareto:
             weights = torch.tensor([o.fusion_weight, o.mmc_weight])
-            w_fusion, w_mmc = weights.tolist()
-            step.backward(w_fusion * fusion_ce + w_mmc * terms.total)
+            step.backward(weighted_sum(weights, losses))
         else:
             features = [output.features[m] for m in order] if o.pareto_mode == "features" else None
             weights = balanced_backward(
-                losses, model.parameters(), shared=model.shared_parameters(), features=features,
+                losses, model.parameters(), shared=None if features else model.shared_parameters(), features=features,
                 targets=None if targets is losses else targets, normalization=o.normalization,
                 weight_floor=o.weight_floor, gradients=step,
             )
         self.last_weights = weights
-        w_fusion, w_mmc = weights.tolist()
         logs = {
             "pareto_weight_fusion": weights[0],
             "pareto_weight_mmc": weights[1],
@@ -106,4 +105,15 @@ class ERLMR(Method):
             "fusion_ce": fusion_ce.detach(),
             "mmc_loss": terms.total.detach(),
         }
-        return StepResult((w_fusion * fusion_ce + w_mmc * terms.total).detach(), output, logs)
+        return StepResult(weighted_sum(weights, losses).detach(), output, logs)
+
+    def losses(
+        self, logits: torch.Tensor, phases: list[torch.Tensor] | None, modality_logits: list[torch.Tensor],
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, MMCTerms]:
+        """The fusion cross-entropy and the MMC loss's terms of one forward pass."""
+        return F.cross_entropy(logits, labels), self.mmc.terms(phases, modality_logits, labels)
+
+    def compile_losses(self, compile_fn: Callable) -> None:
+        """Compile :meth:`losses` with ``train.compile`` (forward and backward fused with the model's)."""
+        self.losses = compile_fn(self.losses)

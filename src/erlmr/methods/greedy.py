@@ -171,9 +171,7 @@ class Greedy(Method):
         ]
 
     def fuse(self, model: MultiModalModel, excited: Mapping[str, torch.Tensor], batch: int) -> ModelOutput:
-        features, phases = model.represent(excited, batch)
-        fused = model.head([features[m] for m in self.modalities])
-        return ModelOutput(fused.logits, dict(zip(self.modalities, fused.modality_logits)), features, dict(excited), phases)
+        return model.fuse(excited, model.represent(excited, batch))
 
     def mean_excitations(self) -> list[torch.Tensor]:
         return list(self.excitation_means.split(self.widths))

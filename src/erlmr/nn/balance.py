@@ -30,7 +30,7 @@ from ..parallel import (
     is_distributed,
     world_size,
 )
-from .pareto import min_norm_weights_from_gram
+from .pareto import NORMALIZATIONS, min_norm_weights_from_gram
 
 
 class Gradients:
@@ -42,6 +42,10 @@ class Gradients:
     is the identity. Use it on a model that DDP does not reduce on its own (unwrapped, or under
     ``no_sync()``).
     """
+
+    #: keep every value on the device, never reading one on the host: set while a CUDA graph captures
+    #: the step (:class:`erlmr.training.acceleration.CudaGraphStep`); the weights are then solved there
+    device_solve = False
 
     def __init__(self, parameters: Iterable[nn.Parameter]):
         self.parameters = list(parameters)
@@ -68,6 +72,11 @@ class Gradients:
             grads.append(list(torch.autograd.grad(loss, params, retain_graph=keep, materialize_grads=True)))
         all_reduce_mean_lists(grads)
         return grads
+
+    def feature_gradients(self, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Each loss's gradients with respect to ``features``, tensors of this rank's share of the batch
+        (zeros where unused), not averaged over ranks; the graph is kept."""
+        return [list(torch.autograd.grad(loss, features, retain_graph=True, materialize_grads=True)) for loss in losses]
 
     def add_gradients(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
         """Add ``grads`` (already averaged over ranks, e.g. built from :meth:`gradients`) to ``.grad``."""
@@ -111,17 +120,26 @@ def balanced_backward(
       two losses (the authors' 0.001), or from below for more.
 
     Any number of losses works (two have a closed form). In a torch.distributed run the gradients and
-    losses are averaged over ranks first (pass ``gradients`` to share a step's :class:`Gradients`).
+    losses are averaged over ranks first (pass ``gradients`` to share a step's :class:`Gradients`). With
+    ``gradients.device_solve`` (two losses) nothing is read on the host: the weights come back on the
+    device, solved there by the same closed form.
     """
     if len(losses) < 2 or (targets is not None and len(targets) != len(losses)):
         raise ConfigError(f"balanced_backward needs two or more losses (and as many targets); got {len(losses)}")
-    parameters = [p for p in parameters if p.requires_grad]
+    if features is None or gradients is None:  # features mode with a step's Gradients never lists them
+        parameters = [p for p in parameters if p.requires_grad]
     book = gradients or Gradients(parameters)
+    on_device = getattr(book, "device_solve", False)
+    if on_device and len(losses) != 2:
+        raise ConfigError(f"solving the weights on the device (CUDA-graph capture) takes two losses, got {len(losses)}")
     if features is not None:
-        weights = _weights_from_features(losses, targets or losses, features, normalization, weight_floor)
-        book.backward(sum(w * loss for w, loss in zip(weights.tolist(), losses)))
+        grads = book.feature_gradients(targets or losses, features)
+        weights = _weights_from_features(grads, targets or losses, normalization, weight_floor, on_device)
+        book.backward(weighted_sum(weights, losses))
     else:
-        weights = _backward_on_parameters(losses, targets, parameters, shared, book, normalization, weight_floor)
+        weights = _backward_on_parameters(
+            losses, targets, parameters, shared, book, normalization, weight_floor, on_device
+        )
     if gradients is None:
         book.synchronize()
     return weights
@@ -129,7 +147,7 @@ def balanced_backward(
 
 def _backward_on_parameters(
     losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor] | None, params: list[nn.Parameter],
-    shared: Iterable[nn.Parameter] | None, book: Gradients, normalization: str, floor: float,
+    shared: Iterable[nn.Parameter] | None, book: Gradients, normalization: str, floor: float, on_device: bool,
 ) -> torch.Tensor:
     """Every loss's gradients on every parameter (one backward each), the weights from their parts on
     the shared parameters, then their combination, in place and tensor list by tensor list
@@ -145,34 +163,54 @@ def _backward_on_parameters(
     for k, i in enumerate(distinct):
         solved_from[i] = own[k]
     values = mean_losses(targets)
-    if len(losses) == 2:
-        gram, loss_values = gram_of_two(solved_from[0], solved_from[1], values)
+    if on_device:
+        weights = solve_on_device(gram_matrix(solved_from), values, normalization, floor)
+        combined = combine_on_device(weights, grads)
     else:
-        gram, loss_values = gram_of_many(solved_from, values)
-    weights = solve(gram, loss_values, normalization, floor)
-    combined = grads[0]
-    torch._foreach_mul_(combined, float(weights[0]))
-    for w, g in zip(weights.tolist()[1:], grads[1:]):
-        torch._foreach_add_(combined, g, alpha=w)
+        if len(losses) == 2:
+            gram, loss_values = gram_of_two(solved_from[0], solved_from[1], values)
+        else:
+            gram, loss_values = gram_of_many(solved_from, values)
+        weights = solve(gram, loss_values, normalization, floor)
+        combined = grads[0]
+        torch._foreach_mul_(combined, float(weights[0]))
+        for w, g in zip(weights.tolist()[1:], grads[1:]):
+            torch._foreach_add_(combined, g, alpha=w)
     book.add_gradients(params, combined)
     return weights
 
 
+def combine_on_device(weights: torch.Tensor, grads: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Σ_i w_i·g_i in place in the gradient lists, the weights a device tensor (no value read on the host)."""
+    for w, g in zip(weights.unbind(), grads):
+        torch._foreach_mul_(g, w)
+    for g in grads[1:]:
+        torch._foreach_add_(grads[0], g)
+    return grads[0]
+
+
+def weighted_sum(weights: torch.Tensor, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ_i w_i·loss_i, with the weights as numbers when they are on the host and as tensors on a device."""
+    factors = weights.tolist() if weights.device.type == "cpu" else weights.unbind()
+    return sum(w * loss for w, loss in zip(factors, losses))
+
+
 def _weights_from_features(
-    losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], features: Sequence[torch.Tensor],
-    normalization: str, floor: float,
+    grads: Sequence[Sequence[torch.Tensor]], targets: Sequence[torch.Tensor], normalization: str, floor: float,
+    on_device: bool,
 ) -> torch.Tensor:
-    """Weights from the gradients with respect to ``features`` (MGDA-UB).
+    """Weights from each target's gradients with respect to the features (MGDA-UB).
 
     A rank's feature gradients are the rows of the global ones for its share of the batch, scaled by the
     world size (each rank's loss is a mean over its share), so the global Gram matrix is the sum over
     ranks of the local ones divided by the world size squared.
     """
-    grads = [torch.autograd.grad(t, features, retain_graph=True, materialize_grads=True) for t in targets]
     flat = torch.stack([torch.cat([g.flatten() for g in per_target]) for per_target in grads])
     gram = flat @ flat.T
     if world_size() > 1:
         gram = all_reduce_sum(gram.double()) / world_size() ** 2
+    if on_device:
+        return solve_on_device(gram, mean_losses(targets), normalization, floor)
     count = len(targets)
     values = to_host(gram, mean_losses(targets))
     matrix = [values[i * count : (i + 1) * count] for i in range(count)]
@@ -191,6 +229,24 @@ def solve(gram: Sequence[Sequence[float]], loss_values: Sequence[float], normali
         return weights.clamp(floor, 1 - floor)
     floored = weights.clamp_min(floor)
     return floored / floored.sum()
+
+
+def solve_on_device(gram: torch.Tensor, loss_values: torch.Tensor, normalization: str, floor: float) -> torch.Tensor:
+    """:func:`solve` for two losses without reading a value on the host: the same normalisation, closed
+    form (Sener & Koltun, Algorithm 1) and floor, in float64 on the Gram matrix's device; a float32
+    tensor there. Nothing is checked on the host: a NaN or Inf gradient reaches ``.grad``, where the
+    trainer's finiteness check stops the run."""
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"unknown gradient normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+    gram = gram.double()
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    losses = loss_values.to(gram)
+    scale = {"none": torch.ones_like(norms), "l2": norms, "loss": losses, "loss+": losses * norms}[normalization]
+    scale = scale.clamp_min(1e-12)
+    (g11, g12), (_, g22) = gram / torch.outer(scale, scale)
+    denominator = g11 + g22 - 2 * g12
+    first = torch.where(denominator > 0, ((g22 - g12) / denominator).clamp(0.0, 1.0), torch.full_like(g11, 0.5))
+    return torch.stack([first, 1 - first]).float().clamp(floor, 1 - floor)
 
 
 def squared_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
@@ -221,14 +277,20 @@ def gram_of_two(
     return [[norm_a**2, cross], [cross, norm_b**2]], extra_values
 
 
-def gram_of_many(grads: Sequence[Sequence[torch.Tensor]], extra: torch.Tensor) -> tuple[list[list[float]], list[float]]:
-    """The Gram matrix of several gradients (lists of tensors), from per-tensor dot products in float64."""
+def gram_matrix(grads: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """The Gram matrix (M, M) of M gradients given as lists of tensors, from per-tensor float64 dot products."""
     count = len(grads)
     dots = [
         torch.stack([(a.double() * b.double()).sum() for a, b in zip(grads[i], grads[j])]).sum()
         for i in range(count) for j in range(count)
     ]
-    values = to_host(torch.stack(dots), extra)
+    return torch.stack(dots).view(count, count)
+
+
+def gram_of_many(grads: Sequence[Sequence[torch.Tensor]], extra: torch.Tensor) -> tuple[list[list[float]], list[float]]:
+    """The Gram matrix of several gradients (lists of tensors) and the values of ``extra``, in one transfer."""
+    count = len(grads)
+    values = to_host(gram_matrix(grads), extra)
     return [values[i * count : (i + 1) * count] for i in range(count)], values[count * count :]
 
 

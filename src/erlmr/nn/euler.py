@@ -24,6 +24,19 @@ class EulerOutput:
     imag: list[torch.Tensor]
 
 
+def phase_of(feature: torch.Tensor) -> torch.Tensor:
+    """The phase atan2(imag, real) of a feature [real ‖ imag]. It is read back from the joined feature so
+    that gradients with respect to the features (the "features" Pareto mode) see the phase term as well
+    as the head."""
+    real, imag = feature.chunk(2, dim=1)
+    return torch.atan2(imag, real)
+
+
+def join_parts(real: Sequence[torch.Tensor], imag: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per modality the feature [real ‖ imag] from the projected parts."""
+    return [torch.cat([r, i], dim=1) for r, i in zip(real, imag)]
+
+
 class EulerRepresentation(nn.Module):
     """Map each modality's feature map to complex space with Euler's formula.
 
@@ -84,6 +97,12 @@ class EulerRepresentation(nn.Module):
         return real, imag
 
     def forward(self, features: Sequence[torch.Tensor]) -> EulerOutput:
+        real_p, imag_p = self.projected_parts(features)
+        joined = join_parts(real_p, imag_p)
+        return EulerOutput(features=joined, phases=[phase_of(f) for f in joined], real=real_p, imag=imag_p)
+
+    def projected_parts(self, features: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per modality the projected real and imaginary parts; the feature is the two joined."""
         real, imag = self.complex_parts(features)
         if self.shared_projection:
             # One matmul over all modalities and both parts: the same weights, 2·M times fewer calls.
@@ -93,11 +112,7 @@ class EulerRepresentation(nn.Module):
         else:
             real_p = [torch.relu(p(self.dropout(r))) for p, r in zip(self.projections, real)]
             imag_p = [torch.relu(p(self.dropout(i))) for p, i in zip(self.projections, imag)]
-        joined = [torch.cat([r, i], dim=1) for r, i in zip(real_p, imag_p)]
-        # The phase is read back from the joined feature so that gradients with respect to the features
-        # (the "features" Pareto mode) see the phase term as well as the head.
-        phases = [torch.atan2(*feature.chunk(2, dim=1)[::-1]) for feature in joined]
-        return EulerOutput(features=joined, phases=phases, real=real_p, imag=imag_p)
+        return real_p, imag_p
 
     def _check_inputs(self, features: Sequence[torch.Tensor]) -> None:
         if len(features) != len(self.in_shapes):

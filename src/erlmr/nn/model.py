@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from .euler import EulerRepresentation
+from .euler import EulerRepresentation, join_parts, phase_of
 from .fusion import FusionHead
 from .normalize import InputNormalizer
 
@@ -65,14 +65,30 @@ class MultiModalModel(nn.Module):
         With every modality absent the head gets zeros for all of them: a constant prediction, the
         value of the empty coalition in the imbalance metrics.
         """
+        encoded, features = self.fusion_inputs(inputs, absent)
+        return self.fuse(encoded, features, head)
+
+    def fusion_inputs(
+        self, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The first half of :meth:`forward`: the encoders' outputs of the present modalities and every
+        modality's fusion-head input (zeros for a missing one)."""
         encoded, batch = self.encode(inputs, absent)
-        features, phases = self.represent(encoded, batch)
+        return encoded, self.represent(encoded, batch)
+
+    def fuse(
+        self, encoded: Mapping[str, torch.Tensor], features: Mapping[str, torch.Tensor], head: FusionHead | None = None
+    ) -> ModelOutput:
+        """The second half of :meth:`forward`, a function of the fusion-head inputs alone: the phases of
+        the present modalities (with the Euler representation) and the head's logits. Split there, a
+        compiled model keeps the gradients with respect to the features (:mod:`erlmr.training.acceleration`)."""
+        phases = None if self.euler is None else {m: phase_of(features[m]) for m in encoded}
         fused = (head or self.head)([features[m] for m in self.modalities])
         return ModelOutput(
             logits=fused.logits,
             modality_logits=dict(zip(self.modalities, fused.modality_logits)),
-            features=features,
-            encoded=encoded,
+            features=dict(features),
+            encoded=dict(encoded),
             phases=phases,
         )
 
@@ -112,22 +128,18 @@ class MultiModalModel(nn.Module):
         finally:
             self._encoding_cache = None
 
-    def represent(
-        self, encoded: Mapping[str, torch.Tensor], batch: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """Fusion-head inputs (zeros for missing modalities) and, with Euler, the phases of present ones."""
+    def represent(self, encoded: Mapping[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+        """Fusion-head inputs: the Euler features (or the maps averaged over positions), zeros for missing modalities."""
         if self.euler is None or not encoded:
             features = {m: pool_positions(x) for m, x in encoded.items()}
-            phases = None if self.euler is None else {}
         else:
             reference = next(iter(encoded.values()))
             maps = [
                 encoded[m] if m in encoded else reference.new_zeros(batch, *self.euler.in_shapes[i])
                 for i, m in enumerate(self.modalities)
             ]
-            euler = self.euler(maps)
-            features = {m: f for m, f in zip(self.modalities, euler.features) if m in encoded}
-            phases = {m: p for m, p in zip(self.modalities, euler.phases) if m in encoded}
+            joined = join_parts(*self.euler.projected_parts(maps))
+            features = {m: f for m, f in zip(self.modalities, joined) if m in encoded}
         reference = next(iter(features.values()), None)
         reference = next(self.head.parameters()) if reference is None else reference
         widths = self.head.in_features
@@ -135,7 +147,7 @@ class MultiModalModel(nn.Module):
             m: features[m] if m in features else reference.new_zeros(batch, widths[i])
             for i, m in enumerate(self.modalities)
         }
-        return full, phases
+        return full
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every loss of a multi-task step shares: encoders and the Euler representation."""

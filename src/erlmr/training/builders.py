@@ -145,6 +145,8 @@ def build_optimizer(config: Config, params: Iterable[nn.Parameter]) -> torch.opt
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     optimizer = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    if config.train.cuda_graphs:  # its step count on the device, so that a CUDA graph can hold the update
+        return optimizer(params, lr=o.lr, weight_decay=o.weight_decay, capturable=True)
     return optimizer(params, lr=o.lr, weight_decay=o.weight_decay)
 
 

@@ -58,12 +58,13 @@ class StepContext(Gradients):
         self.samples = samples
         self.optimizer_steps = 0
 
-    def optimizer_step(self) -> None:
+    def optimizer_step(self, clear_gradients: bool = True) -> None:
         """Update the parameters with the gradients so far and clear them, for a method that takes
         several updates per batch (alternating unimodal steps, say). The trainer then takes none."""
         self.synchronize()
         self.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        if clear_gradients:
+            self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
 
     def update(self) -> None:
@@ -73,10 +74,11 @@ class StepContext(Gradients):
             torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
         self.optimizer.step()
 
-    def finish(self) -> None:
-        """The step's update, unless the method already took its own (:meth:`optimizer_step`)."""
+    def finish(self, clear_gradients: bool = True) -> None:
+        """The step's update, unless the method already took its own (:meth:`optimizer_step`); with
+        ``clear_gradients`` false the gradients stay in ``.grad`` (a captured step's, for the checks after it)."""
         if not self.optimizer_steps:
-            self.optimizer_step()
+            self.optimizer_step(clear_gradients)
 
     def reset_optimizer_state(self) -> None:
         """Forget the optimiser's per-parameter state (momentum buffers), as a fresh optimiser would."""
@@ -91,7 +93,7 @@ def method_step(
     (through ``step_model``, e.g. a compiled model, when given), the gradients averaged over ranks,
     then the method's gradient hook (unless the method already updated the model itself). Follow it
     with ``step.finish()``."""
-    result = method.training_step(step_model or model, inputs, labels, step)
+    result = method.training_step(model if step_model is None else step_model, inputs, labels, step)
     step.synchronize()
     if not step.optimizer_steps:
         method.modify_gradients(model, result, labels)

@@ -59,7 +59,7 @@ from .runstate import (
     restore_rng,
 )
 from .signals import StopSignals
-from .step import StepContext, method_step
+from .step import StepContext
 from .tensorboard import TensorBoardLogger
 
 #: the config keys a resumed run may change: where it runs and how much it prints, not what it computes
@@ -126,13 +126,15 @@ class Trainer:
         model = build_model(cfg.model, self.spec, initial_weights=not restoring)
         if model.normalizer is not None and not restoring:  # train-split statistics; a checkpoint holds them
             model.normalizer.fit_split(self.splits.train, seed=cfg.train.seed)
-        self.model = sync_batch_norm(model, self.cluster).to(self.device)
+        self.model = acceleration.memory_format(sync_batch_norm(model, self.cluster).to(self.device), cfg.train.channels_last)
         self.method = build_training_method(cfg, self.model, self.device, self.splits)
         broadcast_from_main([self.model, self.method], self.cluster)
         self.parameters = trainable_parameters(self.model, self.method)
         # The model training steps run through (compiled or not); self.model stays the bare one.
-        self.step_model = acceleration.compiled(self.model, cfg.train.compile)
+        self.step_model = acceleration.compile_step(self.model, self.method, cfg.train.compile)
         self.optimizer = build_optimizer(cfg, self.parameters)
+        self.run_step = acceleration.step_runner(self.method, self.model, self.step_model, self.optimizer,
+                                                 self.parameters, cfg.train.cuda_graphs, self.device, self.cluster.world_size)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.step_timer = StepTimer(self.device)
         self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
@@ -291,8 +293,8 @@ class Trainer:
             self.optimizer, self.parameters, epoch, index, self.steps_in_epoch, self.config.optim.grad_clip, samples
         )
         try:
-            with acceleration.autocast(self.device, self.amp):
-                result = method_step(self.method, self.model, inputs, labels, step, self.step_model)
+            with acceleration.autocast(self.device, self.amp, self.config.train.cuda_graphs):
+                result = self.run_step(inputs, labels, step)
             finite = bool(torch.isfinite(result.loss)) and self.gradients_finite()
         except TrainingDivergedError:  # the method met a NaN/Inf itself, e.g. in gradients it combines
             finite = False
