@@ -11,6 +11,7 @@ Main rows (``--seeds-main``, 5): erlmr, joint, joint_unimodal and ``--baselines`
 ``OUT/results.md`` puts the variants of all data sets side by side. Real data sets come from
 ``benchmarks/real_sets.py`` (built here if missing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
-
 import yaml  # noqa: E402
 
 from erlmr.analysis.bench import parse_method_spec, run_bench, summary_row  # noqa: E402
@@ -69,8 +69,13 @@ def data_sets(real: Path) -> dict[str, DataSet]:
     arrays = lambda name, modalities: DataSet(name, "arrays", modalities, 40, [], str(real / name))  # noqa: E731
     return {
         "avdigits": DataSet("avdigits", "avdigits", ["audio", "visual"], 20),
-        "avdigits_reversed": DataSet("avdigits_reversed", "avdigits", ["audio", "visual"], 20,
-                                     ["data.options.audio_snr_db=10", "data.options.image_sigma=10"]),
+        "avdigits_reversed": DataSet(
+            "avdigits_reversed",
+            "avdigits",
+            ["audio", "visual"],
+            20,
+            ["data.options.audio_snr_db=10", "data.options.image_sigma=10"],
+        ),
         "basicmotions": DataSet("basicmotions", "basicmotions", ["acc", "gyro"], 100),
         "synthetic": DataSet("synthetic", "synthetic", ["m0", "m1"], 20),
         "mfeat": arrays("mfeat", ["pixel", "fourier", "morphology"]),
@@ -85,15 +90,29 @@ def run_data_set(data: DataSet, args: argparse.Namespace) -> None:
     if data.root:
         overrides.append(f"data.root={data.root}")
     main = ["erlmr", "joint", "joint_unimodal", *args.baselines.split(",")]
-    grid = [spec for spec in VARIANTS.values() if spec != "erlmr" and (len(data.modalities) == 2 or spec not in TWO_MODALITY_ONLY)]
+    grid = [
+        spec
+        for spec in VARIANTS.values()
+        if spec != "erlmr" and (len(data.modalities) == 2 or spec not in TWO_MODALITY_ONLY)
+    ]
     grid += [f"unimodal[modality={m}]" for m in data.modalities]
     for methods, seeds in ((main, args.seeds_main), (grid, args.seeds_grid)):
-        run_bench([data.dataset], methods, seeds, out, overrides=overrides, jobs=args.jobs, progress=True,
-                  command=shlex.join(["python", "benchmarks/ablation.py", *sys.argv[1:]]))
+        run_bench(
+            [data.dataset],
+            methods,
+            seeds,
+            out,
+            overrides=overrides,
+            jobs=args.jobs,
+            progress=True,
+            command=shlex.join(["python", "benchmarks/ablation.py", *sys.argv[1:]]),
+        )
 
 
 def rows_of(folder: Path) -> list[dict]:
-    return [dict(summary_row(run.summary), fingerprint=run.summary.get("data_fingerprint")) for run in find_runs(folder)]
+    return [
+        dict(summary_row(run.summary), fingerprint=run.summary.get("data_fingerprint")) for run in find_runs(folder)
+    ]
 
 
 def cell(rows: list[dict], method: str, key: str = "accuracy") -> str:
@@ -129,28 +148,39 @@ def summary_table(data: DataSet, rows: list[dict]) -> list[str]:
     weak = weakest_modality(data, rows)
     labels = {table_label(spec): label for label, spec in VARIANTS.items()}
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = [f"### {data.name} (weak modality: {weak}; data fingerprint {rows[0]['fingerprint']})", "",
-             "| run | seeds | fused accuracy | Δ vs joint [95% CI] | weak-modality accuracy | Δ weak vs joint [95% CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"### {data.name} (weak modality: {weak}; data fingerprint {rows[0]['fingerprint']})",
+        "",
+        "| run | seeds | fused accuracy | Δ vs joint [95% CI] | weak-modality accuracy | Δ weak vs joint [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for method in methods:
         seeds = sum(r["method"] == method for r in rows)
         name = labels.get(method, method)
-        lines.append(f"| {name} | {seeds} | {cell(rows, method)} | {difference(rows, method) if method != 'joint' else ''} | "
-                     f"{cell(rows, method, f'acc_{weak}')} | {difference(rows, method, f'acc_{weak}') if method != 'joint' else ''} |")
+        lines.append(
+            f"| {name} | {seeds} | {cell(rows, method)} | {difference(rows, method) if method != 'joint' else ''} | "
+            f"{cell(rows, method, f'acc_{weak}')} | {difference(rows, method, f'acc_{weak}') if method != 'joint' else ''} |"
+        )
     return lines
 
 
 def machine() -> str:
-    return (f"{cpu_model()}, {torch.get_num_threads()} torch threads per run, Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{cpu_model()}, {torch.get_num_threads()} torch threads per run, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
 
 
 def write_summary(args: argparse.Namespace, sets: dict[str, DataSet]) -> None:
-    lines = ["# ERL-MR ablation", "",
-             f"- command: `python benchmarks/ablation.py {shlex.join(sys.argv[1:])}`",
-             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine()}",
-             "- test split, model selected on validation; Δ: paired by seed, Student's t 95 % interval; "
-             "* marks an interval that excludes 0", ""]
+    lines = [
+        "# ERL-MR ablation",
+        "",
+        f"- command: `python benchmarks/ablation.py {shlex.join(sys.argv[1:])}`",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine()}",
+        "- test split, model selected on validation; Δ: paired by seed, Student's t 95 % interval; "
+        "* marks an interval that excludes 0",
+        "",
+    ]
     for name, data in sets.items():
         folder = args.out / name
         if folder.is_dir() and any(folder.rglob("summary.json")):
@@ -173,7 +203,9 @@ def main() -> None:
     sets = data_sets(args.real)
     chosen = {name: sets[name] for name in args.datasets.split(",")}
     if any(d.root for d in chosen.values()) and not all((args.real / n).is_dir() for n in ("mfeat", "cells", "leaves")):
-        subprocess.run([sys.executable, str(Path(__file__).with_name("real_sets.py")), "--out", str(args.real)], check=True)
+        subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("real_sets.py")), "--out", str(args.real)], check=True
+        )
     for data in chosen.values():
         run_data_set(data, args)
     write_summary(args, sets)

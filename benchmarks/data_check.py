@@ -9,6 +9,7 @@ modality's probe accuracy on the test split is set against the same modality tra
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/data_check.py --out benchmarks/results/data_check.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from step_cost import publish, report_header
 
 from erlmr.analysis.bench import run_bench
-from step_cost import publish, report_header
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -41,8 +42,13 @@ def timed_check(arguments: list[str]) -> tuple[float, float, dict]:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "erlmr", "data", "check", *arguments, "--json"],
-                          capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "erlmr", "data", "check", *arguments, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -52,8 +58,11 @@ def timed_check(arguments: list[str]) -> tuple[float, float, dict]:
 def unimodal_accuracy(results_csv: Path, modality: str) -> tuple[float, float, int]:
     """Mean, std and count over seeds of ``unimodal[modality]``'s own test accuracy in a bench's results.csv."""
     with results_csv.open() as file:
-        values = [float(row[f"acc_{modality}"]) for row in csv.DictReader(file)
-                  if row["method"] == f"unimodal (modality={modality})"]
+        values = [
+            float(row[f"acc_{modality}"])
+            for row in csv.DictReader(file)
+            if row["method"] == f"unimodal (modality={modality})"
+        ]
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
@@ -61,8 +70,15 @@ def fixture_runs(work: Path) -> Path:
     """The fixture folder, and its unimodal runs on the defaults (3 seeds), in ``work``."""
     folder = write_scaled_digits(work / "scaled-digits")
     methods = [f"unimodal[modality={m}]" for m in MODALITIES]
-    run_bench(["arrays"], methods, 3, work / "bench", overrides=[f"data.root={folder}", "train.device=cpu"], jobs=2,
-              progress=False)
+    run_bench(
+        ["arrays"],
+        methods,
+        3,
+        work / "bench",
+        overrides=[f"data.root={folder}", "train.device=cpu"],
+        jobs=2,
+        progress=False,
+    )
     return folder
 
 
@@ -71,8 +87,10 @@ def rows_for(name: str, timing: tuple[float, float], report: dict, results_csv: 
     for m in report["modalities"]:
         mean, std, seeds = unimodal_accuracy(results_csv, m)
         probe = report["probe"]["accuracy"]["test"][m]
-        lines.append(f"| {name} | {m} | {report['probe']['representation'][m]} | {probe:.3f} | {mean:.3f} ± {std:.3f} "
-                     f"({seeds}) | {probe - mean:+.3f} | {timing[0]:.1f} / {timing[1]:.1f} | {report['seconds']:.1f} |")
+        lines.append(
+            f"| {name} | {m} | {report['probe']['representation'][m]} | {probe:.3f} | {mean:.3f} ± {std:.3f} "
+            f"({seeds}) | {probe - mean:+.3f} | {timing[0]:.1f} / {timing[1]:.1f} | {report['seconds']:.1f} |"
+        )
     return lines
 
 
@@ -83,20 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="erlmr-data-check-"))
     folder = fixture_runs(work)
-    table = ["| data set | modality | probe features | probe test accuracy | trained alone, test (seeds) | "
-             "probe − trained | command: wall / CPU s | load + check s |", "|---|---|---|---|---|---|---|---|"]
+    table = [
+        "| data set | modality | probe features | probe test accuracy | trained alone, test (seeds) | "
+        "probe − trained | command: wall / CPU s | load + check s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     *timing, report = timed_check(["--data", str(folder)])
     table += rows_for("scaled digits (array folder)", timing, report, work / "bench" / "results.csv")
     for name, dataset in COMMITTED.items():
         *timing, report = timed_check(["--dataset", dataset])
         table += rows_for(name, timing, report, ROOT / "benchmarks" / "results" / name / "results.csv")
-    header = report_header("erlmr data check: time and probe against trained unimodal runs", torch.device("cpu"),
-                           "data_check.py", argv)
+    header = report_header(
+        "erlmr data check: time and probe against trained unimodal runs", torch.device("cpu"), "data_check.py", argv
+    )
     notes = [
-        "", "Wall time is the whole command in a fresh process (imports included) on this shared machine; CPU time is",
-        "user + system time of that process, what the command costs on an idle core. \"load + check\" is the",
+        "",
+        "Wall time is the whole command in a fresh process (imports included) on this shared machine; CPU time is",
+        'user + system time of that process, what the command costs on an idle core. "load + check" is the',
         "report's own `seconds`: loading the data set (for AV-digits, its noise and log-mel spectrograms) and",
-        "the check. \"trained alone\" is `unimodal` with the modality's own logits on the test split: for",
+        'the check. "trained alone" is `unimodal` with the modality\'s own logits on the test split: for',
         "AV-digits and BasicMotions the committed benchmark (benchmarks/results/, 20 and 100 epochs), for the",
         "scaled digits `erlmr bench` on the defaults (30 epochs) run by this script.",
     ]

@@ -18,6 +18,7 @@ StepTimer counts them (it waits for the device at the end of each step): the res
 The page cache holds the files after they are written (as it does a real cache after its first epoch);
 the first epoch after the page cache is dropped is reported apart where the platform allows it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from step_cost import publish, report_header
 
 from erlmr.data.base import DATASETS
-from erlmr.data.store import Record, Recipe, dataset_root, load_recipe
+from erlmr.data.store import Recipe, Record, dataset_root, load_recipe
 from erlmr.training.trainer import Trainer
-from step_cost import publish, report_header
 
 CREMA_D_TRAIN = 6698
 HELD_OUT = 8  # clips in each of val and test: the epoch is train alone
@@ -45,7 +46,9 @@ SPECTROGRAM = (1, 257, 188)
 def standin_recipe(clips: int, frames: int) -> Recipe:
     """CREMA-D's layout (audio spectrogram, face frames, six classes) with seeded noise for content."""
     splits = ["train"] * clips + ["val"] * HELD_OUT + ["test"] * HELD_OUT
-    records = [Record(f"clip{i:05d}", i % 6, split, f"clip{i:05d}", f"stand-in clip {i}") for i, split in enumerate(splits)]
+    records = [
+        Record(f"clip{i:05d}", i % 6, split, f"clip{i:05d}", f"stand-in clip {i}") for i, split in enumerate(splits)
+    ]
 
     def decode(record: Record) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(int(record.key[4:]))
@@ -55,14 +58,21 @@ def standin_recipe(clips: int, frames: int) -> Recipe:
         }
 
     return Recipe(
-        name="crema-d-standin", modalities=["audio", "visual"], classes=[str(c) for c in range(6)], records=records,
-        decode=decode, settings={"clips": clips, "frames": frames}, sources={s: "generated" for s in ("train", "val", "test")},
+        name="crema-d-standin",
+        modalities=["audio", "visual"],
+        classes=[str(c) for c in range(6)],
+        records=records,
+        decode=decode,
+        settings={"clips": clips, "frames": frames},
+        sources={s: "generated" for s in ("train", "val", "test")},
         default_encoders={"audio": "resnet18", "visual": "resnet18"},
     )
 
 
 @DATASETS.register("crema-d-standin", "CREMA-D's shapes and split size, seeded noise (benchmarks/epoch_cost.py)")
-def load_standin(root: str | None, seed: int = 0, val_fraction: float = 0.1, clips: int = CREMA_D_TRAIN, frames: int = 1):
+def load_standin(
+    root: str | None, seed: int = 0, val_fraction: float = 0.1, clips: int = CREMA_D_TRAIN, frames: int = 1
+):
     folder = dataset_root(root, "crema-d-standin")
     return load_recipe(standin_recipe(clips, frames), folder, seed, val_fraction, cache=True, cache_dir=str(folder))
 
@@ -98,11 +108,23 @@ class ResidentTrainer(Trainer):
 
 def config_for(args, root: Path, workers: int, run_dir: Path) -> dict:
     return {
-        "data": {"dataset": "crema-d-standin", "root": str(root), "options": {"clips": args.clips, "frames": args.frames}},
+        "data": {
+            "dataset": "crema-d-standin",
+            "root": str(root),
+            "options": {"clips": args.clips, "frames": args.frames},
+        },
         "method": {"name": args.method},
-        "train": {"batch_size": args.batch_size, "device": args.device, "num_workers": workers, "quiet": True,
-                  "epochs": args.epochs + 1, "imbalance_alarm": False, "amp": args.amp, "run_dir": str(run_dir),
-                  "channels_last": args.channels_last},
+        "train": {
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "num_workers": workers,
+            "quiet": True,
+            "epochs": args.epochs + 1,
+            "imbalance_alarm": False,
+            "amp": args.amp,
+            "run_dir": str(run_dir),
+            "channels_last": args.channels_last,
+        },
     }
 
 
@@ -120,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3, help="timed rounds (one epoch of every path each)")
     parser.add_argument("--workers", default="0,2,4", help="comma-separated DataLoader worker counts to time")
-    parser.add_argument("--method", default="joint", help="the method trained (joint: the cheapest step, the loader's largest share)")
+    parser.add_argument(
+        "--method", default="joint", help="the method trained (joint: the cheapest step, the loader's largest share)"
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on CUDA)")
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on CUDA)"
+    )
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--cache-dir", help="where to write the cache (default: a temporary folder, removed after)")
     parser.add_argument("--out")
@@ -137,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     publish(report, args.out)
     return 0
-
 
 
 def run(args, root: Path) -> str:
@@ -167,8 +192,13 @@ def run(args, root: Path) -> str:
 def report_lines(args, device, results, cold, first_label, dropped, size, written) -> str:
     amp = args.amp if args.amp is not None else device.type == "cuda"
     fraction = "" if args.clips == CREMA_D_TRAIN else f" (a fraction: {args.clips} of CREMA-D's {CREMA_D_TRAIN})"
-    lines = report_header("Epoch from the memory-mapped cache against device-resident tensors", device, "epoch_cost.py", args.argv,
-                          f"bf16 autocast {'on' if amp else 'off'}{', channels-last' if args.channels_last else ''}") + [
+    lines = report_header(
+        "Epoch from the memory-mapped cache against device-resident tensors",
+        device,
+        "epoch_cost.py",
+        args.argv,
+        f"bf16 autocast {'on' if amp else 'off'}{', channels-last' if args.channels_last else ''}",
+    ) + [
         f"`{args.method}`, two ResNet-18s, {args.clips} training clips{fraction}, {args.frames} frame(s) of 224x224 and a "
         f"(1, 257, 188) spectrogram, batch {args.batch_size}; cache {size / 2**30:.2f} GiB written in {written:.0f} s; "
         f"{args.epochs} timed rounds after one warm-up epoch per path.",
@@ -183,9 +213,14 @@ def report_lines(args, device, results, cold, first_label, dropped, size, writte
         median = statistics.median(seconds)
         busy = statistics.median(r["busy"] for r in epochs)
         lines.append(f"| {label} | {median:.2f} | {epochs[0]['samples'] / median:.0f} | {busy:.2f} | {ratio:.3f} |")
-    where = "after the page cache was dropped (read from disk)" if dropped else "(the page cache could not be dropped here)"
-    lines += ["", f"First epoch of `{first_label}` {where}, with the run's first-step warm-up: {cold['seconds']:.2f} s, "
-              f"busy {cold['busy']:.2f}."]
+    where = (
+        "after the page cache was dropped (read from disk)" if dropped else "(the page cache could not be dropped here)"
+    )
+    lines += [
+        "",
+        f"First epoch of `{first_label}` {where}, with the run's first-step warm-up: {cold['seconds']:.2f} s, "
+        f"busy {cold['busy']:.2f}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ their medians.
 
     PYTHONPATH=src python benchmarks/hook_cost.py --out benchmarks/results/hook_cost.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from step_cost import publish, report_header
 
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.methods import MethodContext, build_method
 from erlmr.nn.model import MultiModalModel
 from erlmr.training.builders import ModelSpec, build_model
-
-from step_cost import publish, report_header
 
 
 def model_for(splits, seed: int) -> MultiModalModel:
@@ -45,6 +45,7 @@ def joint_epoch(model: MultiModalModel, splits, batch_size: int) -> Callable[[],
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(inputs).logits, labels).backward()
             optimizer.step()
+
     return run
 
 
@@ -61,7 +62,7 @@ def hooks(splits, batch_size: int, seed: int) -> dict[str, Callable[[], None]]:
         model = model_for(splits, seed)
         method = build_method(name, options, model, context)
         hook = method.on_epoch_start if name == "lfm" else method.on_epoch_end
-        built[label] = (lambda hook=hook, model=model, epoch=epoch: hook(model, epoch))
+        built[label] = lambda hook=hook, model=model, epoch=epoch: hook(model, epoch)
     return built
 
 
@@ -97,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, values in ratios.items():
         lines.append(f"| {label} | {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}) |")
-    publish("\n".join(report_header("Epoch-hook cost", torch.device("cpu"), "hook_cost.py", argv)) + "\n".join(lines) + "\n", args.out)
+    publish(
+        "\n".join(report_header("Epoch-hook cost", torch.device("cpu"), "hook_cost.py", argv))
+        + "\n".join(lines)
+        + "\n",
+        args.out,
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ each real epoch is divided by the in-memory epoch of the same round; the report 
 
     PYTHONPATH=src python benchmarks/loader_cost.py --out benchmarks/results/loader_cost.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,19 @@ import sys
 import time
 
 import torch
+from step_cost import (
+    Entry,
+    build,
+    publish,
+    registered,
+    report_header,
+    synchronize,
+    synthetic_splits,
+    train_step,
+    workloads,
+)
 
 from erlmr.training.builders import make_loader, to_device
-from step_cost import Entry, build, publish, registered, report_header, synchronize, synthetic_splits, train_step, workloads
 
 
 def loader_epoch(entry: Entry, split, batch_size: int, seed: int, workers: int, device: torch.device) -> float:
@@ -44,14 +55,22 @@ def memory_epoch(entry: Entry, resident, batch_size: int, seed: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=1600, help="training samples per epoch (avdigits has about 1600)")
+    parser.add_argument(
+        "--samples", type=int, default=1600, help="training samples per epoch (avdigits has about 1600)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=5, help="timed rounds (one epoch of each path per round)")
     parser.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts to time")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     workload = workloads()["avdigits"]
     split = synthetic_splits(workload, args.samples, 0).train
     resident = ({m: x.to(device) for m, x in split.inputs.items()}, split.labels.to(device))
@@ -64,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         seed = 1000 + round_index
         times["in-memory"].append(memory_epoch(entry, resident, args.batch_size, seed))
         for workers in worker_counts:
-            times[f"loader, {workers} workers"].append(loader_epoch(entry, split, args.batch_size, seed, workers, device))
+            times[f"loader, {workers} workers"].append(
+                loader_epoch(entry, split, args.batch_size, seed, workers, device)
+            )
     lines = report_header("Data loading: real loader against in-memory tensors", device, "loader_cost.py", argv) + [
         f"`joint` on the avdigits default network, {args.samples} samples, batch {args.batch_size}, {args.epochs} rounds.",
         "",

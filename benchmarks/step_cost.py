@@ -15,6 +15,7 @@ time: on CUDA from the caching allocator, on CPU from the profiler's allocation 
 Batches are synthetic, in memory, built once: the cost of data loading is measured by
 benchmarks/loader_cost.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,21 +66,41 @@ class Workload:
 def workloads() -> dict[str, Workload]:
     return {
         "avdigits": Workload(
-            "avdigits", {"audio": (40, 101), "visual": (1, 8, 8)}, {"audio": "cnn1d", "visual": "cnn2d"},
-            10, 16, ModelConfig().euler_dim, "the dataset's default encoders (`cnn1d` on log-mel, `cnn2d` on 8x8), default Euler width",
+            "avdigits",
+            {"audio": (40, 101), "visual": (1, 8, 8)},
+            {"audio": "cnn1d", "visual": "cnn2d"},
+            10,
+            16,
+            ModelConfig().euler_dim,
+            "the dataset's default encoders (`cnn1d` on log-mel, `cnn2d` on 8x8), default Euler width",
         ),
         "sensor": Workload(
-            "sensor", {"acc": (3, 200), "gyro": (3, 200)}, {"acc": "sensor_cnn", "gyro": "sensor_cnn"},
-            12, 16, 1584, "USC-HAD shapes, the authors' `sensor_cnn`, Euler projection 3168 -> 1584 as in their code",
+            "sensor",
+            {"acc": (3, 200), "gyro": (3, 200)},
+            {"acc": "sensor_cnn", "gyro": "sensor_cnn"},
+            12,
+            16,
+            1584,
+            "USC-HAD shapes, the authors' `sensor_cnn`, Euler projection 3168 -> 1584 as in their code",
         ),
         "mlp": Workload(
-            "mlp", {"a": (32,), "b": (16,)}, {"a": "mlp", "b": "mlp"}, 6, 16, ModelConfig().euler_dim,
+            "mlp",
+            {"a": (32,), "b": (16,)},
+            {"a": "mlp", "b": "mlp"},
+            6,
+            16,
+            ModelConfig().euler_dim,
             "the array folder's default for vectors (two `mlp` encoders, 256 hidden, 2 layers) on tabular-sized inputs",
         ),
         "resnet18": Workload(
-            "resnet18", {"audio": (1, 257, 188), "visual": (3, 1, 224, 224)}, {"audio": "resnet18", "visual": "resnet18"},
-            6, 64, ModelConfig().euler_dim,
-            "CREMA-D shapes (spectrogram (1, 257, 188), one 224x224 frame), two ResNet-18s, concat head", cpu_batch_size=4,
+            "resnet18",
+            {"audio": (1, 257, 188), "visual": (3, 1, 224, 224)},
+            {"audio": "resnet18", "visual": "resnet18"},
+            6,
+            64,
+            ModelConfig().euler_dim,
+            "CREMA-D shapes (spectrogram (1, 257, 188), one 224x224 frame), two ResNet-18s, concat head",
+            cpu_batch_size=4,
         ),
     }
 
@@ -100,7 +121,9 @@ def synthetic_splits(workload: Workload, samples: int, seed: int) -> DatasetSpli
         return Split(inputs, torch.randint(0, workload.num_classes, (samples,), generator=generator))
 
     classes = [str(c) for c in range(workload.num_classes)]
-    return DatasetSplits(workload.name, list(workload.shapes), classes, split(), split(), split(), dict(workload.encoders))
+    return DatasetSplits(
+        workload.name, list(workload.shapes), classes, split(), split(), split(), dict(workload.encoders)
+    )
 
 
 class AuthorsThreePassStep(Method):
@@ -148,7 +171,10 @@ def per_tensor_two_task_min_norm(grads: list[list[torch.Tensor]], losses: list[f
     for task, loss in enumerate(losses):
         norm = sum(float(g.pow(2).sum().cpu()) for g in grads[task]) ** 0.5
         grads[task] = [g / (loss * norm) for g in grads[task]]
-    dot = [[sum(float(torch.mul(a, b).sum().cpu()) for a, b in zip(grads[i], grads[j])) for j in range(2)] for i in range(2)]
+    dot = [
+        [sum(float(torch.mul(a, b).sum().cpu()) for a, b in zip(grads[i], grads[j])) for j in range(2)]
+        for i in range(2)
+    ]
     if dot[0][1] >= dot[0][0]:
         gamma = 0.999
     elif dot[0][1] >= dot[1][1]:
@@ -215,8 +241,9 @@ def batched_gradients(losses, inputs, retain_graph: bool) -> list[list[torch.Ten
         return []
     stacked = torch.stack(list(losses))
     basis = torch.eye(len(losses), dtype=stacked.dtype, device=stacked.device)
-    grads = torch.autograd.grad(stacked, inputs, grad_outputs=basis, is_grads_batched=True,
-                                retain_graph=retain_graph, materialize_grads=True)
+    grads = torch.autograd.grad(
+        stacked, inputs, grad_outputs=basis, is_grads_batched=True, retain_graph=retain_graph, materialize_grads=True
+    )
     return [[g[i] for g in grads] for i in range(len(losses))]
 
 
@@ -233,8 +260,18 @@ def entries_for(variants: list[str] = (), compile_backend: str = "inductor") -> 
         Entry("erlmr fixed weights", True, registered("erlmr", {"pareto": False})),
         Entry("erlmr params", True, registered("erlmr", {"pareto_mode": "params"})),
         Entry("erlmr features", True, registered("erlmr", {"pareto_mode": "features"})),
-        Entry("erlmr params (batched backward)", True, registered("erlmr", {"pareto_mode": "params"}), step_class=BatchedGradients),
-        Entry("erlmr features (batched backward)", True, registered("erlmr", {"pareto_mode": "features"}), step_class=BatchedGradients),
+        Entry(
+            "erlmr params (batched backward)",
+            True,
+            registered("erlmr", {"pareto_mode": "params"}),
+            step_class=BatchedGradients,
+        ),
+        Entry(
+            "erlmr features (batched backward)",
+            True,
+            registered("erlmr", {"pareto_mode": "features"}),
+            step_class=BatchedGradients,
+        ),
         Entry("authors' 3-pass reference", True, lambda model, context: AuthorsThreePassStep(model, None, context)),
     ]
     for name in METHODS:
@@ -250,8 +287,16 @@ def entries_for(variants: list[str] = (), compile_backend: str = "inductor") -> 
         entries.append(Entry("aug (every learner on)", False, aug_with_every_learner))
     core = [e for e in entries if e.label in CORE]
     for variant in variants:
-        entries += [replace(e, label=f"{e.label} [{VARIANTS[variant]}]", variant=VARIANTS[variant], times=[],
-                            compile_backend=compile_backend) for e in core]
+        entries += [
+            replace(
+                e,
+                label=f"{e.label} [{VARIANTS[variant]}]",
+                variant=VARIANTS[variant],
+                times=[],
+                compile_backend=compile_backend,
+            )
+            for e in core
+        ]
     return entries
 
 
@@ -282,7 +327,9 @@ def variant_baseline_of(entry: Entry) -> str:
 def build(entry: Entry, workload: Workload, splits: DatasetSplits, device: torch.device, seed: int) -> None:
     torch.manual_seed(seed)
     config = ModelConfig(euler_dim=workload.euler_dim)
-    spec = ModelSpec(list(workload.shapes), dict(workload.shapes), dict(workload.encoders), workload.num_classes, entry.euler)
+    spec = ModelSpec(
+        list(workload.shapes), dict(workload.shapes), dict(workload.encoders), workload.num_classes, entry.euler
+    )
     try:
         entry.model = build_model(config, spec).to(device)
         if entry.adjust_model is not None:
@@ -293,8 +340,16 @@ def build(entry: Entry, workload: Workload, splits: DatasetSplits, device: torch
         entry.parameters = trainable_parameters(entry.model, entry.method)
         entry.optimizer = build_optimizer(Config(), entry.parameters)
         step_model = compile_step(entry.model, entry.method, entry.variant == "compiled", entry.compile_backend)
-        entry.run = step_runner(entry.method, entry.model, step_model, entry.optimizer, entry.parameters,
-                                entry.variant == "CUDA graph", device, 1)
+        entry.run = step_runner(
+            entry.method,
+            entry.model,
+            step_model,
+            entry.optimizer,
+            entry.parameters,
+            entry.variant == "CUDA graph",
+            device,
+            1,
+        )
         entry.model.train()
         entry.method.on_epoch_start(entry.model, entry.epoch)
     except ErlmrError as error:
@@ -325,8 +380,16 @@ def clock_for(device: torch.device, clock: str) -> Callable[[], float]:
     return time.process_time if clock == "cpu" and device.type == "cpu" else time.perf_counter
 
 
-def time_interleaved(entries: list[Entry], batch, device: torch.device, warmup: int, rounds: int, amp: bool,
-                     repeats: int = 1, clock: str = "wall") -> None:
+def time_interleaved(
+    entries: list[Entry],
+    batch,
+    device: torch.device,
+    warmup: int,
+    rounds: int,
+    amp: bool,
+    repeats: int = 1,
+    clock: str = "wall",
+) -> None:
     """Every round times each entry once, in a shuffled order; an entry's time in a round is the fastest
     of ``repeats`` steps in a row (more than one on a loaded machine: a step that another process
     interrupted is not what the step costs)."""
@@ -348,7 +411,9 @@ def time_interleaved(entries: list[Entry], batch, device: torch.device, warmup: 
                 entry.times.append(fastest)
 
 
-def measure_peak_memory(entry: Entry, workload: Workload, splits, batch, device: torch.device, seed: int, amp: bool) -> None:
+def measure_peak_memory(
+    entry: Entry, workload: Workload, splits, batch, device: torch.device, seed: int, amp: bool
+) -> None:
     """Bytes the method holds at its peak during a step: model, optimiser state, method buffers, activations.
 
     Only this entry exists while it is measured. The count starts before the model is built and runs
@@ -405,15 +470,31 @@ def median_ratio(entry: Entry, baseline: Entry) -> tuple[float, float, float]:
     return statistics.median(ratios), quartiles[0], quartiles[2]
 
 
-def run_workload(workload: Workload, device: torch.device, warmup: int, rounds: int, amp: bool, only: list[str],
-                 seed: int, variants: list[str] = (), repeats: int = 1, clock: str = "wall",
-                 compile_backend: str = "inductor") -> str:
+def run_workload(
+    workload: Workload,
+    device: torch.device,
+    warmup: int,
+    rounds: int,
+    amp: bool,
+    only: list[str],
+    seed: int,
+    variants: list[str] = (),
+    repeats: int = 1,
+    clock: str = "wall",
+    compile_backend: str = "inductor",
+) -> str:
     splits = synthetic_splits(workload, 4 * workload.batch_size, seed)
     inputs, labels = splits.train.__getitems__(torch.arange(workload.batch_size))
     batch = ({m: x.to(device) for m, x in inputs.items()}, labels.to(device))
     always = ("joint", "joint (Euler)", "joint (Euler, unbatched projection)")
-    entries = [e for e in entries_for(variants, compile_backend) if not only or e.label in only or e.label in always or
-               (e.variant and (variant_baseline_of(e) == e.label or e.label.rsplit(" [", 1)[0] in only))]
+    entries = [
+        e
+        for e in entries_for(variants, compile_backend)
+        if not only
+        or e.label in only
+        or e.label in always
+        or (e.variant and (variant_baseline_of(e) == e.label or e.label.rsplit(" [", 1)[0] in only))
+    ]
     # A first, discarded measurement takes the one-off allocations (CUDA library workspaces) out of the others.
     measure_peak_memory(Entry("warm-up", True, registered("joint")), workload, splits, batch, device, seed, amp)
     for entry in entries:
@@ -456,7 +537,11 @@ def table_rows(entries: list[Entry], batch_size: int) -> list[str]:
         same = by_label.get(variant_baseline_of(entry))
         same_ratio = f"{median_ratio(entry, same)[0]:.2f}" if entry.variant and same and same.skipped is None else ""
         step = statistics.median(entry.times)
-        memory = "| |" if entry.peak_bytes is None else f"| {entry.peak_bytes / 2**20:.1f} | {entry.peak_bytes / baseline.peak_bytes:.2f} |"
+        memory = (
+            "| |"
+            if entry.peak_bytes is None
+            else f"| {entry.peak_bytes / 2**20:.1f} | {entry.peak_bytes / baseline.peak_bytes:.2f} |"
+        )
         rows.append(
             f"| {entry.label} | {'Euler' if entry.euler else 'plain'} | {ratio:.2f} ({low:.2f}-{high:.2f}) | {same_ratio} | "
             f"{1000 * step:.1f} | {batch_size / step:.0f} {memory}"
@@ -477,8 +562,11 @@ def summary_lines(by_label: dict[str, Entry]) -> list[str]:
     if "erlmr params" in live and "authors' 3-pass reference" in live:
         reference, low, high = median_ratio(live["authors' 3-pass reference"], live["erlmr params"])
         lines.append(f"The authors' three-pass step / our `params` mode = {reference:.2f} ({low:.2f}-{high:.2f}).")
-    against_plain = [f"`{label}` {median_ratio(live[label], live['joint'])[0]:.2f}"
-                     for label in live if label.startswith("erlmr ") and live[label].variant is None]
+    against_plain = [
+        f"`{label}` {median_ratio(live[label], live['joint'])[0]:.2f}"
+        for label in live
+        if label.startswith("erlmr ") and live[label].variant is None
+    ]
     if against_plain:
         lines.append("ERL-MR against plain `joint` (no Euler map), the same rounds: " + ", ".join(against_plain) + ".")
     return lines
@@ -489,11 +577,7 @@ def machine_description(device: torch.device) -> str:
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
-        )
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -505,30 +589,54 @@ def machine_description(device: torch.device) -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default="avdigits,sensor", help="comma-separated: avdigits, sensor, mlp, resnet18")
-    parser.add_argument("--methods", default="", help="comma-separated labels to time (default: all); joint is always timed")
-    parser.add_argument("--variants", default="", help=f"comma-separated, also time {', '.join(CORE)} as: {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--workloads", default="avdigits,sensor", help="comma-separated: avdigits, sensor, mlp, resnet18"
+    )
+    parser.add_argument(
+        "--methods", default="", help="comma-separated labels to time (default: all); joint is always timed"
+    )
+    parser.add_argument(
+        "--variants", default="", help=f"comma-separated, also time {', '.join(CORE)} as: {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--frames", type=int, default=1, help="video frames per clip in the resnet18 workload (1 or 3)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled variant")
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (each runs every method once)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first")
-    parser.add_argument("--repeats", type=int, default=1, help="steps per entry and round, the fastest kept (for a loaded machine)")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="on a CPU: time steps by the process's CPU time (default) or by the wall clock; CUDA: always wall")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="steps per entry and round, the fastest kept (for a loaded machine)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="on a CPU: time steps by the process's CPU time (default) or by the wall clock; CUDA: always wall",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast around each training step")
-    parser.add_argument("--batch-size", type=int, help="batch size for every network (default: 16, the paper's; resnet18: 64 on CUDA, 4 on CPU)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch size for every network (default: 16, the paper's; resnet18: 64 on CUDA, 4 on CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the report to this markdown file")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     table = workloads()
     names = [n for n in args.workloads.split(",") if n]
     unknown = sorted(set(names) - set(table))
@@ -538,10 +646,28 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if sorted(set(variants) - set(VARIANTS)):
         parser.error(f"unknown variant(s) {sorted(set(variants) - set(VARIANTS))}; valid: {', '.join(VARIANTS)}")
-    header = report_header("Training-step cost", device, "step_cost.py", argv, f"bf16 autocast {'on' if args.amp else 'off'}")
-    table = {name: batch_for(with_frames(workload, args.frames), device, args.batch_size) for name, workload in table.items()}
-    sections = [run_workload(table[n], device, args.warmup, args.rounds, args.amp, only, args.seed, variants, args.repeats,
-                             args.clock, args.compile_backend) for n in names]
+    header = report_header(
+        "Training-step cost", device, "step_cost.py", argv, f"bf16 autocast {'on' if args.amp else 'off'}"
+    )
+    table = {
+        name: batch_for(with_frames(workload, args.frames), device, args.batch_size) for name, workload in table.items()
+    }
+    sections = [
+        run_workload(
+            table[n],
+            device,
+            args.warmup,
+            args.rounds,
+            args.amp,
+            only,
+            args.seed,
+            variants,
+            args.repeats,
+            args.clock,
+            args.compile_backend,
+        )
+        for n in names
+    ]
     publish("\n".join(header) + "\n".join(sections), args.out)
     return 0
 
@@ -553,7 +679,9 @@ def batch_for(workload: Workload, device: torch.device, batch_size: int | None) 
     return replace(workload, batch_size=batch_size) if batch_size else workload
 
 
-def report_header(title: str, device: torch.device, script: str, argv: list[str] | None, settings: str = "") -> list[str]:
+def report_header(
+    title: str, device: torch.device, script: str, argv: list[str] | None, settings: str = ""
+) -> list[str]:
     """The title, date, machine, commit and command line that head every benchmark report."""
     arguments = argv if argv is not None else sys.argv[1:]
     return [

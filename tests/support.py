@@ -1,4 +1,5 @@
 """Builders shared by the tests: a model for a dataset, a method's context, one training step."""
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,10 @@ from erlmr.training.step import StepContext, method_step
 def model_for(config: ModelConfig, splits: DatasetSplits, euler: bool) -> MultiModalModel:
     """The model ``config`` builds for ``splits`` (encoders named in the config or chosen by shape)."""
     shapes = splits.input_shapes()
-    names = {m: config.encoders.get(m) or splits.default_encoders.get(m) or default_encoder_for(shapes[m]) for m in splits.modalities}
+    names = {
+        m: config.encoders.get(m) or splits.default_encoders.get(m) or default_encoder_for(shapes[m])
+        for m in splits.modalities
+    }
     return build_model(config, ModelSpec(list(splits.modalities), shapes, names, splits.num_classes, euler))
 
 
@@ -27,7 +31,9 @@ def context_for(splits: DatasetSplits, batch_size: int = 16, device: str = "cpu"
     return MethodContext(splits.modalities, splits.num_classes, batch_size, torch.device(device), splits)
 
 
-def step_context(method: Method, model: MultiModalModel, optimizer=None, index: int = 0, steps_per_epoch: int = 1) -> StepContext:
+def step_context(
+    method: Method, model: MultiModalModel, optimizer=None, index: int = 0, steps_per_epoch: int = 1
+) -> StepContext:
     """A step context over the model's and the method's parameters (an SGD with lr 0 if none is given)."""
     params = trainable_parameters(model, method)
     optimizer = optimizer or torch.optim.SGD(params, lr=0.0)
@@ -43,11 +49,18 @@ def take_step(method: Method, model: MultiModalModel, inputs, labels, optimizer=
 SMALL_SYNTHETIC = {"strengths": [2.5, 1.0, 0.8], "train_size": 96, "test_size": 48, "dim": 8}
 
 
-def method_setup(method: str, options: dict | None = None, strengths=(2.5, 0.8), fusion="concat", euler=False, hidden=16):
+def method_setup(
+    method: str, options: dict | None = None, strengths=(2.5, 0.8), fusion="concat", euler=False, hidden=16
+):
     """``method`` on a small two-modality synthetic set (dominant m0): splits, model, method, context."""
-    splits = load_dataset("synthetic", None, 0, 0.1, {"strengths": list(strengths), "dim": 8, "train_size": 64, "test_size": 8})
+    splits = load_dataset(
+        "synthetic", None, 0, 0.1, {"strengths": list(strengths), "dim": 8, "train_size": 64, "test_size": 8}
+    )
     config = ModelConfig(
-        fusion=fusion, encoder_options={m: {"hidden": hidden} for m in splits.modalities}, euler_dim=8, euler_dropout=0.0
+        fusion=fusion,
+        encoder_options={m: {"hidden": hidden} for m in splits.modalities},
+        euler_dim=8,
+        euler_dropout=0.0,
     )
     torch.manual_seed(0)
     model = model_for(config, splits, euler)

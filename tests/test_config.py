@@ -47,21 +47,43 @@ def test_unknown_names_list_the_registered_ones(run_config, capsys):
         train(run_config(model={"fusion": "mean"}))
     with pytest.raises(ConfigError, match="unknown encoder 'resnet9'"):
         train(run_config(model={"encoders": {"m0": "resnet9"}}))
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['strength'\] in options of dataset 'synthetic'; valid keys: strengths"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['strength'\] in options of dataset 'synthetic'; valid keys: strengths"
+    ):
         train(run_config(data={"options": {"strength": [1, 2]}}))
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['mode'\] in method.options of 'erlmr'; valid keys: .*pareto_mode"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['mode'\] in method.options of 'erlmr'; valid keys: .*pareto_mode"
+    ):
         train(run_config(method={"name": "erlmr", "options": {"mode": "x"}}))
 
 
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"model": {"fusion": "concat", "fusion_options": {"gate_on": 1}}}, r"\['gate_on'\] in options of fusion 'concat'; it takes none"),
-        ({"model": {"fusion": "gated", "fusion_options": {"gate": 1}}}, r"\['gate'\] in options of fusion 'gated'; valid keys: gate_on, hidden"),
-        ({"model": {"fusion": "gated", "fusion_options": {"hidden": "wide"}}}, r"options of fusion 'gated'.hidden must be int, got 'wide'"),
-        ({"model": {"encoder_options": {"m0": {"depth": 3}}}}, r"\['depth'\] in options of encoder 'mlp'; valid keys: hidden, layers, dropout"),
-        ({"method": {"name": "joint", "options": {"alpha": 1}}}, r"\['alpha'\] in method.options of 'joint'; it takes none"),
-        ({"method": {"name": "ogm", "options": {"alpha": -1}}}, r"method.options of 'ogm': option alpha must be >= 0, got -1"),
+        (
+            {"model": {"fusion": "concat", "fusion_options": {"gate_on": 1}}},
+            r"\['gate_on'\] in options of fusion 'concat'; it takes none",
+        ),
+        (
+            {"model": {"fusion": "gated", "fusion_options": {"gate": 1}}},
+            r"\['gate'\] in options of fusion 'gated'; valid keys: gate_on, hidden",
+        ),
+        (
+            {"model": {"fusion": "gated", "fusion_options": {"hidden": "wide"}}},
+            r"options of fusion 'gated'.hidden must be int, got 'wide'",
+        ),
+        (
+            {"model": {"encoder_options": {"m0": {"depth": 3}}}},
+            r"\['depth'\] in options of encoder 'mlp'; valid keys: hidden, layers, dropout",
+        ),
+        (
+            {"method": {"name": "joint", "options": {"alpha": 1}}},
+            r"\['alpha'\] in method.options of 'joint'; it takes none",
+        ),
+        (
+            {"method": {"name": "ogm", "options": {"alpha": -1}}},
+            r"method.options of 'ogm': option alpha must be >= 0, got -1",
+        ),
     ],
 )
 def test_every_plugin_kind_validates_its_options_the_same_way(run_config, section, message):
@@ -80,5 +102,10 @@ def test_cli_prints_one_clear_line_not_a_traceback(capsys):
 def test_list_shows_every_registry(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for heading, name in [("methods:", "erlmr"), ("datasets:", "basicmotions"), ("encoders:", "cnn1d"), ("fusion:", "film")]:
+    for heading, name in [
+        ("methods:", "erlmr"),
+        ("datasets:", "basicmotions"),
+        ("encoders:", "cnn1d"),
+        ("fusion:", "film"),
+    ]:
         assert heading in out and name in out

@@ -1,4 +1,5 @@
 """The README's examples run as shown and learn: the own loop, and Lightning."""
+
 import re
 import runpy
 import subprocess

@@ -1,4 +1,5 @@
 """The slim core: what `import erlmr` loads, and the message each optional feature gives without its extra."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def test_every_public_name_resolves_and_an_unknown_one_is_an_attribute_error():
 def test_require_returns_the_module_or_names_the_pip_package_and_extra(monkeypatch):
     assert require("json", "report", "x") is json
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
-    with pytest.raises(MissingDependencyError, match=r"probing needs scikit-learn: pip install 'erlmr\[probes\]'") as caught:
+    with pytest.raises(
+        MissingDependencyError, match=r"probing needs scikit-learn: pip install 'erlmr\[probes\]'"
+    ) as caught:
         require("sklearn.linear_model", "probes", "probing")
     assert isinstance(caught.value, ErlmrError) and isinstance(caught.value, ImportError)
 

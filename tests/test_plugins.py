@@ -1,4 +1,5 @@
 """The user's own encoders (and other plug-ins): ``module:attribute`` paths and entry points."""
+
 from __future__ import annotations
 
 import sys
@@ -70,7 +71,9 @@ def test_an_import_path_builds_the_users_encoder_with_its_options(user_module):
 def test_a_users_encoder_is_checked_like_a_registered_one(user_module):
     with pytest.raises(ConfigError, match=r"must set output_shape .* it has None"):
         build_encoder(f"{user_module}:NoShape", (4,), {})
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['width'\] in options of encoder .*TinyEncoder'; valid keys: hidden"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['width'\] in options of encoder .*TinyEncoder'; valid keys: hidden"
+    ):
         build_encoder(f"{user_module}:TinyEncoder", (4,), {"width": 3})
     with pytest.raises(ConfigError, match=f"module '{user_module}' has no attribute 'Missing'"):
         build_encoder(f"{user_module}:Missing", (4,), {})
@@ -92,12 +95,36 @@ def test_a_module_in_the_current_folder_is_found_as_under_python_m(tmp_path, mon
 
 def test_cli_trains_with_a_users_encoder_and_fusion_and_the_run_predicts(user_module, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = main([
-        "train", "--dataset", "synthetic", "--epochs", "1", "--quiet", "--device", "cpu", "--run-dir", str(run_dir),
-        "--set", "data.options.train_size=40", "--set", "data.options.test_size=20", "--set", "data.options.dim=6",
-        "--set", f"model.encoders.m0={user_module}:TinyEncoder", "--set", "model.encoder_options.m0.hidden=7",
-        "--set", f"model.fusion={user_module}:MeanFusion", "--set", "model.shared_projection=false", "--method", "erlmr",
-    ])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "data.options.train_size=40",
+            "--set",
+            "data.options.test_size=20",
+            "--set",
+            "data.options.dim=6",
+            "--set",
+            f"model.encoders.m0={user_module}:TinyEncoder",
+            "--set",
+            "model.encoder_options.m0.hidden=7",
+            "--set",
+            f"model.fusion={user_module}:MeanFusion",
+            "--set",
+            "model.shared_projection=false",
+            "--method",
+            "erlmr",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     run = load_run(run_dir)
     assert type(run.model.encoders["m0"]).__name__ == "TinyEncoder"
@@ -116,12 +143,16 @@ def write_distribution(folder: Path, name: str, entry_points: str) -> None:
 
 
 def test_an_entry_point_plug_in_is_listed_and_built_by_name(user_module, tmp_path, capsys):
-    write_distribution(tmp_path, "erlmr_tiny_plugin", f"""
+    write_distribution(
+        tmp_path,
+        "erlmr_tiny_plugin",
+        f"""
         [erlmr.encoders]
         tiny = {user_module}:TinyEncoder
         [erlmr.fusions]
         mean = {user_module}:MeanFusion
-    """)
+    """,
+    )
     assert "tiny" in ENCODERS and "mean" in FUSIONS and "tiny" not in FUSIONS
     assert main(["list"]) == 0
     assert f"tiny             plug-in {user_module}:TinyEncoder (from erlmr_tiny_plugin)" in capsys.readouterr().out
@@ -131,10 +162,14 @@ def test_an_entry_point_plug_in_is_listed_and_built_by_name(user_module, tmp_pat
 
 
 def test_a_plug_in_cannot_replace_a_built_in(user_module, tmp_path):
-    write_distribution(tmp_path, "erlmr_shadow_plugin", f"""
+    write_distribution(
+        tmp_path,
+        "erlmr_shadow_plugin",
+        f"""
         [erlmr.encoders]
         mlp = {user_module}:TinyEncoder
-    """)
+    """,
+    )
     with pytest.warns(UserWarning, match="'mlp' .* is shadowed by erlmr's own 'mlp'"):
         assert ENCODERS.get("mlp").__module__ == "erlmr.encoders.basic"
         ENCODERS.describe()
@@ -142,9 +177,13 @@ def test_a_plug_in_cannot_replace_a_built_in(user_module, tmp_path):
 
 def test_a_broken_entry_point_names_its_plug_in(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    write_distribution(tmp_path, "erlmr_broken_plugin", """
+    write_distribution(
+        tmp_path,
+        "erlmr_broken_plugin",
+        """
         [erlmr.encoders]
         broken = not_installed_anywhere.encoders:Broken
-    """)
+    """,
+    )
     with pytest.raises(ConfigError, match="plug-in 'broken' .* cannot import 'not_installed_anywhere.encoders'"):
         build_encoder("broken", (4,), {})

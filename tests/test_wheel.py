@@ -5,6 +5,7 @@ key of the core requirements, the torch spec and the Python version, so only the
 installing torch; erlmr's own wheel is rebuilt and reinstalled every run. The torch spec is $TORCH_SPEC
 (scripts/setup.sh exports it), torch==2.13.0 by default.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -92,7 +93,9 @@ def create_core_env(env: Path, core: list[str]) -> None:
     installed = run([partial / "bin" / "python", "-m", "pip", "install", "--quiet", TORCH_SPEC, *core])
     if installed.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        pytest.skip(f"cannot install the core requirements ({TORCH_SPEC}, {', '.join(core)}) into a fresh environment:\n{tail(installed)}")
+        pytest.skip(
+            f"cannot install the core requirements ({TORCH_SPEC}, {', '.join(core)}) into a fresh environment:\n{tail(installed)}"
+        )
     (partial / "ready").write_text(" ".join([TORCH_SPEC, *core]))
     shutil.rmtree(env, ignore_errors=True)
     partial.rename(env)
@@ -120,9 +123,26 @@ def test_the_core_alone_imports_erlmr_and_lists_every_registry(core_env, tmp_pat
 
 
 def test_the_core_alone_trains_and_names_the_extra_a_feature_needs(core_env, tmp_path):
-    trained = run([core_env / "erlmr", "train", "--dataset", "synthetic", "--epochs", "1", "--quiet", "--device", "cpu",
-                   "--run-dir", tmp_path / "run", "--set", "data.options.train_size=40", "--set", "data.options.test_size=20"],
-                  cwd=tmp_path)
+    trained = run(
+        [
+            core_env / "erlmr",
+            "train",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--run-dir",
+            tmp_path / "run",
+            "--set",
+            "data.options.train_size=40",
+            "--set",
+            "data.options.test_size=20",
+        ],
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, tail(trained)
     report = run([core_env / "erlmr", "report", tmp_path / "run"], cwd=tmp_path)
     assert report.returncode == 2

@@ -7,10 +7,16 @@ The drop-in pieces (:mod:`erlmr.nn`) and the exceptions are imported with the pa
 the run loader and the config are imported on first use (``erlmr.train``), so that a project that only
 wants ERL-MR's parts in its own loop imports neither the trainer nor the data loaders.
 """
+
 from importlib import import_module
 
 from .errors import (
-    CheckpointError, ConfigError, DataError, ErlmrError, MissingDependencyError, TrainingDivergedError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ErlmrError,
+    MissingDependencyError,
+    TrainingDivergedError,
     TrainingInterrupted,
 )
 from .nn.balance import balanced_backward
@@ -24,11 +30,17 @@ __version__ = "0.2.0.dev0"
 
 # Public name -> the module that defines it, imported when the name is first looked up.
 LAZY = {
-    "Config": ".config", "load_config": ".config",
-    "LoadedRun": ".training.reload", "Prediction": ".analysis.prediction",
-    "load_run": ".training.reload", "predict": ".analysis.prediction",
-    "RunResult": ".training.trainer", "resume": ".training.trainer", "train": ".training.trainer",
-    "diagnose": ".analysis.diagnose", "PositionalModel": ".analysis.diagnose",
+    "Config": ".config",
+    "load_config": ".config",
+    "LoadedRun": ".training.reload",
+    "Prediction": ".analysis.prediction",
+    "load_run": ".training.reload",
+    "predict": ".analysis.prediction",
+    "RunResult": ".training.trainer",
+    "resume": ".training.trainer",
+    "train": ".training.trainer",
+    "diagnose": ".analysis.diagnose",
+    "PositionalModel": ".analysis.diagnose",
 }
 
 # Subpackages reachable as attributes after a plain `import erlmr` (erlmr.data.load_dataset), as before.
@@ -50,9 +62,35 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "CheckpointError", "ConcatFusion", "Config", "ConfigError", "DataError", "ErlmrError", "EulerOutput",
-    "EulerRepresentation", "FUSIONS", "FiLMFusion", "FusionOutput", "GatedFusion", "LoadedRun", "MMCLoss",
-    "MissingDependencyError", "ModelOutput", "MultiModalModel", "PositionalModel", "Prediction", "RunResult", "SumFusion",
-    "TrainingDivergedError", "TrainingInterrupted", "balanced_backward", "diagnose", "load_config", "load_run", "min_norm_weights", "predict",
-    "resume", "train",
+    "CheckpointError",
+    "ConcatFusion",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "ErlmrError",
+    "EulerOutput",
+    "EulerRepresentation",
+    "FUSIONS",
+    "FiLMFusion",
+    "FusionOutput",
+    "GatedFusion",
+    "LoadedRun",
+    "MMCLoss",
+    "MissingDependencyError",
+    "ModelOutput",
+    "MultiModalModel",
+    "PositionalModel",
+    "Prediction",
+    "RunResult",
+    "SumFusion",
+    "TrainingDivergedError",
+    "TrainingInterrupted",
+    "balanced_backward",
+    "diagnose",
+    "load_config",
+    "load_run",
+    "min_norm_weights",
+    "predict",
+    "resume",
+    "train",
 ]

@@ -1,4 +1,5 @@
 """The ``erlmr`` command line: train, list, bench, tune, eval, report, data."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,18 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="exact run folder to write")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also log the per-epoch metrics for TensorBoard under RUN_DIR/tensorboard")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set method.options.pareto_mode=features")
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log the per-epoch metrics for TensorBoard under RUN_DIR/tensorboard",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set method.options.pareto_mode=features",
+    )
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
@@ -94,8 +103,8 @@ def command_train(args: argparse.Namespace) -> int:
 def command_list(args: argparse.Namespace) -> int:
     from .data import DATASETS
     from .encoders import ENCODERS
-    from .nn.fusion import FUSIONS
     from .methods import METHODS
+    from .nn.fusion import FUSIONS
 
     for title, registry in (("methods", METHODS), ("datasets", DATASETS), ("encoders", ENCODERS), ("fusion", FUSIONS)):
         print(f"{title}:")
@@ -110,7 +119,9 @@ def command_bench(args: argparse.Namespace) -> int:
     command, shard = shlex.join(["erlmr", *args.argv]), parse_shard(args.shard)
     if args.tuned:
         if args.datasets or args.methods or args.config:
-            raise ConfigError("--tuned takes the datasets, methods and config from the studies; drop --datasets, --methods and --config")
+            raise ConfigError(
+                "--tuned takes the datasets, methods and config from the studies; drop --datasets, --methods and --config"
+            )
         from .tuning.results import run_tuned_bench
 
         result = run_tuned_bench(
@@ -147,13 +158,26 @@ def command_tune(args: argparse.Namespace) -> int:
         raise ConfigError("erlmr tune writes one run folder per trial under --out; drop --run-dir")
     methods = parse_methods(args.method or "")
     settings = TuneSettings(
-        trials=args.trials, metric=metric_named(args.metric), out=Path(args.out), storage=args.storage,
-        study_prefix=args.study, heartbeat=args.heartbeat, prune=not args.no_prune, prune_warmup=args.prune_warmup,
-        prune_startup=args.prune_startup, progress=not args.quiet,
+        trials=args.trials,
+        metric=metric_named(args.metric),
+        out=Path(args.out),
+        storage=args.storage,
+        study_prefix=args.study,
+        heartbeat=args.heartbeat,
+        prune=not args.no_prune,
+        prune_warmup=args.prune_warmup,
+        prune_startup=args.prune_startup,
+        progress=not args.quiet,
     )
     flags = argparse.Namespace(**{**vars(args), "method": None})  # each method is set per study
-    records = tune(methods, args.config, overrides_from(flags), read_user_space(args.config, args.space), settings,
-                   shlex.join(["erlmr", *args.argv]))
+    records = tune(
+        methods,
+        args.config,
+        overrides_from(flags),
+        read_user_space(args.config, args.space),
+        settings,
+        shlex.join(["erlmr", *args.argv]),
+    )
     from .tuning.results import markdown, summary_table
 
     print(markdown(*summary_table(records)), end="")
@@ -163,27 +187,55 @@ def command_tune(args: argparse.Namespace) -> int:
 
 def add_tune_command(commands: argparse._SubParsersAction) -> None:
     tune = commands.add_parser(
-        "tune", help="tune methods on the validation split with the same number of trials each (Optuna)",
+        "tune",
+        help="tune methods on the validation split with the same number of trials each (Optuna)",
         description="Tune each --method with --trials trials on the validation split (docs/protocol.md). "
-                    "Several processes or hosts given the same --storage share the trials.",
+        "Several processes or hosts given the same --storage share the trials.",
     )
     add_train_flags(tune)
-    tune.add_argument("--trials", type=int, default=20, help="trials per method, the same for every method (default 20)")
-    tune.add_argument("--metric", default="val_accuracy",
-                      help="validation quantity to optimise: val_accuracy (default), val_macro_f1, val_imbalance_degree")
-    tune.add_argument("--space", action="append", default=[], metavar="KEY=RANGE",
-                      help="add or change a search range: METHOD.OPTION or SECTION.KEY = uniform(a,b), log_uniform(a,b), "
-                           "int_range(a,b), choice(x,y,...) or fixed, e.g. --space ogm_ge.alpha=log_uniform(0.05,0.5)")
-    tune.add_argument("--storage", help="study storage: sqlite:///PATH (default OUT/study.db), a database URL such as "
-                                        "postgresql://USER@HOST/DB, or journal:///PATH on a shared filesystem")
+    tune.add_argument(
+        "--trials", type=int, default=20, help="trials per method, the same for every method (default 20)"
+    )
+    tune.add_argument(
+        "--metric",
+        default="val_accuracy",
+        help="validation quantity to optimise: val_accuracy (default), val_macro_f1, val_imbalance_degree",
+    )
+    tune.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="KEY=RANGE",
+        help="add or change a search range: METHOD.OPTION or SECTION.KEY = uniform(a,b), log_uniform(a,b), "
+        "int_range(a,b), choice(x,y,...) or fixed, e.g. --space ogm_ge.alpha=log_uniform(0.05,0.5)",
+    )
+    tune.add_argument(
+        "--storage",
+        help="study storage: sqlite:///PATH (default OUT/study.db), a database URL such as "
+        "postgresql://USER@HOST/DB, or journal:///PATH on a shared filesystem",
+    )
     tune.add_argument("--study", default="", metavar="PREFIX", help="prefix of the study names (DATASET/METHOD)")
-    tune.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
-                      help="a running trial's heartbeat; one silent for 3 beats is marked failed (default 60)")
+    tune.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a running trial's heartbeat; one silent for 3 beats is marked failed (default 60)",
+    )
     tune.add_argument("--no-prune", action="store_true", help="never stop a trial early")
-    tune.add_argument("--prune-warmup", type=int, metavar="EPOCHS",
-                      help="epochs every trial runs before it may be pruned (default a quarter of the epochs)")
-    tune.add_argument("--prune-startup", type=int, default=5, metavar="TRIALS",
-                      help="trials of a method that run in full before pruning starts (default 5)")
+    tune.add_argument(
+        "--prune-warmup",
+        type=int,
+        metavar="EPOCHS",
+        help="epochs every trial runs before it may be pruned (default a quarter of the epochs)",
+    )
+    tune.add_argument(
+        "--prune-startup",
+        type=int,
+        default=5,
+        metavar="TRIALS",
+        help="trials of a method that run in full before pruning starts (default 5)",
+    )
     tune.set_defaults(run=command_tune, out="runs/tune")
 
 
@@ -238,8 +290,10 @@ def command_data_prepare(args: argparse.Namespace) -> int:
         options["workers"] = args.workers
     splits = load_dataset(args.name, args.root, 0, 0.1, options)
     shapes = "  ".join(f"{m} {tuple(s)}" for m, s in splits.input_shapes().items())
-    print(f"{args.name}: {len(splits.train) + len(splits.val)} train / {len(splits.test)} test samples, "
-          f"{splits.num_classes} classes; {shapes}")
+    print(
+        f"{args.name}: {len(splits.train) + len(splits.val)} train / {len(splits.test)} test samples, "
+        f"{splits.num_classes} classes; {shapes}"
+    )
     if getattr(splits, "skipped", None):
         print(f"skipped {len(splits.skipped)} bad sample(s), the first: {splits.skipped[0]}")
     print(f"cache: {splits.cache}")
@@ -300,8 +354,13 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--cache-dir", help="where to write the cache (default ROOT/.erlmr-cache)")
     prepare.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and report how many")
     prepare.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
-    prepare.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                         help="a dataset option, e.g. --set image_size=112; train with the same options")
+    prepare.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a dataset option, e.g. --set image_size=112; train with the same options",
+    )
     prepare.set_defaults(run=command_data_prepare)
     avdigits = actions.add_parser("avdigits", help="build the AV-digits audio-visual set (needs espeak-ng)")
     avdigits.add_argument("--out", help="folder to write (default $ERLMR_DATA/avdigits-CLIPS-SEED, ~/.cache/erlmr)")
@@ -315,15 +374,21 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--dataset", help="registered dataset name (see 'erlmr list'); default: arrays with --data")
     check.add_argument("--data", help="the dataset folder, or an array folder (train.npz, test.npz, ...)")
-    check.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                       help="a dataset option, e.g. --set audio_snr_db=10 (as data.options in training)")
+    check.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a dataset option, e.g. --set audio_snr_db=10 (as data.options in training)",
+    )
     check.add_argument("--normalize", default="auto", help="the data.normalize training will use (default auto)")
     check.add_argument("--val-fraction", type=float, default=0.1, help="data.val_fraction (default 0.1)")
     check.add_argument("--seed", type=int, default=0, help="train.seed: the validation split and the samples drawn")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(run=command_data_check)
     media = actions.add_parser(
-        "avdigits-media", help="write AV-digits (digits 0-5) as CREMA-D-layout media files: WAV + FLV video (needs espeak-ng, PyAV)"
+        "avdigits-media",
+        help="write AV-digits (digits 0-5) as CREMA-D-layout media files: WAV + FLV video (needs espeak-ng, PyAV)",
     )
     media.add_argument("--out", help="folder to write (default $ERLMR_DATA/avdigits-media-CLIPS-SEED, ~/.cache/erlmr)")
     media.add_argument("--clips", type=int, default=600, help="number of clips (default 600)")
@@ -334,32 +399,49 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="erlmr", description="Balanced multi-modal learning: ERL-MR and its baselines")
+    parser = argparse.ArgumentParser(
+        prog="erlmr", description="Balanced multi-modal learning: ERL-MR and its baselines"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one model and write a run folder")
     add_train_flags(train)
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue an interrupted run from its folder (its config.yaml and last.pt)")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run from its folder (its config.yaml and last.pt)"
+    )
     train.set_defaults(run=command_train)
     listing = commands.add_parser("list", help="list registered methods, datasets, encoders and fusion heads")
     listing.set_defaults(run=command_list)
     bench = commands.add_parser("bench", help="train a grid of datasets × methods × seeds and tabulate the results")
     bench.add_argument("--datasets", help="comma-separated dataset names")
-    bench.add_argument("--methods", help="comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); all = every method that runs on its defaults")
+    bench.add_argument(
+        "--methods",
+        help="comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); all = every method that runs on its defaults",
+    )
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
-    bench.add_argument("--shard", metavar="I/N", help="train only share I of N of the grid (for array jobs); "
-                                                      "the tables cover every finished run in --out")
-    bench.add_argument("--tuned", metavar="TUNE_OUT_OR_STORAGE",
-                       help="train each method tuned by 'erlmr tune' at its defaults and at its best setting")
+    bench.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="train only share I of N of the grid (for array jobs); the tables cover every finished run in --out",
+    )
+    bench.add_argument(
+        "--tuned",
+        metavar="TUNE_OUT_OR_STORAGE",
+        help="train each method tuned by 'erlmr tune' at its defaults and at its best setting",
+    )
     add_train_flags(bench)
     bench.set_defaults(run=command_bench, out="bench")
     add_tune_command(commands)
     evaluation = commands.add_parser("eval", help="evaluate a saved run on its test split and print the metrics")
     evaluation.add_argument("run_dir", help="a run folder written by 'erlmr train' or 'erlmr bench'")
     evaluation.add_argument("--data", help="evaluate on this array folder's test split instead (same modalities)")
-    evaluation.add_argument("--drop-modality", action="append", default=[], metavar="NAME",
-                            help="treat this modality as missing (its fusion input zeroed); repeatable")
+    evaluation.add_argument(
+        "--drop-modality",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="treat this modality as missing (its fusion input zeroed); repeatable",
+    )
     evaluation.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluation.set_defaults(run=command_eval)

@@ -1,4 +1,5 @@
 """Run configuration: plain YAML validated into typed dataclasses, with ``section.key=value`` overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -241,17 +242,32 @@ def validate(config: Config) -> None:
         (config.optim.momentum >= 0, f"optim.momentum must be >= 0, got {config.optim.momentum}"),
         (config.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {config.optim.weight_decay}"),
         (config.optim.name in OPTIMIZERS, f"unknown optimizer {config.optim.name!r}; valid: {', '.join(OPTIMIZERS)}"),
-        (config.optim.schedule in SCHEDULES, f"unknown schedule {config.optim.schedule!r}; valid: {', '.join(SCHEDULES)}"),
+        (
+            config.optim.schedule in SCHEDULES,
+            f"unknown schedule {config.optim.schedule!r}; valid: {', '.join(SCHEDULES)}",
+        ),
         (config.optim.step_size >= 1, f"optim.step_size must be >= 1, got {config.optim.step_size}"),
-        (config.optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 turns clipping off), got {config.optim.grad_clip}"),
+        (
+            config.optim.grad_clip >= 0,
+            f"optim.grad_clip must be >= 0 (0 turns clipping off), got {config.optim.grad_clip}",
+        ),
         (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),
-        (0 <= config.train.seed <= MAX_SEED, f"train.seed must be in 0..{MAX_SEED} (numpy takes 32-bit seeds), got {config.train.seed}"),
+        (
+            0 <= config.train.seed <= MAX_SEED,
+            f"train.seed must be in 0..{MAX_SEED} (numpy takes 32-bit seeds), got {config.train.seed}",
+        ),
         (config.train.batch_size >= 1, f"train.batch_size must be >= 1, got {config.train.batch_size}"),
         (config.train.num_workers >= 0, f"train.num_workers must be >= 0, got {config.train.num_workers}"),
-        (0 <= config.model.euler_dropout < 1, f"model.euler_dropout must be in [0, 1), got {config.model.euler_dropout}"),
+        (
+            0 <= config.model.euler_dropout < 1,
+            f"model.euler_dropout must be in [0, 1), got {config.model.euler_dropout}",
+        ),
         (config.model.euler_dim >= 1, f"model.euler_dim must be >= 1, got {config.model.euler_dim}"),
         (0 <= config.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}"),
-        (config.data.normalize in NORMALIZE, f"unknown data.normalize {config.data.normalize!r}; valid: {', '.join(NORMALIZE)}"),
+        (
+            config.data.normalize in NORMALIZE,
+            f"unknown data.normalize {config.data.normalize!r}; valid: {', '.join(NORMALIZE)}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

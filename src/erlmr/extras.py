@@ -4,6 +4,7 @@
 and the rest each come with a pip extra declared in pyproject.toml. A feature calls :func:`require`
 where it needs its package, so that a missing one is reported as what to install, not as a traceback.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -24,6 +24,7 @@ as keyword parameters instead, with the range in the annotation::
 and :func:`options_from_signature` turns the signature into the same kind of dataclass, so every
 registry validates options the one way: :meth:`erlmr.registry.Registry.options`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ import yaml
 
 from .errors import ConfigError
 
+
 class NumberLoader(yaml.SafeLoader):
     """YAML's safe loader that also reads ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
 
@@ -47,7 +49,12 @@ NumberLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
 )
 
-_COMPARISONS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+_COMPARISONS = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,9 @@ class Uniform:
     log: bool = False
 
     def check(self) -> None:
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (self.low, self.high))
+        numbers = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (self.low, self.high)
+        )
         if not numbers or not self.low < self.high:
             raise ConfigError(f"{self} is an empty or inverted range; give finite numbers with low < high")
         if self.log and self.low <= 0:
@@ -108,7 +117,9 @@ class Choice:
 
     def check(self) -> None:
         if len(set(map(repr, self.choices))) < 2:
-            raise ConfigError(f"{self} offers fewer than two distinct values: nothing to search; fix the value with --set")
+            raise ConfigError(
+                f"{self} offers fewer than two distinct values: nothing to search; fix the value with --set"
+            )
 
     def values(self) -> tuple:
         return self.choices
@@ -144,7 +155,9 @@ def choice(*values: Any) -> Choice:
 
 
 DISTRIBUTIONS = {f.__name__: f for f in (uniform, log_uniform, int_range, log_int_range, choice)}
-DISTRIBUTION_FORMS = "uniform(low, high), log_uniform(low, high), int_range(low, high), log_int_range(low, high), choice(a, b, ...)"
+DISTRIBUTION_FORMS = (
+    "uniform(low, high), log_uniform(low, high), int_range(low, high), log_int_range(low, high), choice(a, b, ...)"
+)
 
 
 def parse_distribution(text: str) -> Distribution:
@@ -162,8 +175,15 @@ def parse_distribution(text: str) -> Distribution:
     return distribution
 
 
-def ranged(default: float, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-           lt: float | None = None, search: Uniform | IntRange | Choice | None = None) -> Any:
+def ranged(
+    default: float,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    search: Uniform | IntRange | Choice | None = None,
+) -> Any:
     """A dataclass field whose value must satisfy every bound given (``ge`` means ``value >= ge``);
     ``search`` is the range ``erlmr tune`` explores, which must lie inside the bounds."""
     bounds = {name: limit for name, limit in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if limit is not None}
@@ -284,7 +304,7 @@ def options_from_signature(factory: Callable, positional: Sequence[str], name: s
     target = factory.__init__ if isinstance(factory, type) else factory
     hints = typing.get_type_hints(target, include_extras=True)
     fields = []
-    parameters = list(inspect.signature(factory).parameters.values())[len(positional):]
+    parameters = list(inspect.signature(factory).parameters.values())[len(positional) :]
     for parameter in parameters:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue

@@ -1,5 +1,6 @@
 """The few torch.distributed reductions the drop-in pieces and the methods need; each is the identity
 in a single process, so the same code runs alone, under ``torchrun`` and under Lightning's DDP."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -44,4 +45,6 @@ def all_reduce_mean_lists(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> Non
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= dist.get_world_size()
-    torch._foreach_copy_(tensors, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)])
+    torch._foreach_copy_(
+        tensors, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+    )

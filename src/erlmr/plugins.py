@@ -1,4 +1,5 @@
 """Import every module of a plug-in package so that its ``@REGISTRY.register`` decorators run."""
+
 from __future__ import annotations
 
 import importlib

@@ -9,6 +9,7 @@ A name is resolved in three places, in order:
 3. an import path ``module:attribute`` (``my_pkg.my_module:MyEncoder``), imported as Python imports it,
    with the current folder on the path as under ``python -m``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -78,7 +79,9 @@ class Registry(Generic[T]):
         found = {}
         for point in entry_points(group=self.group):
             if point.name in self._entries:
-                warnings.warn(f"{self.kind} plug-in {point.name!r} ({point.value}) is shadowed by erlmr's own {point.name!r}")
+                warnings.warn(
+                    f"{self.kind} plug-in {point.name!r} ({point.value}) is shadowed by erlmr's own {point.name!r}"
+                )
             else:
                 found.setdefault(point.name, point)
         return found

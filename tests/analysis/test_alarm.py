@@ -1,4 +1,5 @@
 """The imbalance alarm: a modality left at chance whose inputs a probe finds informative is named."""
+
 from __future__ import annotations
 
 import json
@@ -46,12 +47,14 @@ def test_a_modality_that_learns_resets_its_streak():
 
 
 def test_a_run_that_learns_nothing_raises_the_alarm_in_its_log_and_summary(tmp_path):
-    result = erlmr.train({
-        "data": {"dataset": "synthetic", "options": {"train_size": 160, "test_size": 40}},
-        "method": {"name": "joint"},
-        "optim": {"lr": 1e-7},
-        "train": {"epochs": 3, "batch_size": 32, "quiet": True, "run_dir": str(tmp_path / "run"), "device": "cpu"},
-    })
+    result = erlmr.train(
+        {
+            "data": {"dataset": "synthetic", "options": {"train_size": 160, "test_size": 40}},
+            "method": {"name": "joint"},
+            "optim": {"lr": 1e-7},
+            "train": {"epochs": 3, "batch_size": 32, "quiet": True, "run_dir": str(tmp_path / "run"), "device": "cpu"},
+        }
+    )
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "alarms" not in records[0] and "alarms" not in records[1]
     named = {a["modality"] for a in records[2]["alarms"]}
@@ -60,10 +63,18 @@ def test_a_run_that_learns_nothing_raises_the_alarm_in_its_log_and_summary(tmp_p
 
 
 def test_the_alarm_can_be_turned_off(tmp_path):
-    result = erlmr.train({
-        "data": {"dataset": "synthetic", "options": {"train_size": 160, "test_size": 40}},
-        "optim": {"lr": 1e-7},
-        "train": {"epochs": 3, "batch_size": 32, "quiet": True, "run_dir": str(tmp_path / "run"), "device": "cpu",
-                  "imbalance_alarm": False},
-    })
+    result = erlmr.train(
+        {
+            "data": {"dataset": "synthetic", "options": {"train_size": 160, "test_size": 40}},
+            "optim": {"lr": 1e-7},
+            "train": {
+                "epochs": 3,
+                "batch_size": 32,
+                "quiet": True,
+                "run_dir": str(tmp_path / "run"),
+                "device": "cpu",
+                "imbalance_alarm": False,
+            },
+        }
+    )
     assert result.summary["alarms"] == []

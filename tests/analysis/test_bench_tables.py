@@ -1,15 +1,32 @@
 """Bench tables: the paired interval of each method's difference to joint, and whether fusion pays."""
+
 from erlmr.analysis.bench import markdown_table, summary_tables
 
 
 def rows(method, accuracies, **extra):
-    return [{"dataset": "d", "method": method, "seed": s, "accuracy": a, "macro_f1": a, "acc_audio": a,
-             "imbalance_degree": 0.1, "step_time_s": 0.01, **extra} for s, a in enumerate(accuracies)]
+    return [
+        {
+            "dataset": "d",
+            "method": method,
+            "seed": s,
+            "accuracy": a,
+            "macro_f1": a,
+            "acc_audio": a,
+            "imbalance_degree": 0.1,
+            "step_time_s": 0.01,
+            **extra,
+        }
+        for s, a in enumerate(accuracies)
+    ]
 
 
 def test_difference_to_joint_is_paired_by_seed_and_fusion_that_does_not_pay_is_flagged():
-    grid = [*rows("joint", [0.80, 0.82, 0.84]), *rows("erlmr", [0.85, 0.87, 0.89]), *rows("ogm", [0.70, 0.90, 0.80]),
-            *rows("unimodal (modality=audio)", [0.86, 0.86, 0.86])]
+    grid = [
+        *rows("joint", [0.80, 0.82, 0.84]),
+        *rows("erlmr", [0.85, 0.87, 0.89]),
+        *rows("ogm", [0.70, 0.90, 0.80]),
+        *rows("unimodal (modality=audio)", [0.86, 0.86, 0.86]),
+    ]
     headings, lines = summary_tables(grid)["d"]
     assert headings[-2:] == ["Δ accuracy vs joint [95% CI]", "beats unimodal (modality=audio)"]
     cells = {line[0]: line for line in lines}

@@ -1,5 +1,6 @@
 """`erlmr data check`: each warning fires on the data it describes (and not on clean data), the probe
 reads the real data sets, the CLI prints a table or JSON, and the report shows the check."""
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from erlmr.cli import main
 from erlmr.data import stratified_split
 from erlmr.errors import DataError
 
+
 def informative(n: int, labels: np.ndarray, width: int, strength: float = 3.0) -> np.ndarray:
     """Class centres (the same for every split) plus noise seeded by the split's size."""
     centres = np.random.default_rng(1).standard_normal((labels.max() + 1, width))
@@ -27,7 +29,11 @@ def write_arrays(root: Path, n_train: int = 120, n_test: int = 60, meta: dict | 
     root.mkdir(parents=True, exist_ok=True)
     for name, n in (("train.npz", n_train), ("test.npz", n_test)):
         labels = np.arange(n) % 3
-        arrays = {"a": informative(n, labels, 6), "b": informative(n, labels, 4 * 10).reshape(n, 4, 10), "label": labels}
+        arrays = {
+            "a": informative(n, labels, 6),
+            "b": informative(n, labels, 4 * 10).reshape(n, 4, 10),
+            "label": labels,
+        }
         arrays.update(changes.get(name, {}))
         np.savez(root / name, **arrays)
     if meta is not None:
@@ -59,7 +65,9 @@ def test_scales_spread_over_orders_of_magnitude_warn_only_without_normalisation(
     root = write_arrays(tmp_path / "d", **{"train.npz": {"a": train}, "test.npz": {"a": test}})
     raw = check_dataset("arrays", str(root), normalize="none")
     assert codes(raw) == ["scale_spread"]
-    spread = re.match(r"modality 'a': feature scales spread over (\d\.\d) orders of magnitude", messages(raw, "scale_spread")[0])
+    spread = re.match(
+        r"modality 'a': feature scales spread over (\d\.\d) orders of magnitude", messages(raw, "scale_spread")[0]
+    )
     assert spread and 4.5 < float(spread.group(1)) < 5.5  # factors 1 .. 10^5
     assert "Set data.normalize=standard" in messages(raw, "scale_spread")[0]
     assert check_dataset("arrays", str(root), normalize="robust")["warnings"] == []
@@ -69,8 +77,11 @@ def test_scales_spread_over_orders_of_magnitude_warn_only_without_normalisation(
         split["a"] = split["a"] / np.logspace(0, 5, 6, dtype=np.float32) * 1e4
     write_arrays(root, **arrays)
     (message,) = messages(check_dataset("arrays", str(root), normalize="none"), "modality_scale_spread")
-    assert re.fullmatch(r"the modalities' typical scales spread over 3\.\d orders of magnitude \(a 1\.\d+e\+04, b \d\.\d+\) "
-                        r"and data\.normalize is none; set data\.normalize=standard", message)
+    assert re.fullmatch(
+        r"the modalities' typical scales spread over 3\.\d orders of magnitude \(a 1\.\d+e\+04, b \d\.\d+\) "
+        r"and data\.normalize is none; set data\.normalize=standard",
+        message,
+    )
 
 
 def test_constant_modality_and_constant_features_are_named(tmp_path):
@@ -83,8 +94,10 @@ def test_constant_modality_and_constant_features_are_named(tmp_path):
     ]
     assert messages(report, "constant_modality")[0].startswith("modality 'b' is constant on the train split")
     assert "modality 'b' scores" in messages(report, "probe_chance")[0]
-    config = {"data": {"dataset": "arrays", "root": str(root)},
-              "train": {"epochs": 1, "quiet": True, "device": "cpu", "run_dir": str(tmp_path / "run")}}
+    config = {
+        "data": {"dataset": "arrays", "root": str(root)},
+        "train": {"epochs": 1, "quiet": True, "device": "cpu", "run_dir": str(tmp_path / "run")},
+    }
     with pytest.warns(UserWarning) as caught:
         erlmr.train(config)
     assert {str(w.message) for w in caught} >= {
@@ -105,14 +118,23 @@ def test_nonfinite_values_are_counted_by_the_check_and_refused_by_training(tmp_p
         "modality 'b' holds 2400 NaN/Inf value(s) (test 2400) in channels 0, 1, 2, 3; training refuses them: clean or "
         "drop those samples",
     ]
-    config = {"data": {"dataset": "arrays", "root": str(root)}, "train": {"epochs": 1, "quiet": True, "run_dir": str(tmp_path / "r")}}
-    with pytest.raises(DataError, match=r"array 'a' has NaN or Inf in 120 sample\(s\), first at index 0, feature 4; "
-                                        r"feature 4 not finite in any sample"):
+    config = {
+        "data": {"dataset": "arrays", "root": str(root)},
+        "train": {"epochs": 1, "quiet": True, "run_dir": str(tmp_path / "r")},
+    }
+    with pytest.raises(
+        DataError,
+        match=r"array 'a' has NaN or Inf in 120 sample\(s\), first at index 0, feature 4; "
+        r"feature 4 not finite in any sample",
+    ):
         erlmr.train(config)
     a[:, 4] = 0.0
     write_arrays(root, **{"train.npz": {"a": a}, "test.npz": {"b": b}})
-    with pytest.raises(DataError, match=r"test\.npz: array 'b' has NaN or Inf in 60 sample\(s\), first at index 0, "
-                                        r"element \(0, 0\); no value of it is finite"):
+    with pytest.raises(
+        DataError,
+        match=r"test\.npz: array 'b' has NaN or Inf in 60 sample\(s\), first at index 0, "
+        r"element \(0, 0\); no value of it is finite",
+    ):
         erlmr.train(config)
 
 
@@ -148,7 +170,10 @@ def test_copies_and_near_copies_of_training_samples_across_splits(tmp_path):
         "longer recordings, give each its recording as `group`"
     ]
     noise = np.random.default_rng(2)
-    nudged = {k: v + 1e-3 * noise.standard_normal(v.shape).astype(np.float32) if k != "label" else v for k, v in copied.items()}
+    nudged = {
+        k: v + 1e-3 * noise.standard_normal(v.shape).astype(np.float32) if k != "label" else v
+        for k, v in copied.items()
+    }
     np.savez(root / "test.npz", **nudged)
     report = check_dataset("arrays", str(root))
     assert report["duplicates"]["test"] == {"rows": 60, "exact": 0, "near": still_in_train}
@@ -156,7 +181,10 @@ def test_copies_and_near_copies_of_training_samples_across_splits(tmp_path):
 
 
 def test_a_group_in_train_and_test_is_reported(tmp_path):
-    root = write_arrays(tmp_path / "d", **{"train.npz": {"group": np.arange(120) // 10}, "test.npz": {"group": 11 + np.arange(60) // 10}})
+    root = write_arrays(
+        tmp_path / "d",
+        **{"train.npz": {"group": np.arange(120) // 10}, "test.npz": {"group": 11 + np.arange(60) // 10}},
+    )
     report = check_dataset("arrays", str(root))
     assert report["groups"]["train&val"]["count"] == 0 and report["groups"]["train&test"]["count"] == 1
     assert messages(report, "group_overlap") == [

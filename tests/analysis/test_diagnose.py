@@ -1,4 +1,5 @@
 """erlmr.diagnose: the imbalance report of any model equals the trainer's for erlmr's own model."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,9 @@ from support import context_for, model_for
 
 
 def trained_model():
-    splits = load_dataset("synthetic", None, 0, 0.25, {"strengths": [2.5, 1.0, 0.8], "train_size": 120, "test_size": 64})
+    splits = load_dataset(
+        "synthetic", None, 0, 0.25, {"strengths": [2.5, 1.0, 0.8], "train_size": 120, "test_size": 64}
+    )
     torch.manual_seed(0)
     model = model_for(ModelConfig(encoder_options={m: {"hidden": 16} for m in splits.modalities}), splits, False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
@@ -37,8 +40,10 @@ class UserModel(nn.Module):
 
     def forward(self, inputs, absent=()):
         batch = len(next(iter(inputs.values())))
-        features = [self.encoders[m](inputs[m]) if m in inputs and m not in absent else torch.zeros(batch, w)
-                    for m, w in zip(self.modalities, self.head.in_features)]
+        features = [
+            self.encoders[m](inputs[m]) if m in inputs and m not in absent else torch.zeros(batch, w)
+            for m, w in zip(self.modalities, self.head.in_features)
+        ]
         out = self.head(features)
         return {"logits": out.logits, "modality_logits": dict(zip(self.modalities, out.modality_logits))}
 

@@ -1,4 +1,5 @@
 """Imbalance metrics, cost measurements, `erlmr eval`, `erlmr bench` and the TensorBoard mirror."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import model_for
 
 import erlmr.analysis.bench as bench
 from erlmr.analysis.cost import PeakMemory, StepTimer, flops_per_sample, parameter_count
@@ -24,10 +24,17 @@ from erlmr.errors import ConfigError
 from erlmr.training.run_folder import RunFolder
 from erlmr.training.tensorboard import scalars
 from erlmr.training.trainer import Trainer, train
+from support import model_for
 
 SMALL = [
-    "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=120", "data.options.dim=8",
-    "model.euler_dim=16", "train.batch_size=32", "train.quiet=true", "train.device=cpu",
+    "data.dataset=synthetic",
+    "data.options.train_size=160",
+    "data.options.test_size=120",
+    "data.options.dim=8",
+    "model.euler_dim=16",
+    "train.batch_size=32",
+    "train.quiet=true",
+    "train.device=cpu",
 ]
 
 
@@ -39,7 +46,11 @@ def small_config(tmp: Path, *extra: str):
 def joint_run(tmp_path_factory) -> Path:
     """A joint run on synthetic data where both modalities carry the label."""
     run_dir = tmp_path_factory.mktemp("joint") / "run"
-    train(small_config(run_dir, "method.name=joint", "train.epochs=4", "data.options.strengths=[2.5,2.0]", "optim.lr=0.05"))
+    train(
+        small_config(
+            run_dir, "method.name=joint", "train.epochs=4", "data.options.strengths=[2.5,2.0]", "optim.lr=0.05"
+        )
+    )
     return run_dir
 
 
@@ -82,7 +93,7 @@ def test_a_modality_the_model_ignores_contributes_nothing(joint_run):
     assert min(before["contribution"].values()) > 0.02, "both modalities should matter before the ablation"
 
     with torch.no_grad():  # cut m1 out of the head: its features then never reach the logits
-        trainer.model.head.linear.weight[:, trainer.model.head.in_features[0]:] = 0
+        trainer.model.head.linear.weight[:, trainer.model.head.in_features[0] :] = 0
     after = imbalance_report(*args)
     value = after["subset_accuracy"]
     assert after["contribution"]["m1"] == 0.0
@@ -119,7 +130,9 @@ def test_training_records_imbalance_step_time_and_cost(erlmr_run):
     assert len(epochs) == 2
     for record in epochs:
         assert set(record["val_contribution"]) == {"m0", "m1"}
-        assert record["val_imbalance_degree"] == pytest.approx(abs(record["val_contribution"]["m0"] - record["val_contribution"]["m1"]))
+        assert record["val_imbalance_degree"] == pytest.approx(
+            abs(record["val_contribution"]["m0"] - record["val_contribution"]["m1"])
+        )
         assert record["step_time_s"] > 0
         assert {"phase_cosine", "pareto_weight_fusion", "pareto_weight_mmc"} <= set(record["method"])
     summary = json.loads((erlmr_run / "summary.json").read_text())
@@ -140,7 +153,10 @@ def test_training_records_imbalance_step_time_and_cost(erlmr_run):
 
 
 def test_flops_per_sample_counts_every_matrix_product():
-    config = load_config(None, SMALL + ["model.encoders={m0: mlp, m1: mlp}", "model.encoder_options={m0: {hidden: 16}, m1: {hidden: 16}}"])
+    config = load_config(
+        None,
+        SMALL + ["model.encoders={m0: mlp, m1: mlp}", "model.encoder_options={m0: {hidden: 16}, m1: {hidden: 16}}"],
+    )
     trainer = Trainer(config)
     model = model_for(config.model, trainer.splits, False)
     # per modality: two 8→16→16 linear layers and the head's 16→4 slice; 2 FLOPs per multiply-add
@@ -190,7 +206,9 @@ def test_eval_on_another_array_folder(joint_run, tmp_path, capsys):
     splits = Trainer(load_config(joint_run / "config.yaml")).splits
     for name in ("train", "test"):
         split = getattr(splits, name)
-        np.savez(tmp_path / f"{name}.npz", label=split.labels.numpy(), **{m: x.numpy() for m, x in split.inputs.items()})
+        np.savez(
+            tmp_path / f"{name}.npz", label=split.labels.numpy(), **{m: x.numpy() for m, x in split.inputs.items()}
+        )
     assert main(["eval", str(joint_run), "--data", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     summary = json.loads((joint_run / "summary.json").read_text())
@@ -201,7 +219,12 @@ def test_eval_on_another_array_folder(joint_run, tmp_path, capsys):
     other.mkdir()
     for name in ("train", "test"):
         split = getattr(splits, name)
-        np.savez(other / f"{name}.npz", label=split.labels.numpy(), audio=split.inputs["m0"].numpy(), image=split.inputs["m1"].numpy())
+        np.savez(
+            other / f"{name}.npz",
+            label=split.labels.numpy(),
+            audio=split.inputs["m0"].numpy(),
+            image=split.inputs["m1"].numpy(),
+        )
     assert main(["eval", str(joint_run), "--data", str(other)]) == 2
     assert "trained on modalities ['m0', 'm1'] but the data has ['audio', 'image']" in capsys.readouterr().err
 
@@ -217,13 +240,28 @@ def test_eval_rejects_bad_input_with_one_message(joint_run, tmp_path, capsys):
 
 def test_bench_table_reports_step_time_relative_to_joint():
     def row(method, seed, step):
-        return {"dataset": "d", "method": method, "seed": seed, "accuracy": 0.5, "macro_f1": 0.4, "acc_a": 0.3,
-                "acc_without_a": 0.1, "imbalance_degree": 0.2, "step_time_s": step}
+        return {
+            "dataset": "d",
+            "method": method,
+            "seed": seed,
+            "accuracy": 0.5,
+            "macro_f1": 0.4,
+            "acc_a": 0.3,
+            "acc_without_a": 0.1,
+            "imbalance_degree": 0.2,
+            "step_time_s": step,
+        }
 
-    table = bench.markdown_table([row("joint", 0, 0.01), row("joint", 1, 0.03), row("erlmr", 0, 0.06), row("erlmr", 1, 0.06)])
+    table = bench.markdown_table(
+        [row("joint", 0, 0.01), row("joint", 1, 0.03), row("erlmr", 0, 0.06), row("erlmr", 1, 0.06)]
+    )
     lines = table.splitlines()
-    assert lines[2].startswith("| method | seeds | accuracy | macro-F1 | a accuracy | imbalance degree | step time ÷ joint |")
-    assert lines[4].startswith("| joint | 2 | 0.500 ± 0.000 | 0.400 ± 0.000 | 0.300 ± 0.000 | 0.200 ± 0.000 | 1.00 ± 0.71 |")
+    assert lines[2].startswith(
+        "| method | seeds | accuracy | macro-F1 | a accuracy | imbalance degree | step time ÷ joint |"
+    )
+    assert lines[4].startswith(
+        "| joint | 2 | 0.500 ± 0.000 | 0.400 ± 0.000 | 0.300 ± 0.000 | 0.200 ± 0.000 | 1.00 ± 0.71 |"
+    )
     assert "| 3.00 ± 0.00 |" in lines[5]
 
 
@@ -238,7 +276,9 @@ def test_bench_runs_the_grid_in_processes_and_skips_finished_runs(tmp_path, monk
     summary_path = tmp_path / "synthetic" / "joint" / "seed0" / "summary.json"
     stamp = summary_path.stat().st_mtime_ns
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[1].startswith('"synthetic (dim=8, test_size=120, train_size=160)",joint,0,')
+    assert len(csv_lines) == 3 and csv_lines[1].startswith(
+        '"synthetic (dim=8, test_size=120, train_size=160)",joint,0,'
+    )
     markdown = (tmp_path / "results.md").read_text()
     assert "| joint | 1 |" in markdown and "1.00 ± 0.00" in markdown and "no_such_method" in markdown
     assert "| unimodal (modality=m1) | 1 |" in markdown
@@ -256,7 +296,10 @@ def test_bench_runs_the_grid_in_processes_and_skips_finished_runs(tmp_path, monk
 
 
 def test_bench_method_options_need_the_documented_form():
-    assert bench.method_overrides("unimodal[modality=audio]") == ["method.name=unimodal", "method.options.modality=audio"]
+    assert bench.method_overrides("unimodal[modality=audio]") == [
+        "method.name=unimodal",
+        "method.options.modality=audio",
+    ]
     assert bench.method_overrides("erlmr+ogm_ge") == ["method.name=erlmr+ogm_ge"]
     for bad in ("unimodal[modality]", "joint]", "a b"):
         with pytest.raises(ConfigError, match=r"NAME\[option=value,...\]"):
@@ -266,10 +309,14 @@ def test_bench_method_options_need_the_documented_form():
 
 def test_a_grid_method_may_set_config_keys_and_is_labelled_by_its_spec(tmp_path):
     assert bench.method_overrides("erlmr[model.euler=false,pareto=false]") == [
-        "method.name=erlmr", "model.euler=false", "method.options.pareto=false",
+        "method.name=erlmr",
+        "model.euler=false",
+        "method.options.pareto=false",
     ]
     overrides = ["data.options.train_size=64", "data.options.test_size=32", "train.epochs=1", "train.device=cpu"]
-    bench.run_bench(["synthetic"], ["joint", "joint[model.fusion=sum]"], 1, tmp_path, overrides=overrides, progress=False)
+    bench.run_bench(
+        ["synthetic"], ["joint", "joint[model.fusion=sum]"], 1, tmp_path, overrides=overrides, progress=False
+    )
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert {r["method"] for r in rows} == {"joint", "joint[model.fusion=sum]"}
     config = (tmp_path / "synthetic" / "joint_model.fusion=sum" / "seed0" / "config.yaml").read_text()

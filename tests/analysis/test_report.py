@@ -1,4 +1,5 @@
 """`erlmr report`: every plot is a valid PNG, embedded in the HTML, and the page renders in a real browser."""
+
 from __future__ import annotations
 
 import base64
@@ -25,12 +26,27 @@ from erlmr.training.run_folder import RunFolder
 from erlmr.training.trainer import train
 
 SMALL = [
-    "data.dataset=synthetic", "data.options.train_size=160", "data.options.test_size=80", "data.options.dim=8",
-    "model.euler_dim=16", "train.batch_size=32", "train.quiet=true", "train.device=cpu", "train.epochs=3",
+    "data.dataset=synthetic",
+    "data.options.train_size=160",
+    "data.options.test_size=80",
+    "data.options.dim=8",
+    "model.euler_dim=16",
+    "train.batch_size=32",
+    "train.quiet=true",
+    "train.device=cpu",
+    "train.epochs=3",
 ]
 LABEL = "synthetic-dim-8-test-size-80-train-size-160"
-EVERY_PLOT = ["val-accuracy", "imbalance", "contributions", "accuracy-vs-step-time", "erlmr-phase-pareto", "confusion",
-              "feature-map-joint", "feature-map-erlmr"]
+EVERY_PLOT = [
+    "val-accuracy",
+    "imbalance",
+    "contributions",
+    "accuracy-vs-step-time",
+    "erlmr-phase-pareto",
+    "confusion",
+    "feature-map-joint",
+    "feature-map-erlmr",
+]
 pytestmark = pytest.mark.feature_evaluation  # the runs' probes and maps at their real sizes
 IMAGE = re.compile(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='[^']*' data-file='([^']+)'>")
 
@@ -42,7 +58,9 @@ def bench_dir(tmp_path_factory) -> Path:
     for method in ("joint", "erlmr"):
         for seed in (0, 1):
             run_dir = run_dir_for(out, "synthetic", method, seed)
-            train(load_config(None, SMALL + [f"method.name={method}", f"train.seed={seed}", f"train.run_dir={run_dir}"]))
+            train(
+                load_config(None, SMALL + [f"method.name={method}", f"train.seed={seed}", f"train.run_dir={run_dir}"])
+            )
     run_bench(["synthetic"], ["joint", "erlmr"], 2, out, progress=False)
     return out
 
@@ -81,8 +99,11 @@ def test_report_tables_list_every_method_with_seed_counts(report):
 
 
 def test_each_run_has_its_linear_probe_and_the_bench_and_report_tabulate_it(bench_dir, report):
-    summaries = [json.loads((run_dir_for(bench_dir, "synthetic", m, s) / "summary.json").read_text())
-                 for m in ("joint", "erlmr") for s in (0, 1)]
+    summaries = [
+        json.loads((run_dir_for(bench_dir, "synthetic", m, s) / "summary.json").read_text())
+        for m in ("joint", "erlmr")
+        for s in (0, 1)
+    ]
     for summary in summaries:
         for split in ("val", "test"):
             assert set(summary[split]["linear_probe"]) == {"m0", "m1"}
@@ -137,8 +158,10 @@ def test_report_into_an_unwritable_folder_is_one_line(bench_dir, tmp_path, capsy
     run_dir = one_run_copy(bench_dir, tmp_path)
     (tmp_path / "a-file").write_text("")
     assert main(["report", str(run_dir), "--out", str(tmp_path / "a-file" / "report")]) == 2
-    assert capsys.readouterr().err == (f"erlmr: error: cannot write the report into {tmp_path / 'a-file' / 'report'}: "
-                                       "Not a directory; choose a writable folder with --out\n")
+    assert capsys.readouterr().err == (
+        f"erlmr: error: cannot write the report into {tmp_path / 'a-file' / 'report'}: "
+        "Not a directory; choose a writable folder with --out\n"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -149,16 +172,27 @@ def test_report_into_a_read_only_folder_is_one_line(bench_dir, tmp_path, capsys)
     assert "cannot write the report into" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda run: (run / "summary.json").write_text('{"method": "joint", "te'),
-     r"summary\.json is damaged \(JSONDecodeError: .*\); delete it and run erlmr train --resume .*run to write it again"),
-    (lambda run: (run / "summary.json").write_text('{"method": "joint"}'),
-     r"summary\.json is not a summary erlmr wrote \(it lacks \['dataset', 'seed', .*'test\.accuracy'"),
-    (lambda run: (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().replace("}", "", 1)),
-     r"metrics\.jsonl, line 1, is not a JSON object \(Expecting .*\): the epoch records of the run are damaged"),
-    (lambda run: (run / "metrics.jsonl").write_text("[1, 2]\n" + (run / "metrics.jsonl").read_text()),
-     r"metrics\.jsonl, line 1, is not a JSON object \(a JSON list\)"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda run: (run / "summary.json").write_text('{"method": "joint", "te'),
+            r"summary\.json is damaged \(JSONDecodeError: .*\); delete it and run erlmr train --resume .*run to write it again",
+        ),
+        (
+            lambda run: (run / "summary.json").write_text('{"method": "joint"}'),
+            r"summary\.json is not a summary erlmr wrote \(it lacks \['dataset', 'seed', .*'test\.accuracy'",
+        ),
+        (
+            lambda run: (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().replace("}", "", 1)),
+            r"metrics\.jsonl, line 1, is not a JSON object \(Expecting .*\): the epoch records of the run are damaged",
+        ),
+        (
+            lambda run: (run / "metrics.jsonl").write_text("[1, 2]\n" + (run / "metrics.jsonl").read_text()),
+            r"metrics\.jsonl, line 1, is not a JSON object \(a JSON list\)",
+        ),
+    ],
+)
 def test_report_of_a_damaged_run_names_the_file(bench_dir, tmp_path, capsys, damage, message):
     run_dir = one_run_copy(bench_dir, tmp_path)
     damage(run_dir)
@@ -169,8 +203,13 @@ def test_report_of_a_damaged_run_names_the_file(bench_dir, tmp_path, capsys, dam
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HEADLESS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 # Counts, once the page has loaded, the images the browser could not decode.
 IMAGE_CHECK = (

@@ -1,4 +1,5 @@
 """The paired confidence interval against a hand computation."""
+
 import pytest
 
 from erlmr.analysis.stats import paired_difference

@@ -3,6 +3,7 @@
 Each ``write_<dataset>(root)`` creates a handful of recordings and returns what the loader should
 find: the class count, the number of train+val and test recordings, and anything a test needs.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -51,16 +52,25 @@ def write_crema_d(root: Path) -> dict:
 def write_ave(root: Path) -> dict:
     """PMR layout: {train,val,test}Set.txt ('&' rows), Audios/<id>.wav (44.1 kHz stereo), Image-01-FPS-SE/<id>/."""
     rows = {
-        "trainSet.txt": [("Church bell", "RUhOCu3LNXM", 0, 10), ("Church bell", "MH3m4AwEcRY", 6, 8),
-                         ("Male speech, man speaking", "-0A9suni5YA", 0, 10),
-                         ("Male speech, man speaking", "-1qyr-IzqK0", 2, 5), ("Ukulele", "-1qyr-IzqKY", 0, 10)],
+        "trainSet.txt": [
+            ("Church bell", "RUhOCu3LNXM", 0, 10),
+            ("Church bell", "MH3m4AwEcRY", 6, 8),
+            ("Male speech, man speaking", "-0A9suni5YA", 0, 10),
+            ("Male speech, man speaking", "-1qyr-IzqK0", 2, 5),
+            ("Ukulele", "-1qyr-IzqKY", 0, 10),
+        ],
         "valSet.txt": [("Church bell", "2An2JMGMbbs", 0, 10), ("Male speech, man speaking", "0-ld_I8GbQE", 1, 3)],
-        "testSet.txt": [("Church bell", "VWi2ENBuTbw", 0, 0), ("Male speech, man speaking", "_3f4jhH7fAM", 0, 10),
-                        ("Accordion", "-1qyr-IzqKY", 0, 10)],
+        "testSet.txt": [
+            ("Church bell", "VWi2ENBuTbw", 0, 0),
+            ("Male speech, man speaking", "_3f4jhH7fAM", 0, 10),
+            ("Accordion", "-1qyr-IzqKY", 0, 10),
+        ],
     }
     everything = [r for listed in rows.values() for r in listed]
-    write_lines(root / "Annotations.txt", ["Category&VideoID&Quality&StartTime&EndTime"]
-                + [f"{c}&{v}&good&{s}&{e}" for c, v, s, e in everything])
+    write_lines(
+        root / "Annotations.txt",
+        ["Category&VideoID&Quality&StartTime&EndTime"] + [f"{c}&{v}&good&{s}&{e}" for c, v, s, e in everything],
+    )
     for name, listed in rows.items():
         write_lines(root / name, [f"{c}&{v}&good&{s}&{e}" for c, v, s, e in listed])
     for _, video, _, _ in everything:
@@ -73,8 +83,12 @@ def write_ave(root: Path) -> dict:
 
 def write_kinetics_sounds(root: Path) -> dict:
     """OGM-GE lists my_train.txt/my_test.txt ('clip,10,label', CRLF); audio/<clip>.npy; visual/<clip>/frame_0000k.jpg."""
-    train = [("--4-0ihtnBU_000058_000068", 4), ("-0BIyqJj9ZU_000030_000040", 4), ("_2o7gv8p9ag_000010_000020", 30),
-             ("-a_b-c_d_e_000001_000011", 30)]
+    train = [
+        ("--4-0ihtnBU_000058_000068", 4),
+        ("-0BIyqJj9ZU_000030_000040", 4),
+        ("_2o7gv8p9ag_000010_000020", 30),
+        ("-a_b-c_d_e_000001_000011", 30),
+    ]
     test = [("-3Mwkq-7TV4_2", 4), ("zz-Top_q-w_7", 30)]
     write_lines(root / "my_train.txt", [f"{c},10,{label}" for c, label in train], "\r\n")
     write_lines(root / "my_test.txt", [f"{c},10,{label}" for c, label in test], "\r\n")
@@ -88,12 +102,18 @@ def write_kinetics_sounds(root: Path) -> dict:
 
 def write_vggsound(root: Path) -> dict:
     """The official vggsound.csv (no header, quoted comma labels) and OGM-GE's media folders."""
-    rows = [("---g-f_I2yQ", 1, "people marching", "train"), ("-0Gfz9zX0Ck", 30, "people marching", "train"),
-            ("-0jeONf82dE", 21, "bee, wasp, etc. buzzing", "train"),
-            ("-1BzXU2b8Ts", 0, "bee, wasp, etc. buzzing", "train"),
-            ("-2Rfm5HGe8c", 12, "people marching", "test"), ("-4rVk5CzBoI", 150, "bee, wasp, etc. buzzing", "test")]
-    write_lines(root / "vggsound.csv", [f'{v},{s},"{label}",{split}' if "," in label else f"{v},{s},{label},{split}"
-                                        for v, s, label, split in rows])
+    rows = [
+        ("---g-f_I2yQ", 1, "people marching", "train"),
+        ("-0Gfz9zX0Ck", 30, "people marching", "train"),
+        ("-0jeONf82dE", 21, "bee, wasp, etc. buzzing", "train"),
+        ("-1BzXU2b8Ts", 0, "bee, wasp, etc. buzzing", "train"),
+        ("-2Rfm5HGe8c", 12, "people marching", "test"),
+        ("-4rVk5CzBoI", 150, "bee, wasp, etc. buzzing", "test"),
+    ]
+    write_lines(
+        root / "vggsound.csv",
+        [f'{v},{s},"{label}",{split}' if "," in label else f"{v},{s},{label},{split}" for v, s, label, split in rows],
+    )
     for index, (video, start, _, split) in enumerate(rows):
         name = f"{video}_{start:06d}" if index == 1 else f"{video}_{start}"  # a zero-padded dump name too
         write_wav(root / f"{split}-audios" / f"{split}-set" / f"{name}.wav", seconds=3.0)
@@ -114,7 +134,10 @@ def write_ucf101(root: Path) -> dict:
     lists = root / "ucfTrainTestlist"
     write_lines(lists / "classInd.txt", [f"{i} {c}" for i, c in enumerate(classes, 1)], "\r\n")
     videos = {"train": [], "test": []}
-    for label, name, file_name in ((1, "ApplyEyeMakeup", "ApplyEyeMakeup"), (37, "HandstandPushups", "HandStandPushups")):
+    for label, name, file_name in (
+        (1, "ApplyEyeMakeup", "ApplyEyeMakeup"),
+        (37, "HandstandPushups", "HandStandPushups"),
+    ):
         for group in (8, 9, 10):
             videos["train"].append((label, name, f"v_{file_name}_g{group:02d}_c01"))
         videos["test"].append((label, name, f"v_{file_name}_g01_c02"))
@@ -132,6 +155,7 @@ def write_ucf101(root: Path) -> dict:
 
 def write_cmu_mosei(root: Path) -> dict:
     """MulT's mosei_senti_data.pkl: {'train','valid','test'} of text/audio/vision/labels/id arrays."""
+
     def split(n: int, scores: list[float]) -> dict:
         audio = RNG.standard_normal((n, 50, 74)).astype(np.float32)
         audio[0, 3, 5] = -np.inf
@@ -143,8 +167,11 @@ def write_cmu_mosei(root: Path) -> dict:
             "id": np.array([[f"vid{i}", "0", "1"] for i in range(n)]),
         }
 
-    data = {"train": split(6, [-1.2, 0.0, 0.6, 2.4, -2.0, 1.0]), "valid": split(3, [-0.4, 0.2, 1.8]),
-            "test": split(4, [-1.2, 0.0, 0.6, 2.4])}
+    data = {
+        "train": split(6, [-1.2, 0.0, 0.6, 2.4, -2.0, 1.0]),
+        "valid": split(3, [-0.4, 0.2, 1.8]),
+        "test": split(4, [-1.2, 0.0, 0.6, 2.4]),
+    }
     root.mkdir(parents=True, exist_ok=True)
     with (root / "mosei_senti_data.pkl").open("wb") as file:
         pickle.dump(data, file)
@@ -158,13 +185,24 @@ def write_usc_had(root: Path, steps: int = 450) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         for activity in (1, 2, 3):
             readings = RNG.standard_normal((steps, 6)) * [1, 1, 1, 40, 40, 40] + [0.3, 0.1, 0.9, -0.3, 0, 2]
-            savemat(folder / f"a{activity}t1.mat", {
-                "title": "USC Human Motion Database", "version": "1.0", "date": "2009-10-01",
-                "subject": str(subject), "age": "30", "height": "170cm", "weight": "70kg",
-                "activity": "Walking Forward", "activity_number": str(activity), "trial": "1",
-                "sensor_location": "front right hip", "sensor_orientation": "top",
-                "sensor_readings": readings,
-            })
+            savemat(
+                folder / f"a{activity}t1.mat",
+                {
+                    "title": "USC Human Motion Database",
+                    "version": "1.0",
+                    "date": "2009-10-01",
+                    "subject": str(subject),
+                    "age": "30",
+                    "height": "170cm",
+                    "weight": "70kg",
+                    "activity": "Walking Forward",
+                    "activity_number": str(activity),
+                    "trial": "1",
+                    "sensor_location": "front right hip",
+                    "sensor_orientation": "top",
+                    "sensor_readings": readings,
+                },
+            )
     windows = 1 + (steps - 200) // 100
     return {"classes": 12, "train": 6, "test": 6, "windows": windows}
 

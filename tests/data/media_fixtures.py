@@ -6,15 +6,16 @@ frame instead of the right one is a large error). The extracted JPEGs are writte
 frames, at the positions the reference scripts keep: the first frame of every second (OGM-GE, PMR), or
 every frame (UCF101's two-stream release).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from dataset_fixtures import write_jpeg, write_lines
 from PIL import Image
 from scipy.io import wavfile
 
-from dataset_fixtures import write_jpeg, write_lines
 from erlmr.data.video import write_video
 
 FPS = 10
@@ -44,7 +45,9 @@ def write_frame(path: Path, frame: np.ndarray) -> None:
     Image.fromarray(frame).save(path, format="JPEG", quality=95)  # OpenCV's imencode default, as the scripts use
 
 
-def write_clip(video: Path, seed: int, rate: int, audio_codec: str | None = None, wav: Path | None = None) -> np.ndarray:
+def write_clip(
+    video: Path, seed: int, rate: int, audio_codec: str | None = None, wav: Path | None = None
+) -> np.ndarray:
     """Encode a clip (frames and its tone as the audio track) to ``video``, and the tone to ``wav``;
     returns the source frames."""
     frames, sound = smooth_frames(seed), tone(seed, rate)
@@ -67,7 +70,9 @@ def write_crema_d(root: Path, audio_codec: str | None = None) -> list[str]:
     for name, listed in (("train.csv", clips), ("test.csv", tests)):
         write_lines(root / name, [f"{c},{c.split('_')[2]}" for c in listed], "\r\n")
     for seed, clip in enumerate(clips + tests):
-        frames = write_clip(root / "VideoFlash" / f"{clip}.flv", seed, 22050, audio_codec, root / "AudioWAV" / f"{clip}.wav")
+        frames = write_clip(
+            root / "VideoFlash" / f"{clip}.flv", seed, 22050, audio_codec, root / "AudioWAV" / f"{clip}.wav"
+        )
         for number, frame in kept(frames):
             write_frame(root / "Image-01-FPS" / clip / f"{number:05d}.jpg", frame)
     return clips + tests
@@ -75,8 +80,11 @@ def write_crema_d(root: Path, audio_codec: str | None = None) -> list[str]:
 
 def write_ave(root: Path) -> list[str]:
     """PMR's AVE layout: the lists, AVE/*.mp4, Audios/*.wav and the event frames Image-01-FPS-SE/."""
-    rows = {"trainSet.txt": [("Church bell", "RUhOCu3LNXM", 1, 2), ("Bark", "MH3m4AwEcRY", 0, 3)],
-            "valSet.txt": [("Church bell", "2An2JMGMbbs", 0, 0)], "testSet.txt": [("Bark", "VWi2ENBuTbw", 2, 3)]}
+    rows = {
+        "trainSet.txt": [("Church bell", "RUhOCu3LNXM", 1, 2), ("Bark", "MH3m4AwEcRY", 0, 3)],
+        "valSet.txt": [("Church bell", "2An2JMGMbbs", 0, 0)],
+        "testSet.txt": [("Bark", "VWi2ENBuTbw", 2, 3)],
+    }
     for name, listed in rows.items():
         write_lines(root / name, [f"{c}&{v}&good&{s}&{e}" for c, v, s, e in listed])
     for seed, (_, video, start, end) in enumerate(r for listed in rows.values() for r in listed):
@@ -89,9 +97,15 @@ def write_ave(root: Path) -> list[str]:
 
 def write_kinetics_sounds(root: Path) -> list[str]:
     """OGM-GE's lists, Kinetics clips in class folders under videos/, and 1-fps frames visual/."""
-    listed = {"my_train.txt": [("--4-0ihtnBU_000058_000068", 4), ("-0BIyqJj9ZU_000030_000040", 30),
-                               ("_2o7gv8p9ag_000010_000020", 4), ("-a_b-c_d_e_000001_000011", 30)],
-              "my_test.txt": [("-3Mwkq-7TV4_000002_000012", 4), ("zz-Top_q-w_000007_000017", 30)]}
+    listed = {
+        "my_train.txt": [
+            ("--4-0ihtnBU_000058_000068", 4),
+            ("-0BIyqJj9ZU_000030_000040", 30),
+            ("_2o7gv8p9ag_000010_000020", 4),
+            ("-a_b-c_d_e_000001_000011", 30),
+        ],
+        "my_test.txt": [("-3Mwkq-7TV4_000002_000012", 4), ("zz-Top_q-w_000007_000017", 30)],
+    }
     for name, clips in listed.items():
         write_lines(root / name, [f"{c},10,{label}" for c, label in clips], "\r\n")
     for seed, (clip, label) in enumerate(c for clips in listed.values() for c in clips):
@@ -104,16 +118,24 @@ def write_kinetics_sounds(root: Path) -> list[str]:
 def write_vggsound(root: Path) -> list[str]:
     """vggsound.csv and OGM-GE's folders: the downloaded {split}-videos/{split}-set/*.mp4 and what its
     scripts make of them, {split}-audios/ WAVs and {split}-set-img/Image-01-FPS/<clip>.mp4/ frames."""
-    rows = [("---g-f_I2yQ", 1, "people marching", "train"), ("-0jeONf82dE", 21, "bee, wasp, etc. buzzing", "train"),
-            ("-0Gfz9zX0Ck", 30, "people marching", "train"), ("-1BzXU2b8Ts", 0, "bee, wasp, etc. buzzing", "train"),
-            ("-2Rfm5HGe8c", 12, "people marching", "test"), ("-4rVk5CzBoI", 150, "bee, wasp, etc. buzzing", "test")]
+    rows = [
+        ("---g-f_I2yQ", 1, "people marching", "train"),
+        ("-0jeONf82dE", 21, "bee, wasp, etc. buzzing", "train"),
+        ("-0Gfz9zX0Ck", 30, "people marching", "train"),
+        ("-1BzXU2b8Ts", 0, "bee, wasp, etc. buzzing", "train"),
+        ("-2Rfm5HGe8c", 12, "people marching", "test"),
+        ("-4rVk5CzBoI", 150, "bee, wasp, etc. buzzing", "test"),
+    ]
     write_lines(root / "vggsound.csv", [f'{v},{s},"{label}",{split}' for v, s, label, split in rows])
     for seed, (video, start, _, split) in enumerate(rows):
         name = f"{video}_{start}"
         wav = root / f"{split}-audios" / f"{split}-set" / f"{name}.wav"
         frames = write_clip(root / f"{split}-videos" / f"{split}-set" / f"{name}.mp4", seed, 16000, wav=wav)
         for number, frame in kept(frames):
-            write_frame(root / f"{split}-videos" / f"{split}-set-img" / "Image-01-FPS" / f"{name}.mp4" / f"{number:05d}.jpg", frame)
+            write_frame(
+                root / f"{split}-videos" / f"{split}-set-img" / "Image-01-FPS" / f"{name}.mp4" / f"{number:05d}.jpg",
+                frame,
+            )
     return [f"{v}_{s}" for v, s, _, _ in rows]
 
 
@@ -122,9 +144,14 @@ def write_ucf101(root: Path) -> list[str]:
     classes = ["ApplyEyeMakeup", "HandstandPushups"] + [f"Action{i:03d}" for i in range(3, 102)]
     lists = root / "ucfTrainTestlist"
     write_lines(lists / "classInd.txt", [f"{i} {c}" for i, c in enumerate(classes, 1)], "\r\n")
-    videos = {"train": [(1, "ApplyEyeMakeup", f"v_ApplyEyeMakeup_g{g:02d}_c01") for g in (8, 9)]
-              + [(2, "HandstandPushups", f"v_HandStandPushups_g{g:02d}_c01") for g in (8, 9)],
-              "test": [(1, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g01_c02"), (2, "HandstandPushups", "v_HandStandPushups_g01_c02")]}
+    videos = {
+        "train": [(1, "ApplyEyeMakeup", f"v_ApplyEyeMakeup_g{g:02d}_c01") for g in (8, 9)]
+        + [(2, "HandstandPushups", f"v_HandStandPushups_g{g:02d}_c01") for g in (8, 9)],
+        "test": [
+            (1, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g01_c02"),
+            (2, "HandstandPushups", "v_HandStandPushups_g01_c02"),
+        ],
+    }
     write_lines(lists / "trainlist01.txt", [f"{c}/{v}.avi {label}" for label, c, v in videos["train"]], "\r\n")
     write_lines(lists / "testlist01.txt", [f"{c}/{v}.avi" for _, c, v in videos["test"]], "\r\n")
     everything = videos["train"] + videos["test"]

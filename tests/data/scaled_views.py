@@ -7,6 +7,7 @@ and ``right`` (columns 4-7). Each pixel of ``right`` is multiplied by its own fa
 are the test split; there is no val.npz. Written as the README's array folder: train.npz, test.npz,
 meta.json.
 """
+
 from __future__ import annotations
 
 import json

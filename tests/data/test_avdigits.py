@@ -1,4 +1,5 @@
 """AV-digits: build integrity, determinism, the missing-espeak message, log-mel, and the noise options."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,13 @@ def test_audio_is_the_labelled_word(built):
     for split_name in ("train", "test"):
         split = read_split(built, split_name)
         for i in range(0, len(split["label"]), 37):
-            job = (CLASSES[split["label"][i]], meta["speakers"][split["speaker"][i]],
-                   int(split["pitch"][i]), int(split["speed"][i]), int(split["amplitude"][i]))
+            job = (
+                CLASSES[split["label"][i]],
+                meta["speakers"][split["speaker"][i]],
+                int(split["pitch"][i]),
+                int(split["speed"][i]),
+                int(split["amplitude"][i]),
+            )
             np.testing.assert_array_equal(_synthesise_clip(job), split["audio"][i])
 
 

@@ -15,7 +15,10 @@ def write_array_folder(root, n_train=40, n_test=12, shapes=None, seed=0, meta=Tr
     root.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
         labels = np.arange(n) % 3
-        arrays = {m: (rng.standard_normal((n, *s)) + labels.reshape(-1, *[1] * len(s))).astype(np.float32) for m, s in shapes.items()}
+        arrays = {
+            m: (rng.standard_normal((n, *s)) + labels.reshape(-1, *[1] * len(s))).astype(np.float32)
+            for m, s in shapes.items()
+        }
         np.savez(root / f"{split}.npz", label=labels, **arrays)
     if meta:
         (root / "meta.json").write_text(json.dumps({"modalities": list(shapes), "classes": ["a", "b", "c"]}))
@@ -43,7 +46,9 @@ def test_array_folder_uses_val_npz_and_infers_modalities_without_meta(tmp_path):
 
 def test_default_encoders_follow_each_arrays_shape_and_train_through_the_cli(tmp_path, capsys):
     root = write_array_folder(tmp_path / "d")
-    code = main(["train", "--data", str(root), "--method", "erlmr", "--epochs", "1", "--quiet", "--out", str(tmp_path / "runs")])
+    code = main(
+        ["train", "--data", str(root), "--method", "erlmr", "--epochs", "1", "--quiet", "--out", str(tmp_path / "runs")]
+    )
     assert code == 0
     run_dir = next((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -59,12 +64,42 @@ def test_default_encoders_follow_each_arrays_shape_and_train_through_the_cli(tmp
     "damage, message",
     [
         (lambda r: (r / "test.npz").unlink(), r"missing file .*test\.npz"),
-        (lambda r: np.savez(r / "train.npz", label=np.array([0, 5]), vec=np.zeros((2, 6)), seq=np.zeros((2, 2, 16)), img=np.zeros((2, 1, 8, 8))), r"label 5 at index 1 is out of range"),
-        (lambda r: np.savez(r / "train.npz", label=np.array([0, 1, 2]), vec=np.zeros((2, 6)), seq=np.zeros((3, 2, 16)), img=np.zeros((3, 1, 8, 8))), r"sample counts .* differ"),
-        (lambda r: np.savez(r / "train.npz", label=np.array([0, 1]), vec=np.array([[0.0] * 6, [np.nan] + [0.0] * 5]), seq=np.zeros((2, 2, 16)), img=np.zeros((2, 1, 8, 8))), r"NaN or Inf in 1 sample\(s\), first at index 1"),
+        (
+            lambda r: np.savez(
+                r / "train.npz",
+                label=np.array([0, 5]),
+                vec=np.zeros((2, 6)),
+                seq=np.zeros((2, 2, 16)),
+                img=np.zeros((2, 1, 8, 8)),
+            ),
+            r"label 5 at index 1 is out of range",
+        ),
+        (
+            lambda r: np.savez(
+                r / "train.npz",
+                label=np.array([0, 1, 2]),
+                vec=np.zeros((2, 6)),
+                seq=np.zeros((3, 2, 16)),
+                img=np.zeros((3, 1, 8, 8)),
+            ),
+            r"sample counts .* differ",
+        ),
+        (
+            lambda r: np.savez(
+                r / "train.npz",
+                label=np.array([0, 1]),
+                vec=np.array([[0.0] * 6, [np.nan] + [0.0] * 5]),
+                seq=np.zeros((2, 2, 16)),
+                img=np.zeros((2, 1, 8, 8)),
+            ),
+            r"NaN or Inf in 1 sample\(s\), first at index 1",
+        ),
         (lambda r: (r / "train.npz").write_bytes(b"not a zip"), r"cannot read .*train\.npz"),
         (lambda r: (r / "meta.json").write_text("{"), r"meta\.json is not valid JSON"),
-        (lambda r: np.savez(r / "train.npz", label=np.array([0, 1]), vec=np.zeros((2, 6)), seq=np.zeros((2, 2, 16))), r"lacks modality array\(s\) \['img'\]"),
+        (
+            lambda r: np.savez(r / "train.npz", label=np.array([0, 1]), vec=np.zeros((2, 6)), seq=np.zeros((2, 2, 16))),
+            r"lacks modality array\(s\) \['img'\]",
+        ),
     ],
 )
 def test_bad_array_folders_get_clear_errors_naming_the_file(tmp_path, damage, message):
@@ -98,7 +133,13 @@ def test_synthetic_is_seeded_and_supports_more_modalities():
     b = load_dataset("synthetic", None, seed=5, val_fraction=0.1, options={"strengths": [3, 1, 0.5], "train_size": 50})
     assert a.modalities == ["m0", "m1", "m2"]
     torch.testing.assert_close(a.train.inputs["m2"], b.train.inputs["m2"])
-    c = load_dataset("synthetic", None, seed=0, val_fraction=0.1, options={"strengths": [3, 1, 0.5], "train_size": 50, "generator_seed": 1})
+    c = load_dataset(
+        "synthetic",
+        None,
+        seed=0,
+        val_fraction=0.1,
+        options={"strengths": [3, 1, 0.5], "train_size": 50, "generator_seed": 1},
+    )
     assert not torch.allclose(a.train.inputs["m0"], c.train.inputs["m0"])
 
 

@@ -1,5 +1,6 @@
 """The field's datasets read from fixture folders in their real layouts, trained through the CLI, and the
 errors a bad folder gives."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,10 @@ CASES = {
     "crema-d": (fx.write_crema_d, SMALL_IMAGES, {"audio": (1, 257, 188), "visual": (3, 1, 32, 32)}, "width=8"),
     "ave": (fx.write_ave, SMALL_IMAGES, {"audio": (1, 257, 1004), "visual": (3, 3, 32, 32)}, "width=8"),
     "kinetics-sounds": (
-        fx.write_kinetics_sounds, SMALL_IMAGES, {"audio": (1, 1024, 128), "visual": (3, 3, 32, 32)}, "width=8"
+        fx.write_kinetics_sounds,
+        SMALL_IMAGES,
+        {"audio": (1, 1024, 128), "visual": (3, 3, 32, 32)},
+        "width=8",
     ),
     "vggsound": (fx.write_vggsound, SMALL_IMAGES, {"audio": (1, 129, 626), "visual": (3, 3, 32, 32)}, "width=8"),
     "ucf101": (fx.write_ucf101, SMALL_IMAGES, {"rgb": (3, 3, 32, 32), "flow": (2, 3, 32, 32)}, "width=8"),
@@ -39,8 +43,21 @@ def cli_train(name: str, root: Path, run_dir: Path, extra: list[str] = ()) -> di
     sets = [f"data.options.{k}={v}" for k, v in options.items()]
     if encoder_option:
         sets += [f"model.encoder_options.{m}.{encoder_option}" for m in shapes]
-    argv = ["train", "--dataset", name, "--data", str(root), "--epochs", "1", "--batch-size", "2", "--quiet",
-            "--run-dir", str(run_dir), *extra]
+    argv = [
+        "train",
+        "--dataset",
+        name,
+        "--data",
+        str(root),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--quiet",
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
     for item in sets:
         argv += ["--set", item]
     assert main(argv) == 0
@@ -105,7 +122,8 @@ def test_vggsound_keeps_verbatim_labels_and_finds_zero_padded_names(tmp_path):
     assert splits.classes == ["people marching", "bee, wasp, etc. buzzing"]
     assert "-0Gfz9zX0Ck_30" in splits.keys["train"] + splits.keys["val"]  # stored as -0Gfz9zX0Ck_000030.wav
     assert labels_by_key(splits, "test") == {
-        "-2Rfm5HGe8c_12": "people marching", "-4rVk5CzBoI_150": "bee, wasp, etc. buzzing"
+        "-2Rfm5HGe8c_12": "people marching",
+        "-4rVk5CzBoI_150": "bee, wasp, etc. buzzing",
     }
 
 
@@ -123,7 +141,14 @@ def test_ucf101_matches_folders_without_case_and_carves_val_from_whole_groups(tm
 def test_cmu_mosei_binary_sentiment_and_excluded_zeros(tmp_path):
     fx.write_cmu_mosei(tmp_path)
     splits = load_dataset("cmu-mosei", str(tmp_path), 0, 0.1, {})
-    assert splits.train.labels.tolist() == [0, 1, 1, 1, 0, 1]  # scores -1.2, 0, 0.6, 2.4, -2, 1: zero counts as positive
+    assert splits.train.labels.tolist() == [
+        0,
+        1,
+        1,
+        1,
+        0,
+        1,
+    ]  # scores -1.2, 0, 0.6, 2.4, -2, 1: zero counts as positive
     assert splits.test.labels.tolist() == [0, 1, 1, 1]
     non_zero = load_dataset("cmu-mosei", str(tmp_path / "mosei_senti_data.pkl"), 0, 0.1, {"exclude_zero": True})
     assert non_zero.train.labels.tolist() == [0, 1, 1, 0, 1] and non_zero.test.labels.tolist() == [0, 1, 1]
@@ -148,10 +173,19 @@ def test_cmu_mosei_pickle_is_read_without_running_code(tmp_path, protocol):
     path = tmp_path / "mosei_senti_data.pkl"
     data = pickle.loads(path.read_bytes())
     path.write_bytes(pickle.dumps(data, protocol=protocol))
-    assert load_dataset("cmu-mosei", str(tmp_path), 0, 0.1, {"cache": False}).train.labels.tolist() == [0, 1, 1, 1, 0, 1]
+    assert load_dataset("cmu-mosei", str(tmp_path), 0, 0.1, {"cache": False}).train.labels.tolist() == [
+        0,
+        1,
+        1,
+        1,
+        0,
+        1,
+    ]
     data["valid"]["id"] = RunsACommand(f"touch {tmp_path / 'MARKER'}")
     path.write_bytes(pickle.dumps(data, protocol=protocol))
-    with pytest.raises(DataError, match=rf"cannot read the pickle {path}: it holds a pickled posix\.system, not only numpy"):
+    with pytest.raises(
+        DataError, match=rf"cannot read the pickle {path}: it holds a pickled posix\.system, not only numpy"
+    ):
         load_dataset("cmu-mosei", str(tmp_path), 0, 0.1, {"cache": False})
     assert not (tmp_path / "MARKER").exists()
 
@@ -164,8 +198,12 @@ def test_usc_had_windows_subject_wise_and_standardised_on_train(tmp_path):
     assert len(splits.test) == 6 * info["windows"]
     keys = splits.keys["train"]
     assert all(keys.count(k) == info["windows"] for k in keys)  # a recording's windows stay together
-    training = torch.cat([splits.train.__getitems__(list(range(len(splits.train))))[0]["gyro"],
-                          splits.val.__getitems__(list(range(len(splits.val))))[0]["gyro"]])
+    training = torch.cat(
+        [
+            splits.train.__getitems__(list(range(len(splits.train))))[0]["gyro"],
+            splits.val.__getitems__(list(range(len(splits.val))))[0]["gyro"],
+        ]
+    )
     assert torch.allclose(training.mean(dim=(0, 2)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(training.std(dim=(0, 2)), torch.ones(3), atol=1e-2)
     halves = load_dataset("usc-had", str(tmp_path), 0, 0.1, {"window": 100, "stride": 100})
@@ -174,8 +212,9 @@ def test_usc_had_windows_subject_wise_and_standardised_on_train(tmp_path):
 
 def test_utd_mhad_cross_subject_protocol_and_optional_depth(tmp_path):
     info = fx.write_utd_mhad(tmp_path, depth=True)
-    splits = load_dataset("utd-mhad", str(tmp_path), 0, 0.1, {"modalities": ["inertial", "skeleton", "depth"],
-                                                              "image_size": 16})
+    splits = load_dataset(
+        "utd-mhad", str(tmp_path), 0, 0.1, {"modalities": ["inertial", "skeleton", "depth"], "image_size": 16}
+    )
     assert set(splits.groups["test"]) == {"subject 2"}
     assert "a8_s1_t4" not in splits.keys["train"] + splits.keys["val"]
     assert splits.input_shapes()["depth"] == (1, 4, 16, 16)
@@ -230,7 +269,9 @@ def test_split_rows_share_one_store_and_return_float32():
     store = {"x": torch.arange(20, dtype=torch.float16).view(10, 2)}
     split = Split(store, torch.arange(4), rows=torch.tensor([9, 7, 5, 3]))
     inputs, labels = split.__getitems__([1, 3])
-    assert inputs["x"].dtype == torch.float32 and inputs["x"][:, 0].tolist() == [14.0, 6.0] and labels.tolist() == [1, 3]
+    assert (
+        inputs["x"].dtype == torch.float32 and inputs["x"][:, 0].tolist() == [14.0, 6.0] and labels.tolist() == [1, 3]
+    )
     part = split.subset([2, 0])
     assert part.inputs["x"] is store["x"] and part.rows.tolist() == [5, 9] and part[0][0]["x"].tolist() == [10.0, 11.0]
     with pytest.raises(DataError, match="rows must lie in"):
@@ -338,7 +379,9 @@ def test_skip_bad_reports_how_many_were_skipped(tmp_path, capsys):
     assert any(info["clips"][0] in message for message in splits.skipped)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["data", "prepare", "crema-d", "--root", str(tmp_path), "--set", "image_size=32", "--skip-bad"]) == 0
+        assert (
+            main(["data", "prepare", "crema-d", "--root", str(tmp_path), "--set", "image_size=32", "--skip-bad"]) == 0
+        )
     assert "skipped 2 bad sample(s)" in capsys.readouterr().out
     with pytest.raises(DataError, match="built without 2 bad sample"):  # the cache never hides them silently
         load_dataset("crema-d", str(tmp_path), 0, 0.1, SMALL_IMAGES)
@@ -355,5 +398,8 @@ def test_bad_option_values_are_refused(tmp_path):
     fx.write_crema_d(tmp_path)
     with pytest.raises(ConfigError, match="crema-d option frames must be a positive integer, got 0"):
         load_crema(tmp_path, frames=0)
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \[.image_sise.\] in options of dataset .crema-d.; valid keys: frames, image_size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key\(s\) \[.image_sise.\] in options of dataset .crema-d.; valid keys: frames, image_size",
+    ):
         load_crema(tmp_path, image_sise=32)

@@ -1,5 +1,6 @@
 """Grouped data: the validation split drawn from train holds out whole groups, about the asked share,
 stratified by class where the groups allow; the array folder's `group` array is validated."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,11 @@ def write(root, train_group, test_group=None, meta=None):
     root.mkdir(exist_ok=True)
     for name, group in (("train", train_group), ("test", test_group)):
         n = 40 if name == "train" else 20
-        arrays = {"a": np.random.default_rng(n).standard_normal((n, 3)), "b": np.ones((n, 2, 4)), "label": np.arange(n) % 2}
+        arrays = {
+            "a": np.random.default_rng(n).standard_normal((n, 3)),
+            "b": np.ones((n, 2, 4)),
+            "label": np.arange(n) % 2,
+        }
         if group is not None:
             arrays["group"] = group
         np.savez(root / f"{name}.npz", **arrays)
@@ -71,7 +76,11 @@ def test_array_folder_groups_are_kept_apart_and_not_a_modality(tmp_path):
 @pytest.mark.parametrize(
     "group, meta, message",
     [
-        (np.arange(40) / 2, None, r"train\.npz: 'group' must be a 1-D integer array with one group id per sample \(40\), got dtype float64"),
+        (
+            np.arange(40) / 2,
+            None,
+            r"train\.npz: 'group' must be a 1-D integer array with one group id per sample \(40\), got dtype float64",
+        ),
         (np.arange(39), None, r"got dtype int64 and shape \(39,\)"),
         (np.arange(40), {"modalities": ["a", "group"]}, r"must not include 'label' or 'group'"),
         (np.zeros(40, int), None, r"the training data has 1 group"),

@@ -1,5 +1,6 @@
 """Distributed videos (real .flv/.mp4/.avi made here with PyAV) read like the extracted frames, the audio
 track like the WAV, the per-batch augmentation, and the AV-digits media demo end to end."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from PIL import Image
 pytest.importorskip("av", reason="PyAV is not installed (pip install erlmr[media])")
 
 import media_fixtures as mf  # noqa: E402
+
 from erlmr.cli import main  # noqa: E402
 from erlmr.data import load_dataset  # noqa: E402
 from erlmr.data.augment import FrameAugment, crop_and_resize  # noqa: E402
@@ -50,7 +52,9 @@ def test_videos_decode_to_the_frames_the_extraction_scripts_write(name, tmp_path
     decoded = load_dataset(name, str(tmp_path), 0, 0.1, {**SMALL, option: "video"})
     for split in ("train", "val", "test"):
         assert decoded.keys[split] == extracted.keys[split]
-        difference = (everything(getattr(decoded, split))[modality] - everything(getattr(extracted, split))[modality]).abs()
+        difference = (
+            everything(getattr(decoded, split))[modality] - everything(getattr(extracted, split))[modality]
+        ).abs()
         assert difference.mean() < 0.05 and difference.max() < 0.4  # codec + JPEG loss, in ImageNet-normalised units
 
 
@@ -151,7 +155,10 @@ def test_two_processes_decode_what_one_does(tmp_path):
 
 def batch(seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {"visual": torch.randn(6, 3, 2, 24, 24, generator=generator), "audio": torch.randn(6, 1, 8, 8, generator=generator)}
+    return {
+        "visual": torch.randn(6, 3, 2, 24, 24, generator=generator),
+        "audio": torch.randn(6, 1, 8, 8, generator=generator),
+    }
 
 
 def test_augmentation_is_deterministic_per_seed_and_changes_with_epoch_and_step():
@@ -162,7 +169,9 @@ def test_augmentation_is_deterministic_per_seed_and_changes_with_epoch_and_step(
         assert not torch.allclose(first, augment(inputs, *other)["visual"])
     assert torch.equal(augment(inputs, 0, 3, 5)["audio"], inputs["audio"])  # other modalities pass through
     assert first.shape == inputs["visual"].shape
-    frames = first[:, :, 0] - first[:, :, 1]  # a clip's frames get their own crops, as the references' per-image transform
+    frames = (
+        first[:, :, 0] - first[:, :, 1]
+    )  # a clip's frames get their own crops, as the references' per-image transform
     assert not torch.allclose(frames, inputs["visual"][:, :, 0] - inputs["visual"][:, :, 1])
 
 
@@ -229,7 +238,9 @@ def test_training_augments_every_step_and_evaluation_never(tmp_path):
 def test_an_augmented_run_is_deterministic_and_resumes_exactly(tmp_path, monkeypatch):
     mf.write_crema_d(tmp_path / "data")
     full = trainer.train(train_config(tmp_path / "data", tmp_path / "full"))
-    assert epoch_lines(trainer.train(train_config(tmp_path / "data", tmp_path / "again")).run_dir) == epoch_lines(full.run_dir)
+    assert epoch_lines(trainer.train(train_config(tmp_path / "data", tmp_path / "again")).run_dir) == epoch_lines(
+        full.run_dir
+    )
     check, steps = trainer.Trainer.gradients_finite, iter(range(1, 100))
 
     def interrupt(self):  # SIGTERM in the 6th step: epoch 2, step 2 (4 steps per epoch)
@@ -265,10 +276,27 @@ def test_avdigits_media_is_read_as_crema_d_and_trains_a_resnet18(tmp_path, capsy
     shutil.rmtree(out / "AudioWAV")  # the audio comes from the videos' track then
     assert main(["data", "prepare", "crema-d", "--root", str(out), "--set", "image_size=32", "--workers", "2"]) == 0
     assert "14 train / 6 test samples" in capsys.readouterr().out
-    argv = ["train", "--dataset", "crema-d", "--data", str(out), "--epochs", "1", "--batch-size", "4", "--quiet",
-            "--run-dir", str(tmp_path / "run")]
-    for item in ["data.options.image_size=32", "model.encoders.audio=resnet18", "model.encoders.visual=resnet18",
-                 "model.encoder_options.audio.width=8", "model.encoder_options.visual.width=8"]:
+    argv = [
+        "train",
+        "--dataset",
+        "crema-d",
+        "--data",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
+    for item in [
+        "data.options.image_size=32",
+        "model.encoders.audio=resnet18",
+        "model.encoders.visual=resnet18",
+        "model.encoder_options.audio.width=8",
+        "model.encoder_options.visual.width=8",
+    ]:
         argv += ["--set", item]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,6 +1,7 @@
 """A new user's raw two-view data (scikit-learn's digits, one view's pixels multiplied by 1 .. 10^4):
 with the defaults every view is learned, fusion beats both views, predictions on raw arrays equal the
 evaluation's, and the data check warns when normalisation is turned off."""
+
 from __future__ import annotations
 
 import json
@@ -8,21 +9,24 @@ import json
 import numpy as np
 import pytest
 import torch
+from scaled_views import SCALED, write_scaled_digits
 
 import erlmr
 from erlmr.analysis.datacheck import check_dataset
+from erlmr.analysis.evaluation import evaluate
 from erlmr.cli import main
 from erlmr.data import load_dataset
 from erlmr.errors import TrainingDivergedError
-from erlmr.analysis.evaluation import evaluate
-
-from scaled_views import SCALED, write_scaled_digits
 
 EPOCHS = 8
 # The always-blank border pixels of the digits are constant features; each run says so once.
 pytestmark = pytest.mark.filterwarnings("ignore:modality '(left|right)' is constant on the train split")
-RUNS = {"left alone": ("unimodal", {"modality": "left"}), "right alone": ("unimodal", {"modality": "right"}),
-        "joint": ("joint", {}), "erlmr": ("erlmr", {})}
+RUNS = {
+    "left alone": ("unimodal", {"modality": "left"}),
+    "right alone": ("unimodal", {"modality": "right"}),
+    "joint": ("joint", {}),
+    "erlmr": ("erlmr", {}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +35,11 @@ def folder(tmp_path_factory):
 
 
 def config(folder, run_dir, method: str, options: dict, normalize: str = "auto") -> dict:
-    return {"data": {"dataset": "arrays", "root": str(folder), "normalize": normalize},
-            "method": {"name": method, "options": options},
-            "train": {"epochs": EPOCHS, "batch_size": 32, "device": "cpu", "quiet": True, "run_dir": str(run_dir)}}
+    return {
+        "data": {"dataset": "arrays", "root": str(folder), "normalize": normalize},
+        "method": {"name": method, "options": options},
+        "train": {"epochs": EPOCHS, "batch_size": 32, "device": "cpu", "quiet": True, "run_dir": str(run_dir)},
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """The encoders the field's datasets use, and the audio/image readers behind the loaders."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,11 @@ def test_sensor_cnn_matches_the_erl_mr_usc_had_encoder():
     assert encoder.output_shape == (16, 198) and 16 * 198 == 3168
     convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (1, 64, (2, 2)), (64, 64, (2, 2)), (64, 32, (1, 1)), (32, 16, (1, 1))]
+        (1, 64, (2, 2)),
+        (64, 64, (2, 2)),
+        (64, 32, (1, 1)),
+        (32, 16, (1, 1)),
+    ]
     assert [m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5, 0.5]
     assert encoder(torch.randn(4, 3, 200)).shape == (4, 16, 198)
     inertial = build_encoder("sensor_cnn", (6, 128), {})

@@ -1,4 +1,5 @@
 """resnet18's ``pretrained`` option: a torchvision-layout state dict, checked against a reference network."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ class ReferenceBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.downsample = None
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -44,7 +47,11 @@ class ReferenceResNet18(nn.Module):
         for stage, width in enumerate(widths, start=1):
             before = widths[max(stage - 2, 0)]
             stride = 1 if stage == 1 else 2
-            setattr(self, f"layer{stage}", nn.Sequential(ReferenceBlock(before, width, stride), ReferenceBlock(width, width, 1)))
+            setattr(
+                self,
+                f"layer{stage}",
+                nn.Sequential(ReferenceBlock(before, width, stride), ReferenceBlock(width, width, 1)),
+            )
         self.fc = nn.Linear(512, 1000)
         self.pool = nn.AdaptiveAvgPool2d(grid)
 
@@ -130,9 +137,13 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(reference_file, tmp_
     with pytest.raises(CheckpointError, match=r"missing keys \[layer3.1.conv2.weight\], unexpected keys none"):
         build_encoder("resnet18", (3, 32, 32), {"pretrained": str(missing)})
     prefixed = save_altered(path, tmp_path, lambda s: s.update({f"module.{k}": s.pop(k) for k in list(s)}))
-    with pytest.raises(CheckpointError, match=r"missing keys \[bn1.bias, .* and \d+ more\], unexpected keys \[module.bn1.bias"):
+    with pytest.raises(
+        CheckpointError, match=r"missing keys \[bn1.bias, .* and \d+ more\], unexpected keys \[module.bn1.bias"
+    ):
         build_encoder("resnet18", (3, 32, 32), {"pretrained": str(prefixed)})
-    with pytest.raises(CheckpointError, match=r"wrong shape: \[conv1.weight is \(64, 3, 7, 7\), needs \(32, 3, 7, 7\), .*width=64"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shape: \[conv1.weight is \(64, 3, 7, 7\), needs \(32, 3, 7, 7\), .*width=64"
+    ):
         build_encoder("resnet18", (3, 32, 32), {"pretrained": str(path), "width": 32})
     with pytest.raises(CheckpointError, match="takes 3 input channels, this modality has 2"):
         build_encoder("resnet18", (2, 32, 32), {"pretrained": str(path)})
@@ -157,12 +168,36 @@ def test_a_run_started_from_pretrained_weights_loads_and_evaluates_without_the_f
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "test"):
-        np.savez(data / f"{split}.npz", image=rng.normal(size=(12, 3, 16, 16)).astype(np.float32),
-                 signal=rng.normal(size=(12, 4)).astype(np.float32), label=np.arange(12) % 2)
+        np.savez(
+            data / f"{split}.npz",
+            image=rng.normal(size=(12, 3, 16, 16)).astype(np.float32),
+            signal=rng.normal(size=(12, 4)).astype(np.float32),
+            label=np.arange(12) % 2,
+        )
     run_dir = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--quiet", "--device", "cpu",
-                 "--run-dir", str(run_dir), "--set", "model.encoders.image=resnet18",
-                 "--set", f"model.encoder_options.image.pretrained={weights}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--quiet",
+                "--device",
+                "cpu",
+                "--run-dir",
+                str(run_dir),
+                "--set",
+                "model.encoders.image=resnet18",
+                "--set",
+                f"model.encoder_options.image.pretrained={weights}",
+            ]
+        )
+        == 0
+    )
     weights.unlink()
     run = load_run(run_dir)
     assert run.config.model.encoder_options["image"]["pretrained"] == str(weights)  # the record keeps it

@@ -1,4 +1,5 @@
 """AGM: Shapley responses and coefficients from loss against its running mean."""
+
 from __future__ import annotations
 
 import copy
@@ -6,14 +7,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+
+from erlmr.methods.agm import shapley_matrix
 from support import (
     first_batch,
     joint_gradients,
     method_setup,
     step,
 )
-
-from erlmr.methods.agm import shapley_matrix
 
 
 def test_agm_boosts_the_modality_whose_loss_falls_behind_its_running_mean():

@@ -1,4 +1,5 @@
 """AMCo: the modality holding most of the probability mass gets ⌊p·D⌋ feature dimensions masked."""
+
 from __future__ import annotations
 
 import math
@@ -6,14 +7,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, method_setup, step_context
 
 from erlmr.methods.amco import dependency_shares, mask_fraction
 from erlmr.training.step import method_step
+from support import first_batch, method_setup, step_context
 
 
 def test_mask_fraction_ramps_with_training_progress():
-    assert [round(mask_fraction(e, 0.3), 4) for e in (0, 1, 2, 3, 7)] == [0.0, 0.5, round(math.sin(math.pi / 3), 4), 1.0, 1.0]
+    assert [round(mask_fraction(e, 0.3), 4) for e in (0, 1, 2, 3, 7)] == [
+        0.0,
+        0.5,
+        round(math.sin(math.pi / 3), 4),
+        1.0,
+        1.0,
+    ]
     assert mask_fraction(1.5, 0.3) == pytest.approx(math.sin(math.pi / 2 * 0.15 / 0.3))
 
 

@@ -1,14 +1,15 @@
 """AMSS: each encoder weight tensor updates only ⌈n·c_m⌉ units drawn by gradient importance."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from support import first_batch, joint_gradients, method_setup, step
 
 from erlmr.errors import ConfigError
 from erlmr.methods.amss import AMSSOptions, keep_ratios, label_entropy
+from support import first_batch, joint_gradients, method_setup, step
 
 
 def official_two_modality_ratios(scores, entropies, label_entropy_value, temperature, offset=0.5):

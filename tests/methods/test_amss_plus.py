@@ -1,13 +1,14 @@
 """AMSS+: the kept units are re-weighted; by default so that the masked gradient is unbiased."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from support import first_batch, joint_gradients, method_setup, step
 
 from erlmr.methods.amss_plus import inclusion_probabilities, systematic_sample
+from support import first_batch, joint_gradients, method_setup, step
 
 SKEWED = torch.tensor([8.0, 4.0, 2.0, 1.0, 1.0, 0.5, 0.5, 0.25] * 4)  # 32 units, one very important
 

@@ -1,4 +1,5 @@
 """ARL: γ-weighted unimodal losses, encoder gradients × (1 + w_m) with the inverse-variance × bias weights."""
+
 from __future__ import annotations
 
 import copy

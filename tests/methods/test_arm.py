@@ -1,4 +1,5 @@
 """ARM: MI/CMI contribution scores rescale each modality's feature before fusion; labels never at test time."""
+
 from __future__ import annotations
 
 import copy

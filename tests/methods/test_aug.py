@@ -1,4 +1,5 @@
 """AUG: per-modality boosting through one shared classifier; learners assigned to the weaker modality, and trained."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,7 +37,8 @@ def test_aug_residual_loss_is_classification_plus_residual_error():
     base, newest = parts
     p_prev = base.softmax(1).gather(1, labels[:, None]).squeeze(1).detach()
     expected = (
-        F.cross_entropy(base + newest, labels) + F.cross_entropy(base, labels)
+        F.cross_entropy(base + newest, labels)
+        + F.cross_entropy(base, labels)
         + ((1 - 0.5 * p_prev) * F.cross_entropy(newest, labels, reduction="none")).mean()
     )
     torch.testing.assert_close(method.modality_loss(parts, labels), expected)

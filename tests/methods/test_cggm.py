@@ -1,4 +1,5 @@
 """CGGM: classifier accuracy gains set the encoder gradient scales; a cosine term pulls the fused output layer."""
+
 from __future__ import annotations
 
 import copy
@@ -6,10 +7,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, joint_gradients, method_setup, step
 
 from erlmr.errors import ConfigError
 from erlmr.methods.cggm import balance_coefficients
+from support import first_batch, joint_gradients, method_setup, step
 
 
 def test_balance_coefficients_favour_the_modality_that_improved_least():
@@ -38,7 +39,9 @@ def expected_step(method, model, inputs, labels):
 
 def direction_gradient(model, classifiers, balance):
     fused = model.head.linear.weight.detach().clone().requires_grad_()
-    cosines = torch.stack([F.cosine_similarity(c[-1].weight.detach().flatten(), fused.flatten(), dim=0) for c in classifiers.values()])
+    cosines = torch.stack(
+        [F.cosine_similarity(c[-1].weight.detach().flatten(), fused.flatten(), dim=0) for c in classifiers.values()]
+    )
     loss = (balance.abs().sum() - (balance * cosines).sum()) / len(cosines)
     return torch.autograd.grad(loss, fused)[0]
 

@@ -1,4 +1,5 @@
 """CML: the ranking penalty on hand-made confidences, the per-sample removal orders, and the step's loss."""
+
 from __future__ import annotations
 
 import copy
@@ -7,15 +8,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, setup_three, take_step
 
 from erlmr.methods.cml import level_logits, ranking_penalty, removal_masks
+from support import first_batch, setup_three, take_step
 
 
 def logits_with(confidences: list[float], true_class_first: list[bool]) -> torch.Tensor:
     """Two-class logits whose max probability is each confidence, on class 0 or class 1."""
-    rows = [[math.log(c), math.log(1 - c)] if first else [math.log(1 - c), math.log(c)]
-            for c, first in zip(confidences, true_class_first)]
+    rows = [
+        [math.log(c), math.log(1 - c)] if first else [math.log(1 - c), math.log(c)]
+        for c, first in zip(confidences, true_class_first)
+    ]
     return torch.tensor(rows, requires_grad=True)
 
 

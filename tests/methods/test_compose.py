@@ -1,9 +1,13 @@
 """Composition: a step method followed by gradient modulators (``erlmr+ogm``), and what cannot follow a '+'."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
+
+from erlmr.errors import ConfigError
+from erlmr.methods import build_method
 from support import (
     assert_encoder_scaling,
     expected_ogm_coefficients,
@@ -13,9 +17,6 @@ from support import (
     take_step,
     true_class_sums,
 )
-
-from erlmr.errors import ConfigError
-from erlmr.methods import build_method
 
 
 def test_erlmr_plus_ogm_scales_erlmrs_gradient_by_the_coefficient():

@@ -1,4 +1,5 @@
 """ERL-MR's step: the Pareto-weighted gradients of the fusion CE and the MMC loss, in both modes, as the paper describes."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -6,11 +7,11 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from support import one_batch, small_trainer, take_step
 
 from erlmr import min_norm_weights, train
 from erlmr.errors import ConfigError
 from erlmr.nn.pareto import min_norm_weights_from_gram
+from support import one_batch, small_trainer, take_step
 
 
 def reference_gradients(model, losses_fn, inputs, labels):
@@ -98,7 +99,9 @@ def test_default_weights_follow_the_hand_computation_batch_by_batch(run_config):
         model.zero_grad(set_to_none=True)
         take_step(method, model, inputs, labels)
         seen.append(method.last_weights.clone())
-        torch.testing.assert_close(seen[-1], hand_computed_default_weights(model, method, inputs, labels), rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(
+            seen[-1], hand_computed_default_weights(model, method, inputs, labels), rtol=1e-3, atol=1e-5
+        )
     assert not torch.allclose(seen[0], seen[1])
 
 
@@ -186,7 +189,10 @@ def test_authors_pareto_target_solves_against_twice_the_phase_term(run_config):
 
     output = model(inputs)
     values = targets(output, labels)
-    flat = [torch.cat([g.flatten() for g in torch.autograd.grad(v, shared, retain_graph=True, materialize_grads=True)]) for v in values]
+    flat = [
+        torch.cat([g.flatten() for g in torch.autograd.grad(v, shared, retain_graph=True, materialize_grads=True)])
+        for v in values
+    ]
     expected = min_norm_weights(flat, torch.stack(values).detach(), "loss+")
     take_step(method, model, inputs, labels)
     torch.testing.assert_close(method.last_weights, expected, rtol=1e-3, atol=1e-4)
@@ -206,13 +212,17 @@ def test_the_gram_matrix_alone_gives_the_same_weights(normalization):
 def test_params_mode_stays_exact_when_one_gradient_is_ten_thousand_times_smaller(run_config):
     """The Gram matrix comes from norms of unit gradients (polarisation); it must not lose the small one."""
     trainer = small_trainer(
-        run_config, options={"normalization": "none", "weight_floor": 0.0, "phase_weight": 1e-6, "modality_ce_weight": 1e-6}
+        run_config,
+        options={"normalization": "none", "weight_floor": 0.0, "phase_weight": 1e-6, "modality_ce_weight": 1e-6},
     )
     trainer.model.eval()
     inputs, labels = trainer.splits.train.__getitems__(list(range(32)))
     g_fusion, g_mmc = each_loss_gradient(trainer, inputs, labels)
     shared = {id(p) for p in trainer.model.shared_parameters()}
-    flat = [torch.cat([g.flatten() for g, p in zip(gs, trainer.model.parameters()) if id(p) in shared]) for gs in (g_fusion, g_mmc)]
+    flat = [
+        torch.cat([g.flatten() for g, p in zip(gs, trainer.model.parameters()) if id(p) in shared])
+        for gs in (g_fusion, g_mmc)
+    ]
     assert flat[1].norm() < 1e-4 * flat[0].norm()
     trainer.model.zero_grad(set_to_none=True)
     take_step(trainer.method, trainer.model, inputs, labels)

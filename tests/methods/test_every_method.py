@@ -1,6 +1,7 @@
 """What every registered method must do, whoever wrote it: train two epochs on a real two-modality set
 and on three-modality synthetic data with finite losses, predict with a modality missing where it says
 it can, and carry all of its state in its state dict. A new method is covered here without an edit."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,10 @@ import math
 
 import pytest
 import torch
-from support import setup_three
 
 import erlmr
 from erlmr.methods import METHODS
+from support import setup_three
 
 SMALL_CNN = {"acc": {"channels": 8, "layers": 2}, "gyro": {"channels": 8, "layers": 2}}
 DATASETS = {
@@ -33,12 +34,14 @@ def options_for(name: str, modalities: list[str]) -> dict:
 def test_trains_two_epochs_with_finite_losses(name, dataset, tmp_path):
     data, data_options, encoder_options = DATASETS[dataset]
     modalities = ["acc", "gyro"] if data == "basicmotions" else ["m0", "m1", "m2"]
-    result = erlmr.train({
-        "data": {"dataset": data, "options": data_options},
-        "model": {"encoder_options": encoder_options},
-        "method": {"name": name, "options": options_for(name, modalities)},
-        "train": {"epochs": 2, "batch_size": 16, "quiet": True, "run_dir": str(tmp_path / "run"), "device": "cpu"},
-    })
+    result = erlmr.train(
+        {
+            "data": {"dataset": data, "options": data_options},
+            "model": {"encoder_options": encoder_options},
+            "method": {"name": name, "options": options_for(name, modalities)},
+            "train": {"epochs": 2, "batch_size": 16, "quiet": True, "run_dir": str(tmp_path / "run"), "device": "cpu"},
+        }
+    )
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     assert all(math.isfinite(r["train_loss"]) for r in records)

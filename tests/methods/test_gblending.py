@@ -1,15 +1,16 @@
 """G-Blending: loss weights from generalisation over overfitting, measured on validation only."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from erlmr.methods.gblending import LossSnapshot, blend_weights, head_losses
 from support import (
     first_batch,
     setup_three,
     take_step,
 )
-
-from erlmr.methods.gblending import LossSnapshot, blend_weights, head_losses
 
 
 def test_gblend_weights_are_generalisation_over_overfitting_squared():
@@ -58,4 +59,9 @@ def test_gblend_estimates_weights_on_val_and_never_reads_test():
     torch.testing.assert_close(val_loss, head_losses(model, splits.val, 32, torch.device("cpu")))
     torch.testing.assert_close(train_loss, head_losses(model, splits.train, 32, torch.device("cpu")))
     assert not torch.allclose(method.weights, torch.full((4,), 0.25))
-    assert abs(sum(logs.values()) - 1) < 1e-5 and set(logs) == {"gblend_weight_fused", "gblend_weight_m0", "gblend_weight_m1", "gblend_weight_m2"}
+    assert abs(sum(logs.values()) - 1) < 1e-5 and set(logs) == {
+        "gblend_weight_fused",
+        "gblend_weight_m0",
+        "gblend_weight_m1",
+        "gblend_weight_m2",
+    }

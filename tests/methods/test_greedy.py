@@ -1,14 +1,15 @@
 """Greedy: learning speeds against a hand computation, when re-balancing starts and ends, and that it
 cuts the cross-modal flow into the caring modality."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from support import first_batch, method_setup, setup_three, take_step
 
 from erlmr.errors import ConfigError
+from support import first_batch, method_setup, setup_three, take_step
 
 
 def squared(tensors) -> float:
@@ -34,7 +35,9 @@ def test_the_learning_speeds_are_ratios_of_gradient_to_weight_norms_of_each_grou
         assert float(method.speed_sums[1, i]) == pytest.approx(expected_main, rel=1e-4)
     assert not method.speed_sums.requires_grad  # a state, not a graph that grows with every step
     ratios = method.balance_ratios()
-    assert float(ratios[0]) == pytest.approx(math.log10(float(method.speed_sums[0, 0] / method.speed_sums[1, 0])), rel=1e-5)
+    assert float(ratios[0]) == pytest.approx(
+        math.log10(float(method.speed_sums[0, 0] / method.speed_sums[1, 0])), rel=1e-5
+    )
 
 
 def biased_towards_first(method):

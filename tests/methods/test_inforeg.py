@@ -1,4 +1,5 @@
 """InfoReg: unimodal losses, a Fisher-trace window, and a proximal pull on the leading modality's encoder."""
+
 from __future__ import annotations
 
 import copy
@@ -7,17 +8,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, method_setup, step, step_context, true_class_sums
 
 from erlmr.methods.inforeg import window_growth
 from erlmr.training.step import method_step
+from support import first_batch, method_setup, step, step_context, true_class_sums
 
 
 def loss_gradients(model, inputs, labels):
     """Every parameter's gradient of CE(fused) + Σ_m CE(logits_m) on a copy of ``model``."""
     twin = copy.deepcopy(model)
     output = twin(inputs)
-    loss = F.cross_entropy(output.logits, labels) + sum(F.cross_entropy(x, labels) for x in output.modality_logits.values())
+    loss = F.cross_entropy(output.logits, labels) + sum(
+        F.cross_entropy(x, labels) for x in output.modality_logits.values()
+    )
     loss.backward()
     return {name: p.grad for name, p in twin.named_parameters()}
 
@@ -51,7 +54,9 @@ def test_leading_modality_is_pulled_towards_its_epoch_start_weights():
     leader = splits.modalities[lead]
     assert float(result.logs[f"inforeg_strength_{leader}"]) == pytest.approx(beta)
     encoder = model.encoders[leader]
-    pulled = dict(zip([n for n, _ in encoder.named_parameters()], offsets[lead].split([p.numel() for p in encoder.parameters()])))
+    pulled = dict(
+        zip([n for n, _ in encoder.named_parameters()], offsets[lead].split([p.numel() for p in encoder.parameters()]))
+    )
     for name, p in model.named_parameters():
         parts = name.split(".")
         expected = reference[name]
@@ -72,7 +77,9 @@ def test_the_trace_is_measured_before_the_proximal_term():
         expected = sum(float(reference[n].double().pow(2).mean()) for n in weights)
         assert float(method.epoch_trace[i]) == pytest.approx(expected)
     logs = method.on_epoch_end(model, 0)
-    assert logs["inforeg_trace_m0"] == pytest.approx(float(method.trace_history[0, -1])) and method.epoch_trace.eq(0).all()
+    assert (
+        logs["inforeg_trace_m0"] == pytest.approx(float(method.trace_history[0, -1])) and method.epoch_trace.eq(0).all()
+    )
 
 
 def test_no_pull_once_the_window_has_closed():

@@ -1,4 +1,5 @@
 """joint_unimodal: fused CE plus every modality's own CE, against a longhand computation."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,10 @@ def test_its_gradient_is_that_of_the_longhand_loss_and_differs_from_joint():
     got = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
     output = model(inputs)
-    (F.cross_entropy(output.logits, labels) + sum(F.cross_entropy(output.modality_logits[m], labels) for m in splits.modalities)).backward()
+    (
+        F.cross_entropy(output.logits, labels)
+        + sum(F.cross_entropy(output.modality_logits[m], labels) for m in splits.modalities)
+    ).backward()
     for p, g in zip(model.parameters(), got):
         torch.testing.assert_close(g, p.grad)
     model.zero_grad(set_to_none=True)

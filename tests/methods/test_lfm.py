@@ -1,4 +1,5 @@
 """LFM: 2·(α_cls·CE(mean ℓ) + α_align·JS) with the fitted or the learnable weight."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,12 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reliability.conftest import at_step  # noqa: F401 (a fixture)
 from resumable import train_stop_and_resume
-from support import first_batch, method_setup, step
 
 from erlmr.errors import ConfigError
 from erlmr.methods.lfm import fitted_cls_weight, hessian_vector_mean, js_divergence
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from support import first_batch, method_setup, step
 
 
 def test_fitted_weight_is_the_official_polynomial_and_stays_in_range():

@@ -1,4 +1,5 @@
 """MBSD: per-sample weights, the teacher's direction and the step's loss, against hand computations."""
+
 from __future__ import annotations
 
 import copy
@@ -8,9 +9,9 @@ from itertools import combinations
 import pytest
 import torch
 import torch.nn.functional as F
-from support import first_batch, method_setup, setup_three, take_step
 
 from erlmr.methods.mbsd import pair_terms
+from support import first_batch, method_setup, setup_three, take_step
 
 # Three samples, three classes, true class 0 for all: (both wrong), (a right, b wrong), (both right).
 LABELS = torch.tensor([0, 0, 0])

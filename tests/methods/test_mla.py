@@ -1,19 +1,20 @@
 """MLA: alternating unimodal steps through one shared head with an orthogonal gradient projection."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+from erlmr.config import ModelConfig
+from erlmr.errors import ConfigError
+from erlmr.methods.mla import entropy_fusion, update_projection
 from support import (
     RecordingOptimizer,
     first_batch,
     setup_three,
     step_context,
 )
-
-from erlmr.config import ModelConfig
-from erlmr.errors import ConfigError
-from erlmr.methods.mla import entropy_fusion, update_projection
 
 
 def test_mla_projection_replaces_the_head_gradient():

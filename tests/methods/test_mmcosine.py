@@ -1,15 +1,16 @@
 """MMCosine: scaled cosine logits per modality, summed."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+
+from erlmr.errors import ConfigError
+from erlmr.methods.mmcosine import CosineHead
 from support import (
     first_batch,
     method_setup,
 )
-
-from erlmr.errors import ConfigError
-from erlmr.methods.mmcosine import CosineHead
 
 
 def test_mmcosine_logits_are_scaled_cosines():

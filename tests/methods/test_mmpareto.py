@@ -1,16 +1,17 @@
 """MMPareto: multimodal and unimodal gradients per encoder, min-norm weights on conflict."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from erlmr.methods.mmpareto import combine_gradients, pareto_weights
+from erlmr.nn.pareto import min_norm_weights
 from support import (
     first_batch,
     setup_three,
     take_step,
 )
-
-from erlmr.methods.mmpareto import combine_gradients, pareto_weights
-from erlmr.nn.pareto import min_norm_weights
 
 
 def test_mmpareto_uses_min_norm_weights_only_when_gradients_conflict():

@@ -1,8 +1,11 @@
 """OGM and OGM-GE: the dominant modality's encoder gradients are scaled (and noised) as the paper says."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+
+from erlmr.errors import ConfigError
 from support import (
     assert_encoder_scaling,
     expected_ogm_coefficients,
@@ -12,8 +15,6 @@ from support import (
     step,
     true_class_sums,
 )
-
-from erlmr.errors import ConfigError
 
 
 @pytest.mark.parametrize("strengths", [(2.5, 0.8), (2.5, 1.0, 0.8)])

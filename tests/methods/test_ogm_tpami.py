@@ -1,8 +1,10 @@
 """ogm_tpami: OGM-GE with the journal's warm-up and α; OGM+ boosts the weak modality instead."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+
 from support import (
     assert_encoder_scaling,
     expected_ogm_coefficients,

@@ -1,4 +1,5 @@
 """OPM: the dominant modality's features are dropped per sample with q = q_base(1 + λ tanh(ρ − 1))."""
+
 from __future__ import annotations
 
 import math
@@ -6,11 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reliability.conftest import at_step  # noqa: F401 (a fixture)
 from resumable import train_stop_and_resume
-from support import first_batch, joint_gradients, method_setup, step, true_class_sums
 
 from erlmr.methods.opm import drop_probabilities, keep_masks
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from support import first_batch, joint_gradients, method_setup, step, true_class_sums
 
 
 def test_drop_probabilities_follow_the_official_formula_and_spare_the_weakest():

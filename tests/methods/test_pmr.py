@@ -1,9 +1,11 @@
 """PMR: prototypes are class means; the slow modality gets the prototype cross-entropy."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+
 from support import (
     first_batch,
     joint_gradients,
@@ -49,7 +51,9 @@ def test_pmr_adds_prototype_cross_entropy_to_the_slow_modality_only(squared):
     reference = joint_gradients(model, inputs, labels)
     result = step(method, model, inputs, labels)
     features = result.output.features
-    sims = [-torch.cdist(features[m], p) ** (2 if squared else 1) for m, p in zip(splits.modalities, method.prototypes)]
+    sims = [
+        -(torch.cdist(features[m], p) ** (2 if squared else 1)) for m, p in zip(splits.modalities, method.prototypes)
+    ]
     scores = torch.stack([s.softmax(1).gather(1, labels[:, None]).sum() for s in sims])
     slow = int(scores.argmin())
     expected = F.cross_entropy(result.output.logits, labels) + alpha * F.cross_entropy(sims[slow], labels)

@@ -1,12 +1,8 @@
 """ReconBoost: one learner per stage with reconcilement, then global rectification."""
+
 from __future__ import annotations
 
 import torch
-from support import (
-    first_batch,
-    setup_three,
-    take_step,
-)
 
 from erlmr.methods.reconboost import (
     RECTIFY,
@@ -14,12 +10,22 @@ from erlmr.methods.reconboost import (
     consolidation_term,
     schedule_for,
 )
+from support import (
+    first_batch,
+    setup_three,
+    take_step,
+)
 
 
 def test_reconboost_schedule_alternates_modalities_then_rectifies():
     plan = [schedule_for(e, ["a", "b", "c"], 2, 1) for e in range(10)]
     assert [(s.learner, s.phase) for s in plan[:6]] == [
-        ("a", "learn"), ("a", "learn"), ("a", RECTIFY), ("b", "learn"), ("b", "learn"), ("b", RECTIFY)
+        ("a", "learn"),
+        ("a", "learn"),
+        ("a", RECTIFY),
+        ("b", "learn"),
+        ("b", "learn"),
+        ("b", RECTIFY),
     ]
     assert [s.stage for s in plan] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
     assert plan[9].learner == "a" and plan[9].previous == "c" and plan[0].previous is None
@@ -49,7 +55,7 @@ def test_reconboost_learner_terms_carry_gradient_into_the_current_modality_only(
     for term in (reconcile, consolidation):
         grads = torch.autograd.grad(term, learner + others, retain_graph=True, allow_unused=True)
         assert sum(float(g.abs().sum()) for g in grads[: len(learner)]) > 0
-        assert all(g is None for g in grads[len(learner):])
+        assert all(g is None for g in grads[len(learner) :])
     _, logs = method.learner_loss(logits, labels)
     torch.testing.assert_close(logs["reconboost_consolidation"], consolidation.detach())
 
@@ -64,7 +70,9 @@ def test_reconboost_trains_one_learner_then_rectifies_the_learners_added_so_far(
     model.zero_grad(set_to_none=True)
     optimizer = torch.optim.SGD([*model.parameters(), method.rate], lr=0.1, momentum=0.9)
     optimizer.state[method.rate]["momentum_buffer"] = torch.ones(())
-    method.on_epoch_start(model, 1)  # rectification of stage 0: fresh optimiser state; m0 (the only learner) and β learn
+    method.on_epoch_start(
+        model, 1
+    )  # rectification of stage 0: fresh optimiser state; m0 (the only learner) and β learn
     take_step(method, model, inputs, labels, optimizer, index=0)
     assert len(optimizer.state) == 0
     optimizer.state[method.rate]["momentum_buffer"] = torch.ones(())
@@ -80,7 +88,9 @@ def test_reconboost_trains_one_learner_then_rectifies_the_learners_added_so_far(
     assert all(p.grad is not None for m in ("m0", "m1") for p in model.encoders[m].parameters())
     assert all(p.grad is None for p in model.encoders["m2"].parameters())
     output = method.predict(model, inputs)
-    torch.testing.assert_close(output.logits, method.rate * (output.modality_logits["m0"] + output.modality_logits["m1"]))
+    torch.testing.assert_close(
+        output.logits, method.rate * (output.modality_logits["m0"] + output.modality_logits["m1"])
+    )
 
 
 def test_reconboost_first_learner_is_fitted_against_a_constant_ensemble():

@@ -1,4 +1,5 @@
 """relearning: encoders pulled back towards their initial weights by tanh(λ·|purity_train − purity_val|)."""
+
 from __future__ import annotations
 
 import copy
@@ -7,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from reliability.conftest import at_step  # noqa: F401 (a fixture)
 from resumable import train_stop_and_resume
-from support import method_setup
 
 from erlmr.methods import relearning
 from erlmr.methods.relearning import cluster_purity, purity
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from support import method_setup
 
 
 def test_purity_labels_each_cluster_by_its_majority():
@@ -46,7 +47,9 @@ def test_soft_reinit_moves_each_encoder_by_tanh_of_the_purity_gap(monkeypatch, v
             p.add_(torch.randn_like(p))
     current = copy.deepcopy(model.state_dict())
     train_size = len(splits.train)
-    monkeypatch.setattr(relearning, "cluster_purity", lambda f, labels, k, r: 1.0 if len(labels) == train_size else val_purity)
+    monkeypatch.setattr(
+        relearning, "cluster_purity", lambda f, labels, k, r: 1.0 if len(labels) == train_size else val_purity
+    )
     logs = method.on_epoch_end(model, 1)
     alpha = math.tanh(3.0 * (1.0 - val_purity))
     assert logs == pytest.approx({"relearning_alpha_m0": alpha, "relearning_alpha_m1": alpha})

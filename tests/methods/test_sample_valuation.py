@@ -1,4 +1,5 @@
 """sample_valuation: Shapley contributions per sample, copies that train the weak modality alone."""
+
 from __future__ import annotations
 
 import itertools
@@ -6,13 +7,13 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from reliability.conftest import at_step  # noqa: F401 (a fixture)
 from resumable import train_stop_and_resume
-from support import first_batch, method_setup, step_context
 
 from erlmr.errors import ConfigError
 from erlmr.methods.sample_valuation import sample_copies, shapley_contributions
 from erlmr.training.step import method_step
+from reliability.conftest import at_step  # noqa: F401 (a fixture)
+from support import first_batch, method_setup, step_context
 
 
 @pytest.mark.parametrize("right_a, right_v, right_all", list(itertools.product([0, 1], repeat=3)))
@@ -44,8 +45,10 @@ def test_valuation_at_the_end_of_an_epoch_plans_copies_from_coalitions_of_the_mo
     model.eval()
     inputs, labels = splits.train.__getitems__(range(len(splits.train)))
     with torch.no_grad():  # coalitions through the model's own "absent" path, not the method's masking
-        right = {s: model(inputs, absent=[m for m in ("m0", "m1") if m not in s]).logits.argmax(1) == labels
-                 for s in [("m0",), ("m1",), ("m0", "m1")]}
+        right = {
+            s: model(inputs, absent=[m for m in ("m0", "m1") if m not in s]).logits.argmax(1) == labels
+            for s in [("m0",), ("m1",), ("m0", "m1")]
+        }
     v_a, v_v, v_all = right[("m0",)].double(), right[("m1",)].double(), 2 * right[("m0", "m1")].double()
     phi = torch.stack([(v_a + v_all - v_v) / 2, (v_v + v_all - v_a) / 2], 1)
     assert torch.equal(method.plan.copies, sample_copies(phi)) and method.plan.copies.any()
@@ -93,7 +96,9 @@ def test_a_step_trains_the_copies_with_their_modality_alone():
     context.samples = samples
     block = method.plan.roles[:3].tolist()
     result = method_step(method, model, inputs, labels, context)
-    keep = torch.tensor([KEEP_ROWS[block[0]], KEEP_ROWS[block[1]], KEEP_ROWS[-1], KEEP_ROWS[block[2]]])  # sample 5: no copies
+    keep = torch.tensor(
+        [KEEP_ROWS[block[0]], KEEP_ROWS[block[1]], KEEP_ROWS[-1], KEEP_ROWS[block[2]]]
+    )  # sample 5: no copies
     with torch.no_grad():
         output = model(inputs)
         features = [output.features[m] * keep[:, i : i + 1] for i, m in enumerate(("m0", "m1"))]

@@ -1,14 +1,15 @@
 """UME: the modalities train independently, and the prediction is the mean of their own heads' logits."""
+
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
-from support import first_batch, setup_three, step_context, take_step
 
 from erlmr.errors import ConfigError
+from support import first_batch, setup_three, step_context, take_step
 
 
 def head_logits(method, model, inputs, modality):

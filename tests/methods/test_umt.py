@@ -1,4 +1,5 @@
 """UMT: teachers train alone first, then stay frozen while their features are distilled into the encoders."""
+
 from __future__ import annotations
 
 import copy
@@ -7,11 +8,11 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from support import context_for, first_batch, setup_three, step_context
 
 from erlmr.errors import ConfigError
 from erlmr.methods import build_method
 from erlmr.training.step import method_step
+from support import context_for, first_batch, setup_three, step_context
 
 
 def run_step(method, model, inputs, labels, epoch: int, lr: float = 0.0, index: int = 0, steps: int = 1):
@@ -66,7 +67,10 @@ def test_student_phase_adds_the_feature_distillation_gradient_and_leaves_teacher
     assert float(result.logs["umt_teaching"]) == 0
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
-    differs = [not torch.allclose(p.grad, r.grad) for (n, p), r in zip(model.encoders.named_parameters(), plain.encoders.parameters())]
+    differs = [
+        not torch.allclose(p.grad, r.grad)
+        for (n, p), r in zip(model.encoders.named_parameters(), plain.encoders.parameters())
+    ]
     assert any(differs) == (weight > 0)
     run_step(method, model, inputs, labels, epoch=1, lr=0.5)[1].finish()  # an update: the teachers stay frozen
     assert all(torch.equal(teachers[k], v) for k, v in method.teachers.state_dict().items())
@@ -78,7 +82,13 @@ def test_the_teacher_phase_is_half_the_run_by_default_and_a_one_epoch_run_has_no
     context = context_for(splits, 32)
     inputs, labels = first_batch(splits, 16)
     method = build_method("umt", {}, model, dataclasses.replace(context, epochs=5))
-    assert [float(run_step(method, model, inputs, labels, e)[0].logs["umt_teaching"]) for e in range(5)] == [1, 1, 0, 0, 0]
+    assert [float(run_step(method, model, inputs, labels, e)[0].logs["umt_teaching"]) for e in range(5)] == [
+        1,
+        1,
+        0,
+        0,
+        0,
+    ]
     one_epoch = build_method("umt", {}, model, dataclasses.replace(context, epochs=1))
     model.zero_grad(set_to_none=True)
     result, _ = run_step(one_epoch, model, inputs, labels, 0)

@@ -1,15 +1,16 @@
 """unimodal: only the chosen modality's encoder runs, in training and prediction."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+
+from erlmr.errors import ConfigError
 from support import (
     first_batch,
     method_setup,
     step,
 )
-
-from erlmr.errors import ConfigError
 
 
 @pytest.mark.parametrize("options", [{}, {"modality": "m7"}])

@@ -1,4 +1,5 @@
 """The one-call balanced step: what a user's own loop gets equals the trainer's ERL-MR step."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,18 +40,25 @@ def test_three_losses_get_the_min_norm_weights_of_their_gradients():
     layer = torch.nn.Linear(6, 3)
     x = torch.randn(16, 6)
     losses = [layer(x)[:, i].square().mean() for i in range(3)]
-    grads = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, layer.parameters(), retain_graph=True)]) for loss in losses]
+    grads = [
+        torch.cat([g.flatten() for g in torch.autograd.grad(loss, layer.parameters(), retain_graph=True)])
+        for loss in losses
+    ]
     weights = balanced_backward(losses, layer.parameters(), normalization="none", weight_floor=0.0)
     torch.testing.assert_close(weights, min_norm_weights(grads), rtol=1e-4, atol=1e-5)
     combined = sum(w * g for w, g in zip(weights, grads))
-    torch.testing.assert_close(torch.cat([p.grad.flatten() for p in layer.parameters()]), combined, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.cat([p.grad.flatten() for p in layer.parameters()]), combined, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_the_floor_keeps_both_losses_alive_and_bad_calls_are_clear():
     layer = torch.nn.Linear(2, 1)
     x = torch.randn(4, 2)
     same = layer(x).mean()
-    weights = balanced_backward([same, 100 * layer(x).mean()], layer.parameters(), normalization="none", weight_floor=0.1)
+    weights = balanced_backward(
+        [same, 100 * layer(x).mean()], layer.parameters(), normalization="none", weight_floor=0.1
+    )
     assert float(weights.min()) == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="two or more losses"):
         balanced_backward([same], layer.parameters())

@@ -1,5 +1,6 @@
 """InputNormalizer: streamed statistics equal the whole-array ones, constant and non-finite features are
 named, memory-mapped splits are read in batches, and the statistics travel in the state dict."""
+
 from __future__ import annotations
 
 import warnings
@@ -61,8 +62,13 @@ def test_streamed_statistics_equal_the_whole_split(batch_values, monkeypatch):
 def test_robust_scaling_ignores_outliers_that_ruin_standard_scaling():
     x = RNG.standard_normal((4000, 2)).astype(np.float32)
     x[:40, 0] = 1e6  # 1 % of one feature corrupted
-    split = Split({"a": torch.from_numpy(x), "b": torch.zeros(4000, 1) + torch.arange(4000.0)[:, None]}, torch.zeros(4000))
-    robust, standard = InputNormalizer({"a": (2,), "b": (1,)}, "robust"), InputNormalizer({"a": (2,), "b": (1,)}, "standard")
+    split = Split(
+        {"a": torch.from_numpy(x), "b": torch.zeros(4000, 1) + torch.arange(4000.0)[:, None]}, torch.zeros(4000)
+    )
+    robust, standard = (
+        InputNormalizer({"a": (2,), "b": (1,)}, "robust"),
+        InputNormalizer({"a": (2,), "b": (1,)}, "standard"),
+    )
     robust.fit_split(split)
     standard.fit_split(split)
     shift, scale = robust.statistics("a")
@@ -128,7 +134,9 @@ def test_nonfinite_training_values_are_refused_naming_modality_and_column():
     x[3, 1, 2] = float("inf")
     x[:, 0] = torch.arange(20.0)[:, None]
     normalizer = InputNormalizer({"seq": (2, 5)})
-    with pytest.raises(DataError, match=r"modality 'seq' has NaN or Inf on the train split in channel 1; clean or drop"):
+    with pytest.raises(
+        DataError, match=r"modality 'seq' has NaN or Inf on the train split in channel 1; clean or drop"
+    ):
         normalizer.fit_split(Split({"seq": x}, torch.zeros(20)))
 
 
@@ -151,5 +159,7 @@ def test_unknown_kind_is_a_config_error():
 
 def test_data_normalize_is_validated_in_the_config():
     assert load_config(None, ["data.normalize=robust"]).data.normalize == "robust"
-    with pytest.raises(ConfigError, match=r"unknown data.normalize 'zscore'; valid: auto, standard, robust, minmax, none"):
+    with pytest.raises(
+        ConfigError, match=r"unknown data.normalize 'zscore'; valid: auto, standard, robust, minmax, none"
+    ):
         load_config(None, ["data.normalize=zscore"])

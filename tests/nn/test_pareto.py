@@ -28,7 +28,9 @@ def test_two_gradients_use_the_closed_form():
     # min |w g1 + (1-w) g2|^2 = w^2 + 4(1-w)^2 is at w = 0.8
     torch.testing.assert_close(min_norm_weights([g1, g2]), torch.tensor([0.8, 0.2]))
     # Aligned gradients: the shorter one alone is the min-norm point.
-    torch.testing.assert_close(min_norm_weights([torch.tensor([1.0, 1.0]), torch.tensor([3.0, 3.0])]), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(
+        min_norm_weights([torch.tensor([1.0, 1.0]), torch.tensor([3.0, 3.0])]), torch.tensor([1.0, 0.0])
+    )
 
 
 def test_normalizations():
@@ -36,7 +38,9 @@ def test_normalizations():
     losses = torch.tensor([2.0, 4.0], dtype=torch.float64)
     torch.testing.assert_close(normalize_gradients(grads, losses, "l2").norm(dim=1), torch.ones(2, dtype=torch.float64))
     torch.testing.assert_close(normalize_gradients(grads, losses, "loss"), grads / losses[:, None])
-    torch.testing.assert_close(normalize_gradients(grads, losses, "loss+"), grads / torch.tensor([[10.0], [8.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        normalize_gradients(grads, losses, "loss+"), grads / torch.tensor([[10.0], [8.0]], dtype=torch.float64)
+    )
     torch.testing.assert_close(normalize_gradients(grads, losses, "none"), grads)
     # 'l2' makes the solution independent of gradient scale.
     a = min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 10.0])], normalization="l2")

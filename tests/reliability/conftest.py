@@ -1,4 +1,5 @@
 """Shared helpers of the reliability tests: a small synthetic run and ways to stop it at a chosen step."""
+
 from __future__ import annotations
 
 import copy

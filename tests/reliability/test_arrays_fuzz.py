@@ -1,6 +1,7 @@
 """Fuzz the array-folder loader with malformed folders (arrays, .npy headers inside the .npz files, meta.json):
 it either refuses them with a DataError or ConfigError, or returns splits that are safe to train on; never
 another exception."""
+
 from __future__ import annotations
 
 import io
@@ -14,27 +15,51 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from support import model_for
 
 from erlmr.config import ModelConfig
 from erlmr.data import load_dataset
 from erlmr.errors import ConfigError, DataError
+from support import model_for
 
 DTYPES = ["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "complex64", "<U2", "M8[s]"]
 FILES = ["train.npz", "test.npz", "val.npz"]
-MUTATIONS = ["dtype", "rank", "nonfinite", "huge", "rows", "empty", "drop", "label_range", "label_dtype",
-             "zero_width", "feature_shape"]
-METAS = [{"modalities": ["a", "b"]}, {"classes": ["x", "y", "z"]}, {"classes": ["x"]}, {"modalities": "ab"},
-         {"modalities": ["a", "a"]}, {"modalities": ["a", "label"]}, {"modalities": ["a", "z"]}, [1, 2], "not json"]
+MUTATIONS = [
+    "dtype",
+    "rank",
+    "nonfinite",
+    "huge",
+    "rows",
+    "empty",
+    "drop",
+    "label_range",
+    "label_dtype",
+    "zero_width",
+    "feature_shape",
+]
+METAS = [
+    {"modalities": ["a", "b"]},
+    {"classes": ["x", "y", "z"]},
+    {"classes": ["x"]},
+    {"modalities": "ab"},
+    {"modalities": ["a", "a"]},
+    {"modalities": ["a", "label"]},
+    {"modalities": ["a", "z"]},
+    [1, 2],
+    "not json",
+]
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats() | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
 )
 #: meta.json contents: the hand-picked cases, and generated ones, most of them with the keys it reads
-GENERATED_METAS = JSON | st.fixed_dictionaries({}, optional={
-    "modalities": st.lists(st.sampled_from(["a", "b", "label", "z", 1]), max_size=3) | JSON,
-    "classes": st.lists(st.text(max_size=3) | st.integers(-1, 5), max_size=4) | JSON,
-})
+GENERATED_METAS = JSON | st.fixed_dictionaries(
+    {},
+    optional={
+        "modalities": st.lists(st.sampled_from(["a", "b", "label", "z", 1]), max_size=3) | JSON,
+        "classes": st.lists(st.text(max_size=3) | st.integers(-1, 5), max_size=4) | JSON,
+    },
+)
 DESCRS = ["<f4", "<f8", ">f4", "<i8", "|b1", "|O", "<U5", "|V8", "<c8", "<M8[s]", "bogus"]
 #: how a .npy member's header is damaged: what it claims, or its bytes
 HEADER_DAMAGE = st.one_of(
@@ -48,8 +73,10 @@ HEADER_DAMAGE = st.one_of(
 
 @st.composite
 def valid_split(draw, rows: int, shapes: dict) -> dict[str, np.ndarray]:
-    arrays = {m: draw(hnp.arrays(np.float32, (rows, *shape), elements=st.floats(-9, 9, width=32)))
-              for m, shape in shapes.items()}
+    arrays = {
+        m: draw(hnp.arrays(np.float32, (rows, *shape), elements=st.floats(-9, 9, width=32)))
+        for m, shape in shapes.items()
+    }
     arrays["label"] = np.arange(rows) % 3
     return arrays
 
@@ -69,7 +96,9 @@ def mutate(draw, files: dict) -> None:
         array = array.reshape(-1) if draw(st.booleans()) else array[..., None, None]
     elif kind in ("nonfinite", "huge") and array.size and array.ndim > 1:
         array = array.astype(np.float64)
-        array.reshape(len(array), -1)[row, 0] = 1e300 if kind == "huge" else draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        array.reshape(len(array), -1)[row, 0] = (
+            1e300 if kind == "huge" else draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        )
     elif kind == "rows":
         array = array[: draw(st.integers(0, max(len(array) - 1, 0)))]
     elif kind == "empty":
@@ -97,8 +126,10 @@ def mutate(draw, files: dict) -> None:
 @st.composite
 def folders(draw):
     shapes = {m: tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))) for m in ("a", "b")}
-    files = {"train.npz": draw(valid_split(draw(st.integers(1, 12)), shapes)),
-             "test.npz": draw(valid_split(draw(st.integers(1, 6)), shapes))}
+    files = {
+        "train.npz": draw(valid_split(draw(st.integers(1, 12)), shapes)),
+        "test.npz": draw(valid_split(draw(st.integers(1, 6)), shapes)),
+    }
     if draw(st.booleans()):
         files["val.npz"] = draw(valid_split(draw(st.integers(1, 6)), shapes))
     for _ in range(draw(st.integers(0, 2))):

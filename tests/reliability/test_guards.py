@@ -1,4 +1,5 @@
 """Every guard gets its bad input and must answer with one message naming the problem."""
+
 from __future__ import annotations
 
 import errno
@@ -26,23 +27,31 @@ def write_folder(root: Path, n_train: int = 40, n_test: int = 20, **changes) -> 
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     for name, n in (("train.npz", n_train), ("test.npz", n_test)):
-        arrays = {"a": rng.standard_normal((n, 6)).astype(np.float32), "b": rng.standard_normal((n, 2, 8)),
-                  "label": np.arange(n) % 3}
+        arrays = {
+            "a": rng.standard_normal((n, 6)).astype(np.float32),
+            "b": rng.standard_normal((n, 2, 8)),
+            "label": np.arange(n) % 3,
+        }
         arrays.update(changes.get(name, {}))
         np.savez(root / name, **arrays)
     return root
 
 
 def arrays_config(root: Path, run_dir: Path, **train) -> dict:
-    return {"data": {"dataset": "arrays", "root": str(root)}, "method": {"name": "joint"},
-            "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "quiet": True, "run_dir": str(run_dir), **train}}
+    return {
+        "data": {"dataset": "arrays", "root": str(root)},
+        "method": {"name": "joint"},
+        "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "quiet": True, "run_dir": str(run_dir), **train},
+    }
 
 
 def test_nan_in_inputs_names_the_file_array_and_sample(tmp_path):
     a = np.ones((40, 6), np.float32)
     a[[7, 30], 2] = np.nan
     root = write_folder(tmp_path / "data", **{"train.npz": {"a": a}})
-    with pytest.raises(DataError, match=r"train\.npz: array 'a' has NaN or Inf in 2 sample\(s\), first at index 7, feature 2; clean"):
+    with pytest.raises(
+        DataError, match=r"train\.npz: array 'a' has NaN or Inf in 2 sample\(s\), first at index 7, feature 2; clean"
+    ):
         erlmr.train(arrays_config(root, tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # refused before a run folder is made
 
@@ -93,15 +102,23 @@ def in_memory_splits(**overrides) -> DatasetSplits:
 @pytest.mark.parametrize(
     "split, message",
     [
-        (Split({"a": torch.full((10, 3), math.inf), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
-         r"dataset 'mem', val split: modality 'a' has NaN or Inf in 10 sample\(s\), first at index 0, feature 0; "
-         r"no value of it is finite"),
-        (Split({"a": torch.zeros(10, 3), "b": torch.zeros(10, 2, 4)}, torch.arange(10)),
-         r"val split: label 2 at index 2 is out of range; labels must be in 0\.\.1"),
-        (Split({"a": torch.zeros(10, 3, dtype=torch.int64), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
-         r"val split: modality 'a' holds torch\.int64"),
-        (Split({"a": torch.zeros(10, 4), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
-         r"modality 'a' has different sample shapes across splits: \{'train': \(3,\), 'val': \(4,\), 'test': \(3,\)\}"),
+        (
+            Split({"a": torch.full((10, 3), math.inf), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
+            r"dataset 'mem', val split: modality 'a' has NaN or Inf in 10 sample\(s\), first at index 0, feature 0; "
+            r"no value of it is finite",
+        ),
+        (
+            Split({"a": torch.zeros(10, 3), "b": torch.zeros(10, 2, 4)}, torch.arange(10)),
+            r"val split: label 2 at index 2 is out of range; labels must be in 0\.\.1",
+        ),
+        (
+            Split({"a": torch.zeros(10, 3, dtype=torch.int64), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
+            r"val split: modality 'a' holds torch\.int64",
+        ),
+        (
+            Split({"a": torch.zeros(10, 4), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
+            r"modality 'a' has different sample shapes across splits: \{'train': \(3,\), 'val': \(4,\), 'test': \(3,\)\}",
+        ),
         (Split({"a": torch.zeros(0, 3), "b": torch.zeros(0, 2, 4)}, torch.zeros(0)), r"val split: the split is empty"),
     ],
 )
@@ -123,8 +140,16 @@ def test_split_refuses_modalities_with_different_sample_counts():
         ("optim", {"lr": float("nan")}, r"optim\.lr is NaN; give a number"),
         ("method", {"options": {"mmc_weight": float("nan")}}, r"method\.options of 'erlmr'\.mmc_weight is NaN"),
         ("model", {"euler_dropout": 1.0}, r"model\.euler_dropout must be in \[0, 1\), got 1\.0"),
-        ("model", {"encoder_options": {"m0": {"dropout": 1.5}}}, r"encoder 'mlp': dropout must be in \[0, 1\), got 1\.5"),
-        ("method", {"options": {"phase_weight": -1.0}}, r"method\.options of 'erlmr': option phase_weight must be >= 0, got -1\.0"),
+        (
+            "model",
+            {"encoder_options": {"m0": {"dropout": 1.5}}},
+            r"encoder 'mlp': dropout must be in \[0, 1\), got 1\.5",
+        ),
+        (
+            "method",
+            {"options": {"phase_weight": -1.0}},
+            r"method\.options of 'erlmr': option phase_weight must be >= 0, got -1\.0",
+        ),
         ("method", {"options": {"weight_floor": 0.5}}, r"option weight_floor must be >= 0 and < 0\.5, got 0\.5"),
         ("method", {"options": {"pareto_mode": "grads"}}, r"option pareto_mode is 'grads'; valid: params, features"),
         ("train", {"epochs": 0}, r"train\.epochs must be >= 1, got 0"),
@@ -177,7 +202,10 @@ def test_weights_that_became_inf_are_never_saved(tmp_path, at_step):
     with pytest.raises(TrainingDivergedError, match=r"in epoch 2: a weight became NaN/Inf"):
         erlmr.train(small_config(run_dir, method={"name": "joint"}))
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 0
-    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) == {"epoch": 1, "error": "non-finite parameters"}
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) == {
+        "epoch": 1,
+        "error": "non-finite parameters",
+    }
 
 
 def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
@@ -210,8 +238,11 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save_then_fail)
     run_dir = tmp_path / "run"
-    with pytest.raises(CheckpointError, match=rf"could not write {run_dir}/(best|last)\.pt: No space left on device.*"
-                                              rf"erlmr train --resume {run_dir}"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"could not write {run_dir}/(best|last)\.pt: No space left on device.*"
+        rf"erlmr train --resume {run_dir}",
+    ):
         erlmr.train(small_config(run_dir))
     monkeypatch.undo()
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 0

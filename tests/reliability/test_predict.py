@@ -1,4 +1,5 @@
 """load_run and predict: a trained run rebuilt from its folder alone, predicting with some modalities absent."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,12 +63,18 @@ def test_a_method_that_needs_every_modality_says_so(trained, test_split, monkeyp
 @pytest.mark.parametrize(
     "inputs, message",
     [
-        ({"m2": torch.zeros(3, 32)}, r"inputs name modalities \['m2'\]; this run takes a non-empty subset of \['m0', 'm1'\]"),
+        (
+            {"m2": torch.zeros(3, 32)},
+            r"inputs name modalities \['m2'\]; this run takes a non-empty subset of \['m0', 'm1'\]",
+        ),
         ({}, r"non-empty subset"),
         ({"m0": torch.zeros(3, 31)}, r"modality 'm0' has shape \(3, 31\); this model takes \(N, 32\)"),
         ({"m0": [["a"] * 32]}, r"modality 'm0' has dtype <U1; pass numeric"),
         ({"m0": torch.zeros(3, 32), "m1": torch.zeros(2, 32)}, r"different sample counts \{'m0': 3, 'm1': 2\}"),
-        ({"m0": torch.tensor([[0.0] * 32, [float("nan")] * 32])}, r"modality 'm0' has NaN or Inf in 1 sample\(s\), first at index 1"),
+        (
+            {"m0": torch.tensor([[0.0] * 32, [float("nan")] * 32])},
+            r"modality 'm0' has NaN or Inf in 1 sample\(s\), first at index 1",
+        ),
     ],
 )
 def test_bad_prediction_inputs(trained, inputs, message):
@@ -83,7 +90,10 @@ def test_load_run_refuses_a_checkpoint_that_does_not_match_config_yaml(trained, 
     config = yaml.safe_load((copy / "config.yaml").read_text())
     config["model"]["euler_dim"] = 64
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(CheckpointError, match=r"best\.pt was written by a different configuration .*model\.euler_dim: 32 in the checkpoint, 64 now"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"best\.pt was written by a different configuration .*model\.euler_dim: 32 in the checkpoint, 64 now",
+    ):
         erlmr.load_run(copy)
     (copy / "config.yaml").unlink()  # the checkpoint alone is enough
     assert erlmr.load_run(copy, checkpoint="last.pt").model.euler.out_features == 32

@@ -1,4 +1,5 @@
 """Resume: a run stopped anywhere (SIGKILL, SIGINT, SIGTERM) and resumed ends bit-for-bit like an uninterrupted one."""
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,9 @@ def assert_same_run(resumed: erlmr.RunResult, uninterrupted: erlmr.RunResult) ->
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_epoch_saves_and_resume_matches_uninterrupted_run(tmp_path, at_step, monkeypatch, uninterrupted, number):
+def test_signal_mid_epoch_saves_and_resume_matches_uninterrupted_run(
+    tmp_path, at_step, monkeypatch, uninterrupted, number
+):
     run_dir = tmp_path / "run"
     error = interrupt(run_dir, at_step, 20, number)  # 13 steps per epoch: step 7 of epoch 2
     assert error.signal_number == number
@@ -70,8 +73,11 @@ METHOD_OPTIONS = {"unimodal": {"modality": "m0"}}
 def test_every_method_resumes_exactly_and_loads_for_prediction(tmp_path, at_step, monkeypatch, method):
     """Each method's state_dict must hold all it keeps between steps (prototypes, running means, scores,
     private RNGs...); and a trained run of it must load without its dataset and predict without m1."""
+
     def config(run_dir):
-        return small_config(run_dir, method={"name": method, "options": METHOD_OPTIONS.get(method, {})}, train={"epochs": 2})
+        return small_config(
+            run_dir, method={"name": method, "options": METHOD_OPTIONS.get(method, {})}, train={"epochs": 2}
+        )
 
     try:
         full = erlmr.train(config(tmp_path / "full"))
@@ -85,15 +91,35 @@ def test_every_method_resumes_exactly_and_loads_for_prediction(tmp_path, at_step
 
     run = erlmr.load_run(full.run_dir)
     test = erlmr.data.load_dataset("synthetic", None, 0, 0.1, SMALL_RUN["data"]["options"]).test
-    assert evaluate(run.model, run.method, test, 64, torch.device("cpu"))["accuracy"] == full.summary["test"]["accuracy"]
+    assert (
+        evaluate(run.model, run.method, test, 64, torch.device("cpu"))["accuracy"] == full.summary["test"]["accuracy"]
+    )
     if run.method.supports_missing_modalities:
         assert erlmr.predict(run, {"m0": test.inputs["m0"]}).probabilities.shape == (200, 4)
 
 
 def test_cli_exits_128_plus_the_signal_and_says_how_to_resume(tmp_path, at_step, monkeypatch, capsys, uninterrupted):
     at_step(5, send_signal(signal.SIGINT))
-    args = ["train", "--dataset", "synthetic", "--set", "data.options.train_size=400", "--set", "data.options.test_size=200",
-            "--set", "model.euler_dim=32", "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--device", "cpu", "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--set",
+        "data.options.train_size=400",
+        "--set",
+        "data.options.test_size=200",
+        "--set",
+        "model.euler_dim=32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main([*args, "--run-dir", str(tmp_path / "run"), "--method", "erlmr"]) == 128 + signal.SIGINT
     assert "training stopped by SIGINT at epoch 1, step 5" in capsys.readouterr().err
     monkeypatch.undo()
@@ -131,14 +157,41 @@ def test_data_order_is_a_function_of_seed_and_epoch_and_leaves_the_global_rng_al
 
 def test_kill_9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     """A training subprocess killed with SIGKILL during its last epoch (3) continues from the epoch-2 checkpoint."""
-    sizes = ["--set", "data.options.train_size=800", "--set", "data.options.test_size=200", "--set", "model.euler_dim=32"]
-    args = ["train", "--dataset", "synthetic", "--method", "erlmr", "--epochs", "3", "--batch-size", "8",
-            "--device", "cpu", "--quiet", *sizes]
+    sizes = [
+        "--set",
+        "data.options.train_size=800",
+        "--set",
+        "data.options.test_size=200",
+        "--set",
+        "model.euler_dim=32",
+    ]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "erlmr",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--quiet",
+        *sizes,
+    ]
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()),
-           "PYTHONPATH": os.pathsep.join([str(Path(erlmr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "erlmr", *args, "--run-dir", str(killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "PYTHONPATH": os.pathsep.join([str(Path(erlmr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "erlmr", *args, "--run-dir", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
@@ -159,7 +212,9 @@ def test_kill_9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 
     assert main(["train", "--resume", str(killed)]) == 0
     assert main([*args, "--run-dir", str(tmp_path / "full")]) == 0
-    summaries = [summary_results(json.loads((tmp_path / name / "summary.json").read_text())) for name in ("killed", "full")]
+    summaries = [
+        summary_results(json.loads((tmp_path / name / "summary.json").read_text())) for name in ("killed", "full")
+    ]
     assert summaries[0] == summaries[1]
     assert epoch_records(killed) == epoch_records(tmp_path / "full")
 
@@ -182,7 +237,10 @@ def test_resume_refuses_an_edited_config(stopped_run):
     config = yaml.safe_load((stopped_run / "config.yaml").read_text())
     config["optim"]["lr"] = 0.5
     (stopped_run / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(CheckpointError, match=r"last\.pt was written by a different configuration.*optim\.lr: 0\.1 in the checkpoint, 0\.5 now"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt was written by a different configuration.*optim\.lr: 0\.1 in the checkpoint, 0\.5 now",
+    ):
         erlmr.resume(stopped_run)
 
 
@@ -200,7 +258,9 @@ def test_resume_refuses_weights_of_another_model(stopped_run):
     state = load_checkpoint(stopped_run / "last.pt")
     state["model"]["head.linear.weight"] = torch.zeros(4, 3)
     torch.save(state, stopped_run / "last.pt")
-    with pytest.raises(CheckpointError, match=r"weights of another model: shapes differ: head\.linear\.weight \(4, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"weights of another model: shapes differ: head\.linear\.weight \(4, 3\)"
+    ):
         erlmr.resume(stopped_run)
 
 
@@ -208,7 +268,9 @@ def test_resume_refuses_a_checkpoint_trained_on_other_data(stopped_run):
     state = load_checkpoint(stopped_run / "last.pt")
     state["spec"]["input_shapes"]["m0"] = (31,)
     torch.save(state, stopped_run / "last.pt")
-    with pytest.raises(CheckpointError, match=r"was trained on other data: input_shapes\.m0: \(31,\) in the checkpoint, \(32,\) now"):
+    with pytest.raises(
+        CheckpointError, match=r"was trained on other data: input_shapes\.m0: \(31,\) in the checkpoint, \(32,\) now"
+    ):
         erlmr.resume(stopped_run)
 
 
@@ -246,7 +308,9 @@ def test_resume_refuses_flags_that_change_results_and_finished_runs(stopped_run,
 
 def test_a_new_run_never_overwrites_an_unfinished_one(stopped_run):
     before = (stopped_run / "last.pt").read_bytes()
-    with pytest.raises(ConfigError, match=rf"holds an unfinished run; continue it with: erlmr train --resume {stopped_run}"):
+    with pytest.raises(
+        ConfigError, match=rf"holds an unfinished run; continue it with: erlmr train --resume {stopped_run}"
+    ):
         erlmr.train(small_config(stopped_run))
     assert (stopped_run / "last.pt").read_bytes() == before
 

@@ -13,6 +13,7 @@ applied the same coefficients.
 The worker also registers ``rank_local_scale``, a deliberately wrong method whose coefficient depends on
 the rank, to show that the trainer's replica check catches such a method.
 """
+
 from __future__ import annotations
 
 import json

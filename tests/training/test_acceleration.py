@@ -1,10 +1,10 @@
 """bf16 autocast and torch.compile of the training step."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from support import one_batch, small_trainer, step_context
 
 from erlmr.config import ModelConfig
 from erlmr.data import DatasetSplits, Split
@@ -16,6 +16,7 @@ from erlmr.nn.pareto import NORMALIZATIONS
 from erlmr.training.acceleration import CompiledModel, autocast, check_cuda_graphs, compile_step, memory_format
 from erlmr.training.builders import ModelSpec, build_model
 from erlmr.training.step import method_step
+from support import one_batch, small_trainer, step_context
 
 
 def reference_gradients(model, losses_fn, inputs, labels):
@@ -55,7 +56,9 @@ def test_amp_runs_training_steps_in_bfloat16_and_evaluation_in_float32(run_confi
     dtypes = {"train": set(), "eval": set()}
     first_layer = trainer.model.encoders["m0"].net[0]
     assert isinstance(first_layer, torch.nn.Linear)
-    first_layer.register_forward_hook(lambda module, args, output: dtypes["train" if module.training else "eval"].add(output.dtype))
+    first_layer.register_forward_hook(
+        lambda module, args, output: dtypes["train" if module.training else "eval"].add(output.dtype)
+    )
     result = trainer.run()
     assert dtypes == {"train": {torch.bfloat16}, "eval": {torch.float32}}
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
@@ -149,7 +152,9 @@ def test_solve_on_device_is_the_host_solve_for_every_normalization_and_edge():
         for normalization in NORMALIZATIONS:
             for floor in (0.0, 0.001, 0.2):
                 host = solve(gram.tolist(), losses.tolist(), normalization, floor)
-                torch.testing.assert_close(solve_on_device(gram, losses, normalization, floor), host, rtol=1e-6, atol=1e-7)
+                torch.testing.assert_close(
+                    solve_on_device(gram, losses, normalization, floor), host, rtol=1e-6, atol=1e-7
+                )
     with pytest.raises(ConfigError, match="unknown gradient normalization"):
         solve_on_device(cases[0], losses, "l1", 0.001)
 
@@ -164,7 +169,10 @@ def resnet_model(channels_last: bool):
 
 def resnet_batch():
     generator = torch.Generator().manual_seed(1)
-    inputs = {"a": torch.randn(4, 1, 40, 36, generator=generator), "v": torch.randn(4, 3, 2, 32, 32, generator=generator)}
+    inputs = {
+        "a": torch.randn(4, 1, 40, 36, generator=generator),
+        "v": torch.randn(4, 3, 2, 32, 32, generator=generator),
+    }
     return inputs, torch.tensor([0, 1, 2, 3])
 
 
@@ -174,7 +182,9 @@ def test_channels_last_resnet18_gives_the_same_outputs_and_gradients():
     for channels_last in (False, True):
         model = resnet_model(channels_last)
         first_conv = model.encoders["v"].trunk[0].weight  # (8, 3, 7, 7): the two layouts differ
-        assert first_conv.is_contiguous(memory_format=torch.channels_last) == channels_last != first_conv.is_contiguous()
+        assert (
+            first_conv.is_contiguous(memory_format=torch.channels_last) == channels_last != first_conv.is_contiguous()
+        )
         output = model(inputs)
         F.cross_entropy(output.logits, labels).backward()
         results.append((output.logits.detach(), [p.grad for p in model.parameters()]))
@@ -186,9 +196,18 @@ def test_channels_last_resnet18_gives_the_same_outputs_and_gradients():
 def test_a_bf16_erlmr_step_on_resnet18_runs_in_bf16_with_float32_weights_and_finite_gradients():
     inputs, labels = resnet_batch()
     model = resnet_model(channels_last=True)
-    splits = DatasetSplits("resnet", ["a", "v"], ["0", "1", "2", "3"], Split(inputs, labels), Split(inputs, labels),
-                           Split(inputs, labels), {})
-    method = build_method("erlmr", {"pareto_mode": "features"}, model, MethodContext(["a", "v"], 4, 4, torch.device("cpu"), splits))
+    splits = DatasetSplits(
+        "resnet",
+        ["a", "v"],
+        ["0", "1", "2", "3"],
+        Split(inputs, labels),
+        Split(inputs, labels),
+        Split(inputs, labels),
+        {},
+    )
+    method = build_method(
+        "erlmr", {"pareto_mode": "features"}, model, MethodContext(["a", "v"], 4, 4, torch.device("cpu"), splits)
+    )
     step = step_context(method, model)
     with autocast(torch.device("cpu"), True):
         result = method_step(method, model, inputs, labels, step)

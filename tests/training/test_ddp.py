@@ -1,4 +1,5 @@
 """Distributed data-parallel training: torchrun with 2 CPU processes (gloo) against one process."""
+
 import json
 import subprocess
 import sys
@@ -10,13 +11,13 @@ from torch.utils.data import BatchSampler, RandomSampler
 
 from erlmr import ConfigError
 from erlmr.methods import METHODS
-from erlmr.training.run_folder import RunFolder
 from erlmr.training.distributed import (
     Cluster,
     ShardedBatchSampler,
     check_replicas_agree,
     sum_over_ranks,
 )
+from erlmr.training.run_folder import RunFolder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import run_commands  # noqa: E402
@@ -39,16 +40,34 @@ CASES = [
 AVAILABLE = [case for case in CASES if case[1] in METHODS]
 # Every other registered method that runs on its default options: one epoch each, ranks compared.
 OTHERS = [
-    m for m in METHODS
+    m
+    for m in METHODS
     if m not in {case[1] for case in CASES} | {"rank_local_scale"} and not METHODS.get(m).needs_options
 ]
 
 
 def command(out: Path, method: str, option: str | None, epochs: int = 2) -> list[str]:
     argv = [
-        "train", "--dataset", "synthetic", "--method", method, "--epochs", str(epochs), "--batch-size", "32", "--seed", "3",
-        "--device", "cpu", "--quiet", "--out", str(out),
-        "--set", "data.options={train_size: 128, test_size: 64}", "--set", "model.euler_dropout=0",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        method,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+        "--set",
+        "data.options={train_size: 128, test_size: 64}",
+        "--set",
+        "model.euler_dropout=0",
     ]
     return argv + (["--set", option] if option else [])
 
@@ -64,9 +83,19 @@ def runs(tmp_path_factory):
     commands.append(command(root / "rank_local" / "ddp", "rank_local_scale", None))
     commands += [command(root / method / "ddp", method, None, epochs=1) for method in OTHERS]
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(Path(__file__).parent / "ddp_worker.py"), str(root), json.dumps(commands)],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(Path(__file__).parent / "ddp_worker.py"),
+            str(root),
+            json.dumps(commands),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
     codes = [json.loads(path.read_text()) for path in sorted(root.glob("codes-rank*.json"))]
@@ -130,7 +159,9 @@ def test_every_method_trains_on_two_processes_with_identical_replicas(runs, meth
 def test_single_process_batches_are_those_of_random_sampler():
     for size, batch in ((100, 16), (97, 16), (33, 32), (5, 8)):
         ours = [b.tolist() for b in ShardedBatchSampler(size, batch, True, seed=7)]
-        reference = list(BatchSampler(RandomSampler(range(size), generator=torch.Generator().manual_seed(7)), batch, False))
+        reference = list(
+            BatchSampler(RandomSampler(range(size), generator=torch.Generator().manual_seed(7)), batch, False)
+        )
         if size % batch == 1 and size > batch:
             reference = reference[:-1]  # a last batch of one sample is dropped in training
         assert ours == reference

@@ -1,4 +1,5 @@
 """The training loop: the run folder it writes, model selection on validation only, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def each_loss_gradient(trainer, inputs, labels):
 
 
 def test_run_folder_holds_config_metrics_checkpoints_and_summary(run_config):
-    config = run_config(method={"name": "erlmr"}, data={"dataset": "synthetic", "options": {"train_size": 128, "test_size": 64}})
+    config = run_config(
+        method={"name": "erlmr"}, data={"dataset": "synthetic", "options": {"train_size": 128, "test_size": 64}}
+    )
     result = train(config)
     files = {p.name for p in result.run_dir.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "best.pt", "last.pt", "summary.json"} <= files
@@ -68,7 +71,12 @@ def test_same_seed_same_result_on_cpu(run_config):
     deterministic = lambda summary: {k: v for k, v in summary.items() if k != "cost"}  # cost holds timings, memory
     assert deterministic(first.summary) == deterministic(second.summary)
     timings = ("epoch_time_s", "step_time_s")
-    read = lambda r: [{k: v for k, v in json.loads(l).items() if k not in timings} for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    read = lambda r: [
+        {k: v for k, v in json.loads(l).items() if k not in timings}
+        for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert read(first) == read(second)
-    third = train(run_config(method={"name": "erlmr"}, data={"options": {"train_size": 96, "test_size": 64}}, train={"seed": 1}))
+    third = train(
+        run_config(method={"name": "erlmr"}, data={"options": {"train_size": 96, "test_size": 64}}, train={"seed": 1})
+    )
     assert read(third) != read(first)

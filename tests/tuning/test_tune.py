@@ -1,4 +1,5 @@
 """`erlmr tune`: search spaces, the shared trial budget, killed workers, pruning, bench --tuned, shards."""
+
 from __future__ import annotations
 
 import glob
@@ -22,15 +23,38 @@ from erlmr.cli import main
 from erlmr.config import parse_override, yaml_value
 from erlmr.errors import ConfigError
 from erlmr.methods import METHODS
-from erlmr.options import CheckedOptions, Choice, Uniform, int_range, log_uniform, one_of, parse_distribution, ranged, search_space
+from erlmr.options import (
+    CheckedOptions,
+    Choice,
+    Uniform,
+    int_range,
+    log_uniform,
+    one_of,
+    parse_distribution,
+    ranged,
+    search_space,
+)
 from erlmr.tuning.space import check_user_space, method_space, read_user_space
 
 optuna = pytest.importorskip("optuna", reason="erlmr tune needs Optuna: pip install 'erlmr[tuning]'")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SMALL = [
-    "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--quiet",
-    "--set", "data.options.train_size=320", "--set", "data.options.test_size=60", "--set", "data.options.dim=8",
+    "--dataset",
+    "synthetic",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--set",
+    "data.options.train_size=320",
+    "--set",
+    "data.options.test_size=60",
+    "--set",
+    "data.options.dim=8",
 ]
 
 
@@ -55,8 +79,13 @@ def states(study) -> list[str]:
 def worker(out: Path, *extra: str, trials: int = 4) -> subprocess.Popen:
     """An `erlmr tune` process of its own, as another host would run it."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "erlmr", *tune_args(out, "--no-prune", *extra, trials=trials)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "erlmr", *tune_args(out, "--no-prune", *extra, trials=trials)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 # --- search spaces ------------------------------------------------------------------------------------------
@@ -77,7 +106,9 @@ def test_a_field_declares_its_search_range_beside_its_bounds():
     class Leaves(CheckedOptions):
         floor: float = ranged(0.001, ge=0, lt=0.5, search=Uniform(0.0, 0.5))
 
-    with pytest.raises(ConfigError, match=r"leaves the valid values: option leaves.floor must be >= 0 and < 0.5, got 0.5"):
+    with pytest.raises(
+        ConfigError, match=r"leaves the valid values: option leaves.floor must be >= 0 and < 0.5, got 0.5"
+    ):
         search_space(Leaves, "leaves")
 
     @dataclass
@@ -111,9 +142,13 @@ def test_distributions_read_from_text_and_refuse_empty_or_inverted_ranges():
     assert parse_override("optim.lr=1e-5") == (["optim", "lr"], 1e-5) and parse_override("a='1e-5'")[1] == "1e-5"
     assert parse_override(f"optim.lr={yaml_value(1e-7)}")[1] == 1e-7
     for text, problem in [
-        ("uniform(0.5, 0.1)", "empty or inverted"), ("uniform(1, 1)", "empty or inverted"),
-        ("log_uniform(0, 1)", "needs low > 0"), ("int_range(3, 1)", "empty or inverted"),
-        ("choice(1, 1)", "fewer than two"), ("normal(0, 1)", "is not one of"), ("uniform(1)", "bad arguments"),
+        ("uniform(0.5, 0.1)", "empty or inverted"),
+        ("uniform(1, 1)", "empty or inverted"),
+        ("log_uniform(0, 1)", "needs low > 0"),
+        ("int_range(3, 1)", "empty or inverted"),
+        ("choice(1, 1)", "fewer than two"),
+        ("normal(0, 1)", "is not one of"),
+        ("uniform(1)", "bad arguments"),
     ]:
         with pytest.raises(ConfigError, match=problem):
             parse_distribution(text)
@@ -126,23 +161,30 @@ def test_the_user_overrides_and_extends_a_space_from_the_config_and_the_command_
     check_user_space(user)
     space = method_space("ogm_ge", {}, user)
     assert space == {
-        "optim.lr": log_uniform(1e-3, 1e-1), "optim.momentum": Uniform(0.5, 0.95),
+        "optim.lr": log_uniform(1e-3, 1e-1),
+        "optim.momentum": Uniform(0.5, 0.95),
         "method.options.alpha": Uniform(0.05, 0.3, log=True),
     }
     assert "method.options.alpha" not in method_space("joint", {}, user)
     assert method_space("erlmr+ogm_ge", {}, user)["method.options.ogm_ge.alpha"] == Uniform(0.05, 0.3, log=True)
 
 
-@pytest.mark.parametrize("entry, problem", [
-    ("ogmx.alpha=log_uniform(0.1,1)", "'ogmx' is neither a registered method"),
-    ("ogm_ge.alpah=log_uniform(0.1,1)", "method 'ogm_ge' has no option 'alpah'; its options: modulation_start, modulation_end, alpha"),
-    ("ogm_ge.alpha=uniform(-1, 1)", "leaves the valid values"),
-    ("optim.lr=uniform(0, 0.1)", "optim.lr must be > 0"),
-    ("optim.lrr=uniform(0.1, 0.2)", "unknown config key 'lrr'"),
-    ("erlmr.normalization=choice('l2', 'l3')", "normalization is 'l3'"),
-    ("train.epochs=uniform(1, 5)", "does not fit train.epochs, of type int"),
-    ("optim.lr=log_uniform(0.1, 0.01)", "empty or inverted"),
-])
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ("ogmx.alpha=log_uniform(0.1,1)", "'ogmx' is neither a registered method"),
+        (
+            "ogm_ge.alpah=log_uniform(0.1,1)",
+            "method 'ogm_ge' has no option 'alpah'; its options: modulation_start, modulation_end, alpha",
+        ),
+        ("ogm_ge.alpha=uniform(-1, 1)", "leaves the valid values"),
+        ("optim.lr=uniform(0, 0.1)", "optim.lr must be > 0"),
+        ("optim.lrr=uniform(0.1, 0.2)", "unknown config key 'lrr'"),
+        ("erlmr.normalization=choice('l2', 'l3')", "normalization is 'l3'"),
+        ("train.epochs=uniform(1, 5)", "does not fit train.epochs, of type int"),
+        ("optim.lr=log_uniform(0.1, 0.01)", "empty or inverted"),
+    ],
+)
 def test_a_bad_space_is_refused_before_any_trial(tmp_path, capsys, entry, problem):
     assert main(tune_args(tmp_path / "out", "--space", entry)) == 2
     assert problem in capsys.readouterr().err
@@ -152,13 +194,16 @@ def test_a_bad_space_is_refused_before_any_trial(tmp_path, capsys, entry, proble
 # --- bad input: refused before any trial -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra, problem", [
-    (["--metric", "test_accuracy"], "--metric test_accuracy is a test-split quantity"),
-    (["--metric", "val_loss_x"], "unknown --metric 'val_loss_x'"),
-    (["--storage", "nosuchdb://host/x"], "cannot open the study storage nosuchdb://host/x"),
-    (["--storage", "postgresql://user:secret@127.0.0.1:9/db"], "cannot open the study storage"),
-    (["--storage", "journal:///no/such/folder/tune.log"], "folder /no/such/folder does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra, problem",
+    [
+        (["--metric", "test_accuracy"], "--metric test_accuracy is a test-split quantity"),
+        (["--metric", "val_loss_x"], "unknown --metric 'val_loss_x'"),
+        (["--storage", "nosuchdb://host/x"], "cannot open the study storage nosuchdb://host/x"),
+        (["--storage", "postgresql://user:secret@127.0.0.1:9/db"], "cannot open the study storage"),
+        (["--storage", "journal:///no/such/folder/tune.log"], "folder /no/such/folder does not exist"),
+    ],
+)
 def test_bad_metric_or_storage_is_a_clear_error_before_any_trial(tmp_path, capsys, extra, problem):
     assert main(tune_args(tmp_path / "out", *extra)) == 2
     err = capsys.readouterr().err
@@ -225,7 +270,16 @@ def test_bench_tuned_trains_the_best_setting_and_the_report_compares_it_with_the
 
 def test_pruning_stops_a_hopeless_trial_early(tmp_path):
     out = tmp_path / "out"
-    flags = ["--epochs", "3", "--prune-startup", "1", "--prune-warmup", "0", "--space", "optim.lr=log_uniform(1e-6, 0.1)"]
+    flags = [
+        "--epochs",
+        "3",
+        "--prune-startup",
+        "1",
+        "--prune-warmup",
+        "0",
+        "--space",
+        "optim.lr=log_uniform(1e-6, 0.1)",
+    ]
     assert main(tune_args(out, *flags, trials=1)) == 0  # trial 0: the defaults, a good run
     study = study_of(sqlite(out))
     study.enqueue_trial({"optim.lr": 1e-6, "optim.weight_decay": 1e-4})  # trial 1: a learning rate that learns nothing
@@ -266,8 +320,11 @@ def test_a_killed_worker_loses_only_its_running_trial(tmp_path, storage):
         time.sleep(0.1)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
-    storage_object = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "tune.log"))) \
-        if storage == "journal" else url
+    storage_object = (
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "tune.log")))
+        if storage == "journal"
+        else url
+    )
     assert states(study_of(storage_object)) == ["RUNNING"]
     # The next worker runs trial 1, waits for trial 0 until three heartbeats are missed, then replaces it.
     assert main(tune_args(out, "--no-prune", *flags, trials=2)) == 0
@@ -293,8 +350,24 @@ def test_shards_partition_the_grid_exactly():
 
 
 def test_shards_write_one_folder_and_the_table_merges_them(tmp_path, capsys):
-    flags = ["bench", "--datasets", "synthetic", "--methods", "joint", "--seeds", "2", "--epochs", "1",
-             "--set", "data.options.train_size=160", "--set", "data.options.test_size=60", "--out", str(tmp_path), "--quiet"]
+    flags = [
+        "bench",
+        "--datasets",
+        "synthetic",
+        "--methods",
+        "joint",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--set",
+        "data.options.train_size=160",
+        "--set",
+        "data.options.test_size=60",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     assert main([*flags, "--shard", "2/2"]) == 0
     assert (tmp_path / "synthetic" / "joint" / "seed1" / "summary.json").exists()
     assert not (tmp_path / "synthetic" / "joint" / "seed0").exists()
@@ -309,7 +382,10 @@ def test_shards_write_one_folder_and_the_table_merges_them(tmp_path, capsys):
 
 def postgres_binaries() -> Path | None:
     """The folder of initdb and pg_ctl: Debian keeps them in /usr/lib/postgresql/<version>/bin."""
-    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    folders = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
     on_path = shutil.which("pg_ctl")
     candidates = [Path(p) for p in reversed(folders)] + ([Path(on_path).parent] if on_path else [])
     return next((c for c in candidates if (c / "initdb").exists() and (c / "pg_ctl").exists()), None)
@@ -321,7 +397,9 @@ def postgres_url():
     The server refuses to run as root, so as root it runs as the user nobody."""
     binaries = postgres_binaries()
     if binaries is None:
-        pytest.skip("PostgreSQL is not installed (initdb, pg_ctl): scripts/setup.sh installs Debian's postgresql as root")
+        pytest.skip(
+            "PostgreSQL is not installed (initdb, pg_ctl): scripts/setup.sh installs Debian's postgresql as root"
+        )
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
         pytest.skip("no PostgreSQL driver for Python: pip install 'erlmr[postgres]'")
     folder = Path(tempfile.mkdtemp(prefix="erlmr-pg-"))
@@ -336,17 +414,43 @@ def postgres_url():
         port = probe.getsockname()[1]
     data = folder / "data"
     try:
-        init = subprocess.run([*as_user, binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync",
-                               "-E", "UTF8"], check=False, capture_output=True, text=True, timeout=120)
+        init = subprocess.run(
+            [*as_user, binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if init.returncode != 0:
             pytest.skip(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
-        start = subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-l", folder / "server.log", "-w", "-t", "60",
-                                "-o", f"-h 127.0.0.1 -p {port} -k {folder} -F", "start"], check=False, capture_output=True, text=True)
+        start = subprocess.run(
+            [
+                *as_user,
+                binaries / "pg_ctl",
+                "-D",
+                data,
+                "-l",
+                folder / "server.log",
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {folder} -F",
+                "start",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if start.returncode != 0:
             pytest.skip(f"the PostgreSQL server did not start: {start.stderr.strip() or start.stdout.strip()}")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], check=False, capture_output=True)
+        subprocess.run(
+            [*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 

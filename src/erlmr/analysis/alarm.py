@@ -7,6 +7,7 @@ whose accuracy stays within ``margin`` of chance (the majority-class share of th
 ``informative_margin`` on validation, the modality is under-used and the alarm says so, naming it, in
 that epoch's record and in ``summary.json``. The probe runs only then, so a healthy run pays nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -65,13 +66,23 @@ class ImbalanceAlarm:
         streak = f"has stayed at chance (val accuracy {accuracy:.3f}, chance {chance:.3f}) for {self.patience} epochs"
         base = {"modality": modality, "epoch": epoch, "accuracy": accuracy, "chance": chance}
         if "accuracy" not in probe:
-            return {**base, "probe": None, "message": (
-                f"modality {modality!r} {streak}; no probe could say whether its inputs are informative "
-                f"({probe.get('skipped', 'no probe')})")}
+            return {
+                **base,
+                "probe": None,
+                "message": (
+                    f"modality {modality!r} {streak}; no probe could say whether its inputs are informative "
+                    f"({probe.get('skipped', 'no probe')})"
+                ),
+            }
         probed = probe["accuracy"]["val"][modality]
         if probed <= chance + self.informative_margin:
             return None  # its inputs carry little: chance is what it can do
-        return {**base, "probe": probed, "message": (
-            f"modality {modality!r} {streak}, though a linear probe on its inputs reaches {probed:.3f} on "
-            "validation: the model under-uses it (run `erlmr data check` on this data; a balancing method, "
-            "normalised inputs or another encoder may help)")}
+        return {
+            **base,
+            "probe": probed,
+            "message": (
+                f"modality {modality!r} {streak}, though a linear probe on its inputs reaches {probed:.3f} on "
+                "validation: the model under-uses it (run `erlmr data check` on this data; a balancing method, "
+                "normalised inputs or another encoder may help)"
+            ),
+        }

@@ -1,4 +1,5 @@
 """Train a grid of datasets × methods × seeds, skip finished runs, and tabulate mean ± std over seeds."""
+
 from __future__ import annotations
 
 import csv
@@ -96,7 +97,9 @@ def run_dir_for(out: Path, dataset: str, method: str, seed: int) -> Path:
     return out / dataset / folder_name(method) / f"seed{seed}"
 
 
-def run_one(out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]) -> dict:
+def run_one(
+    out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]
+) -> dict:
     """Train one grid entry; a finished run is read back, a partial one (an interrupted bench) continued."""
     run_dir = run_dir_for(out, dataset, method.folder, seed)
     if RunFolder(run_dir).finished:
@@ -106,7 +109,10 @@ def run_one(out: Path, dataset: str, method: GridMethod, seed: int, base_config:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / marker, dict(record))
     grid_keys = [
-        f"data.dataset={dataset}", *method.overrides, f"train.seed={seed}", f"train.run_dir={run_dir}",
+        f"data.dataset={dataset}",
+        *method.overrides,
+        f"train.seed={seed}",
+        f"train.run_dir={run_dir}",
         "train.quiet=true",
     ]
     config = load_config(method.config or base_config, list(overrides) + grid_keys)
@@ -127,7 +133,9 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
         )
 
 
-def attempt(out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]) -> str | None:
+def attempt(
+    out: Path, dataset: str, method: GridMethod, seed: int, base_config: str | None, overrides: Sequence[str]
+) -> str | None:
     """Run one grid entry; the error message if it failed (a diverged run must not stop the grid)."""
     try:
         run_one(out, dataset, method, seed, base_config, overrides)
@@ -155,7 +163,7 @@ def shard_of(entries: Sequence[Entry], shard: tuple[int, int] | None) -> list[En
     if shard is None:
         return list(entries)
     index, count = shard
-    return list(entries[index - 1::count])
+    return list(entries[index - 1 :: count])
 
 
 def summary_row(summary: dict) -> dict:
@@ -190,7 +198,9 @@ def relative_step_times(rows: Sequence[dict]) -> list[float | None]:
     """Each run's step time divided by the mean step time of ``joint`` on the same dataset (None without joint)."""
     joint_means = {}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        times = [r["step_time_s"] for r in rows if r["dataset"] == dataset and r["method"] == JOINT and r["step_time_s"]]
+        times = [
+            r["step_time_s"] for r in rows if r["dataset"] == dataset and r["method"] == JOINT and r["step_time_s"]
+        ]
         joint_means[dataset] = statistics.mean(times) if times else None
     return [
         r["step_time_s"] / joint_means[r["dataset"]] if r["step_time_s"] and joint_means[r["dataset"]] else None
@@ -201,12 +211,18 @@ def relative_step_times(rows: Sequence[dict]) -> list[float | None]:
 def table_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
     """(row key, heading) of the summary table: fused and per-modality accuracy, each modality's linear
     probe, imbalance, cost."""
-    modality_columns = [(key, f"{key[4:]} accuracy") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")]
+    modality_columns = [
+        (key, f"{key[4:]} accuracy") for key in rows[0] if key.startswith("acc_") and not key.startswith("acc_without_")
+    ]
     probed = dict.fromkeys(key for row in rows for key in row if key.startswith("probe_"))  # not every run has them
     probe_columns = [(key, f"{key[6:]} linear probe") for key in probed]
     return [
-        ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), *modality_columns, *probe_columns,
-        ("imbalance_degree", "imbalance degree"), ("step_time_vs_joint", "step time ÷ joint"),
+        ("accuracy", "accuracy"),
+        ("macro_f1", "macro-F1"),
+        *modality_columns,
+        *probe_columns,
+        ("imbalance_degree", "imbalance degree"),
+        ("step_time_vs_joint", "step time ÷ joint"),
     ]
 
 
@@ -224,12 +240,20 @@ def summary_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[list
         lines = []
         for method in dict.fromkeys(r["method"] for r in subset):
             runs = [r for r in subset if r["method"] == method]
-            cells = [mean_std([r.get(key) for r in runs], 2 if key == "step_time_vs_joint" else 3) for key, _ in columns]
+            cells = [
+                mean_std([r.get(key) for r in runs], 2 if key == "step_time_vs_joint" else 3) for key, _ in columns
+            ]
             difference = paired_difference(by_seed(runs, "accuracy"), joint) if joint and method != JOINT else None
-            lines.append([method, str(len(runs)), *cells, difference.format() if difference else "",
-                          beats(runs, best_single)])
-        headings = ["method", "seeds", *(heading for _, heading in columns), "Δ accuracy vs joint [95% CI]",
-                    f"beats {best_single[0]}" if best_single else "beats the best single modality"]
+            lines.append(
+                [method, str(len(runs)), *cells, difference.format() if difference else "", beats(runs, best_single)]
+            )
+        headings = [
+            "method",
+            "seeds",
+            *(heading for _, heading in columns),
+            "Δ accuracy vs joint [95% CI]",
+            f"beats {best_single[0]}" if best_single else "beats the best single modality",
+        ]
         tables[dataset] = (headings, lines)
     return tables
 
@@ -243,7 +267,7 @@ def best_single_modality(rows: Sequence[dict]) -> tuple[str, float] | None:
 
 
 def beats(runs: Sequence[dict], best_single: tuple[str, float] | None) -> str:
-    """"yes"/"no": the method's mean fused accuracy against the best single modality's ("" for unimodal)."""
+    """ "yes"/"no": the method's mean fused accuracy against the best single modality's ("" for unimodal)."""
     if best_single is None or runs[0]["method"].startswith(UNIMODAL):
         return ""
     return "yes" if statistics.mean(r["accuracy"] for r in runs) > best_single[1] else "**no**"
@@ -269,13 +293,17 @@ def comparison_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[l
         pairs = [(label, label + TUNED_SUFFIX) for label in labels if label + TUNED_SUFFIX in labels]
         if not pairs:
             continue
-        keys = [(key, heading) for key, heading in table_columns(subset) if key not in ("macro_f1", "step_time_vs_joint")]
+        keys = [
+            (key, heading) for key, heading in table_columns(subset) if key not in ("macro_f1", "step_time_vs_joint")
+        ]
         headings = ["method", "seeds", *(f"{h} {side}" for _, h in keys for side in ("default", "tuned")), "Δ accuracy"]
         lines = []
         for default, tuned in pairs:
             runs = {label: [r for r in subset if r["method"] == label] for label in (default, tuned)}
             cells = [mean_std([r.get(key) for r in runs[label]]) for key, _ in keys for label in (default, tuned)]
-            gain = statistics.mean(r["accuracy"] for r in runs[tuned]) - statistics.mean(r["accuracy"] for r in runs[default])
+            gain = statistics.mean(r["accuracy"] for r in runs[tuned]) - statistics.mean(
+                r["accuracy"] for r in runs[default]
+            )
             seeds = f"{len(runs[default])}/{len(runs[tuned])}"
             lines.append([default, seeds, *cells, f"{gain:+.3f}"])
         tables[dataset] = (headings, lines)
@@ -286,7 +314,12 @@ def markdown_comparison(rows: Sequence[dict]) -> str:
     """The default-against-tuned tables, or "" when no method was run both ways."""
     sections = []
     for dataset, (headings, lines) in comparison_tables(rows).items():
-        text = [f"### {dataset}: default against tuned", "", "| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+        text = [
+            f"### {dataset}: default against tuned",
+            "",
+            "| " + " | ".join(headings) + " |",
+            "|" + "---|" * len(headings),
+        ]
         text += ["| " + " | ".join(cells) + " |" for cells in lines]
         sections.append("\n".join(text))
     return "\n\n".join(sections) + "\n" if sections else ""
@@ -335,7 +368,9 @@ def run_grid(
     pending = [e for e in entries if not RunFolder(entry_dir(out, e)).finished]
     failures: dict[tuple[str, str, int], str] = {}
     children: ChildRuns[tuple[str, str, int]] = ChildRuns(process_context(), max(1, usable_cores() // jobs))
-    with tqdm(total=len(entries), initial=len(entries) - len(pending), desc="bench", unit="run", disable=not progress) as bar:
+    with tqdm(
+        total=len(entries), initial=len(entries) - len(pending), desc="bench", unit="run", disable=not progress
+    ) as bar:
         with ForwardedStop(children) as stop:
             while children.running or (pending and stop.received is None):
                 while pending and len(children.running) < jobs and stop.received is None:
@@ -345,13 +380,16 @@ def run_grid(
                     children.stop_all()  # a child started while the signal arrived
                 key, error, died = children.wait()
                 if stop.received is None and (error or died):
-                    failures[key] = error or f"the process training it died ({died}); run the bench again to continue it"
+                    failures[key] = (
+                        error or f"the process training it died ({died}); run the bench again to continue it"
+                    )
                 bar.update()
     if stop.received is not None:
         name = signal.Signals(stop.received).name
         raise TrainingInterrupted(
             f"bench stopped by {name}; the runs in progress saved their state under {out}. Continue them by "
-            "running the same erlmr bench command again", stop.received,
+            "running the same erlmr bench command again",
+            stop.received,
         )
     return failures
 
@@ -414,9 +452,13 @@ def run_entries(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     which = "that bench" if shard is None else f"that bench (shard {shard[0]}/{shard[1]})"
-    with FolderLock(out, "bench folder", f"wait for {which} to finish, or choose another --out", shard_lock_name(shard)):
+    with FolderLock(
+        out, "bench folder", f"wait for {which} to finish, or choose another --out", shard_lock_name(shard)
+    ):
         failures = run_grid(shard_of(entries, shard), out, base_config, overrides, jobs, progress)
-        summaries = [read_summary(entry_dir(out, entry)) for entry in entries if RunFolder(entry_dir(out, entry)).finished]
+        summaries = [
+            read_summary(entry_dir(out, entry)) for entry in entries if RunFolder(entry_dir(out, entry)).finished
+        ]
         record = {**record, "overrides": list(overrides), "shard": None if shard is None else f"{shard[0]}/{shard[1]}"}
         table, files = write_results(out, summaries, failures, command, record)
     return BenchResult(table, failures, files)
@@ -453,9 +495,16 @@ def write_results(
         table += "\n### Failed runs\n\n" + "".join(f"- {'/'.join(map(str, e))}: {m}\n" for e, m in failures.items())
     files = [out / "results.md", out / "bench.json"]
     atomic_write(files[0], lambda f: f.write("\n".join(header) + "\n" + table), mode="w")
-    write_json(files[1], {
-        "command": command, "machine": machine, "date": date, **record, "failed": ["/".join(map(str, e)) for e in failures],
-    })
+    write_json(
+        files[1],
+        {
+            "command": command,
+            "machine": machine,
+            "date": date,
+            **record,
+            "failed": ["/".join(map(str, e)) for e in failures],
+        },
+    )
     if rows:
         write_csv(out / "results.csv", rows)
         files.insert(1, out / "results.csv")

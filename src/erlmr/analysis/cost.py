@@ -2,6 +2,7 @@
 
 docs/metrics.md says exactly what each number measures.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def parameter_count(*modules: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def flops_per_sample(model: MultiModalModel, method: Method, split: Split, device: torch.device, batch: int = 8) -> float:
+def flops_per_sample(
+    model: MultiModalModel, method: Method, split: Split, device: torch.device, batch: int = 8
+) -> float:
     """Floating-point operations of one prediction (``method.predict``, all modalities present) per sample,
     as counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions; 2 per
     multiply-add)."""

@@ -10,6 +10,7 @@ the search for samples of val or test that copy, or nearly copy, a training samp
 plain dict (``--json``), printed as tables by :func:`format_check`; ``warnings`` lists what will hurt
 training, ``notes`` what to expect.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,8 @@ from ..data import DatasetSplits, Split, load_dataset
 from ..data.arrays import read_array_folder
 from ..data.checks import check_splits
 from ..errors import ConfigError, ErlmrError, MissingDependencyError
-from ..training.checkpoint import write_json
 from ..nn.normalize import BATCH_VALUES, ChannelMoments, by_channel, column_names, statistics_shape
+from ..training.checkpoint import write_json
 from .probe import pool_trailing, pooled, run_probe
 
 SPLITS = ("train", "val", "test")
@@ -56,7 +57,9 @@ class SplitScan:
 
 
 def seeded_rows(total: int, keep: int, seed: int) -> np.ndarray:
-    return np.arange(total) if keep >= total else np.sort(np.random.default_rng(seed).choice(total, keep, replace=False))
+    return (
+        np.arange(total) if keep >= total else np.sort(np.random.default_rng(seed).choice(total, keep, replace=False))
+    )
 
 
 def compact_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -81,8 +84,13 @@ def scan_split(name: str, split: Split, splits: DatasetSplits, seed: int) -> Spl
     compact = {m: torch.cat(p) for m, p in parts.items()}
     labels = split.labels.numpy()
     return SplitScan(
-        len(split), len(rows), moments, compact, labels[rows[probe]],
-        np.bincount(labels, minlength=splits.num_classes), row_digests(compact, splits.modalities),
+        len(split),
+        len(rows),
+        moments,
+        compact,
+        labels[rows[probe]],
+        np.bincount(labels, minlength=splits.num_classes),
+        row_digests(compact, splits.modalities),
     )
 
 
@@ -129,7 +137,9 @@ def modality_report(m: str, shape: tuple[int, ...], dtype: str, scans: Mapping[s
     }
 
 
-def duplicates(features: Mapping[str, np.ndarray], scans: Mapping[str, SplitScan], seed: int) -> dict[str, dict[str, int]]:
+def duplicates(
+    features: Mapping[str, np.ndarray], scans: Mapping[str, SplitScan], seed: int
+) -> dict[str, dict[str, int]]:
     """Per scored split, how many probe rows copy a training row exactly, and how many lie closer to one
     than :data:`NEAR_FRACTION` of the typical nearest-neighbour distance between training rows (on a seeded
     random projection of the standardised, pooled, fused rows)."""
@@ -153,7 +163,9 @@ def duplicates(features: Mapping[str, np.ndarray], scans: Mapping[str, SplitScan
     return found
 
 
-def probe_features(inputs: Mapping[str, Mapping[str, torch.Tensor]], modalities: Sequence[str]) -> dict[str, np.ndarray]:
+def probe_features(
+    inputs: Mapping[str, Mapping[str, torch.Tensor]], modalities: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Per split, the fused rows for the duplicate search: each modality pooled, weighted equally."""
     fused = {}
     for s, data in inputs.items():
@@ -184,10 +196,14 @@ def check_data(splits: DatasetSplits, normalize: str = "auto", seed: int = 0, pr
         "normalization": splits.input_normalization(normalize),
         "normalize_setting": normalize,
         "classes": list(splits.classes),
-        "splits": {s: {"samples": scan.rows, "scanned": scan.scanned, "class_counts": scan.class_counts.tolist()}
-                   for s, scan in scans.items()},
-        "modalities": {m: modality_report(m, shapes[m], str(splits.train.inputs[m].dtype).removeprefix("torch."), scans)
-                       for m in splits.modalities},
+        "splits": {
+            s: {"samples": scan.rows, "scanned": scan.scanned, "class_counts": scan.class_counts.tolist()}
+            for s, scan in scans.items()
+        },
+        "modalities": {
+            m: modality_report(m, shapes[m], str(splits.train.inputs[m].dtype).removeprefix("torch."), scans)
+            for m in splits.modalities
+        },
         "groups": shared_groups(splits.groups),
     }
     inputs = standardized(scans, splits.modalities)
@@ -205,8 +221,12 @@ def probe_report(inputs, labels, modalities: Sequence[str], seed: int) -> dict[s
         result = run_probe(inputs, labels, modalities, seed)
     except MissingDependencyError as error:  # scikit-learn missing: the rest of the check still stands
         return {"skipped": str(error)}
-    return {"accuracy": result.accuracy, "representation": result.representation, "features": result.features,
-            "train_rows": result.train_rows}
+    return {
+        "accuracy": result.accuracy,
+        "representation": result.representation,
+        "features": result.features,
+        "train_rows": result.train_rows,
+    }
 
 
 def findings(report: Mapping[str, Any], splits: DatasetSplits) -> tuple[list[dict], list[dict]]:
@@ -224,27 +244,52 @@ def modality_warnings(report: Mapping[str, Any]) -> list[dict]:
         total = sum(info["nonfinite"].values())
         if total:
             where = ", ".join(f"{s} {n}" for s, n in info["nonfinite"].items() if n)
-            found.append(warning("nonfinite", f"modality {m!r} holds {total} NaN/Inf value(s) ({where}) in "
-                                 f"{column_names(shape, info['nonfinite_columns'])}; training refuses them: clean or "
-                                 "drop those samples"))
+            found.append(
+                warning(
+                    "nonfinite",
+                    f"modality {m!r} holds {total} NaN/Inf value(s) ({where}) in "
+                    f"{column_names(shape, info['nonfinite_columns'])}; training refuses them: clean or "
+                    "drop those samples",
+                )
+            )
         constant = info["constant_columns"]
         if len(constant) == info["columns"]:
-            found.append(warning("constant_modality", f"modality {m!r} is constant on the train split: it carries "
-                                 "no information; check how it was exported"))
+            found.append(
+                warning(
+                    "constant_modality",
+                    f"modality {m!r} is constant on the train split: it carries "
+                    "no information; check how it was exported",
+                )
+            )
         elif constant:
-            found.append(warning("constant_features", f"modality {m!r} is constant on the train split in "
-                                 f"{column_names(shape, constant)}: no information there"))
+            found.append(
+                warning(
+                    "constant_features",
+                    f"modality {m!r} is constant on the train split in "
+                    f"{column_names(shape, constant)}: no information there",
+                )
+            )
         if raw and info["scale_spread"] >= SPREAD_WARNING:
-            found.append(warning("scale_spread", f"modality {m!r}: {info['statistics_over']} scales spread over "
-                                 f"{orders(info['scale_spread'])} (std {info['scale_min']:.3g} … {info['scale_max']:.3g}) "
-                                 "and data.normalize is none: the largest ones will dominate training. Set "
-                                 "data.normalize=standard (or robust)"))
+            found.append(
+                warning(
+                    "scale_spread",
+                    f"modality {m!r}: {info['statistics_over']} scales spread over "
+                    f"{orders(info['scale_spread'])} (std {info['scale_min']:.3g} … {info['scale_max']:.3g}) "
+                    "and data.normalize is none: the largest ones will dominate training. Set "
+                    "data.normalize=standard (or robust)",
+                )
+            )
     scales = {m: info["typical_scale"] for m, info in report["modalities"].items() if info["typical_scale"] > 0}
     if raw and len(scales) > 1 and max(scales.values()) / min(scales.values()) >= SPREAD_WARNING:
         spread = max(scales.values()) / min(scales.values())
         listing = ", ".join(f"{m} {v:.3g}" for m, v in scales.items())
-        found.append(warning("modality_scale_spread", f"the modalities' typical scales spread over {orders(spread)} "
-                             f"({listing}) and data.normalize is none; set data.normalize=standard"))
+        found.append(
+            warning(
+                "modality_scale_spread",
+                f"the modalities' typical scales spread over {orders(spread)} "
+                f"({listing}) and data.normalize is none; set data.normalize=standard",
+            )
+        )
     return found
 
 
@@ -255,16 +300,23 @@ def class_warnings(report: Mapping[str, Any]) -> list[dict]:
     nowhere = np.flatnonzero(sum(counts.values()) == 0)
     implied = classes == [str(c) for c in range(len(classes))]
     if len(nowhere) and implied:
-        found.append(warning("class_without_samples", f"the labels imply {len(classes)} classes (0..{len(classes) - 1}) "
-                             f"but {class_list(classes, nowhere)} no sample in any split: labels must be 0..K-1 "
-                             "(remap them), or name the classes in meta.json"))
+        found.append(
+            warning(
+                "class_without_samples",
+                f"the labels imply {len(classes)} classes (0..{len(classes) - 1}) "
+                f"but {class_list(classes, nowhere)} no sample in any split: labels must be 0..K-1 "
+                "(remap them), or name the classes in meta.json",
+            )
+        )
     elif len(nowhere):
         found.append(warning("class_without_samples", f"{class_list(classes, nowhere)} no sample in any split"))
     for s, count in counts.items():
         missing = np.setdiff1d(np.flatnonzero(count == 0), nowhere)
         if len(missing):
             effect = "the model cannot learn them" if s == "train" else "their accuracy is not measured there"
-            found.append(warning("class_missing", f"{class_list(classes, missing)} no sample in the {s} split: {effect}"))
+            found.append(
+                warning("class_missing", f"{class_list(classes, missing)} no sample in the {s} split: {effect}")
+            )
     return found
 
 
@@ -273,16 +325,30 @@ def leak_warnings(report: Mapping[str, Any], splits: DatasetSplits) -> list[dict
     for pair, info in report["groups"].items():
         if info["count"]:
             a, b = pair.split("&")
-            found.append(warning("group_overlap", f"{info['count']} group(s) are in both the {a} and the {b} split "
-                                 f"(e.g. {', '.join(info['examples'])}): {b} accuracy will overstate accuracy on new groups"))
+            found.append(
+                warning(
+                    "group_overlap",
+                    f"{info['count']} group(s) are in both the {a} and the {b} split "
+                    f"(e.g. {', '.join(info['examples'])}): {b} accuracy will overstate accuracy on new groups",
+                )
+            )
     hint = "" if splits.groups else "; if samples are windows of longer recordings, give each its recording as `group`"
     for s, info in report["duplicates"].items():
         if info["exact"]:
-            found.append(warning("duplicates", f"{info['exact']} of {info['rows']} checked {s} samples are exact copies "
-                                 f"of training samples{hint}"))
+            found.append(
+                warning(
+                    "duplicates",
+                    f"{info['exact']} of {info['rows']} checked {s} samples are exact copies of training samples{hint}",
+                )
+            )
         elif info["near"]:
-            found.append(warning("near_duplicates", f"{info['near']} of {info['rows']} checked {s} samples are "
-                                 f"near-identical to a training sample{hint}"))
+            found.append(
+                warning(
+                    "near_duplicates",
+                    f"{info['near']} of {info['rows']} checked {s} samples are "
+                    f"near-identical to a training sample{hint}",
+                )
+            )
     return found
 
 
@@ -294,14 +360,29 @@ def probe_findings(report: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
     split = "val" if "val" in probe["accuracy"] else "test"
     scores = {m: a for m, a in probe["accuracy"][split].items() if m != "fused"}
     chance = report["chance"][split]
-    found = [warning("probe_chance", f"modality {m!r} scores {a:.3f} in the probe, at chance ({chance:.3f}): it may "
-                     "carry no usable information (or only what a linear model cannot read)")
-             for m, a in scores.items() if a <= chance + CHANCE_MARGIN]
+    found = [
+        warning(
+            "probe_chance",
+            f"modality {m!r} scores {a:.3f} in the probe, at chance ({chance:.3f}): it may "
+            "carry no usable information (or only what a linear model cannot read)",
+        )
+        for m, a in scores.items()
+        if a <= chance + CHANCE_MARGIN
+    ]
     best = max(scores, key=scores.get)
     weak = [m for m, a in scores.items() if scores[best] - a >= GAP_NOTE]
-    notes = [warning("imbalance", f"the probe reads {best!r} {scores[best]:.3f} against " +
-                     ", ".join(f"{m!r} {scores[m]:.3f}" for m in weak) +
-                     f" on {split}: expect joint training to under-use the weaker modality") ] if weak else []
+    notes = (
+        [
+            warning(
+                "imbalance",
+                f"the probe reads {best!r} {scores[best]:.3f} against "
+                + ", ".join(f"{m!r} {scores[m]:.3f}" for m in weak)
+                + f" on {split}: expect joint training to under-use the weaker modality",
+            )
+        ]
+        if weak
+        else []
+    )
     return notes, found
 
 
@@ -315,11 +396,15 @@ def orders(ratio: float) -> str:
 
 def class_list(classes: Sequence[str], indices: Sequence[int]) -> str:
     """``"class 'cat' has"`` / ``"classes 'cat', 'dog' have"``, to be followed by what they have."""
-    shown = ", ".join(repr(classes[i]) for i in indices[:6]) + (f" and {len(indices) - 6} more" if len(indices) > 6 else "")
+    shown = ", ".join(repr(classes[i]) for i in indices[:6]) + (
+        f" and {len(indices) - 6} more" if len(indices) > 6 else ""
+    )
     return f"classes {shown} have" if len(indices) > 1 else f"class {shown} has"
 
 
-def load_for_check(dataset: str, root: str | None, options: Mapping[str, Any], seed: int, val_fraction: float) -> DatasetSplits:
+def load_for_check(
+    dataset: str, root: str | None, options: Mapping[str, Any], seed: int, val_fraction: float
+) -> DatasetSplits:
     """The splits as training would load them, except that an array folder's NaN and Inf are let through
     to be counted (training refuses them)."""
     if dataset != "arrays":
@@ -332,8 +417,13 @@ def load_for_check(dataset: str, root: str | None, options: Mapping[str, Any], s
 
 
 def check_dataset(
-    dataset: str, root: str | None = None, options: Mapping[str, Any] | None = None, normalize: str = "auto",
-    seed: int = 0, val_fraction: float = 0.1, probe: bool = True,
+    dataset: str,
+    root: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    normalize: str = "auto",
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    probe: bool = True,
 ) -> dict[str, Any]:
     """Load a registered dataset (or the array folder ``root`` with ``dataset="arrays"``) and check it."""
     from ..config import NORMALIZE
@@ -345,8 +435,13 @@ def check_dataset(
     splits = load_for_check(dataset, root, options, seed, val_fraction)
     loaded = time.perf_counter() - started
     report = check_data(splits, normalize, seed, probe)
-    report.update(dataset=dataset, source=splits.name, root=root, data_options=options,
-                  seconds=round(report["seconds"] + loaded, 2))
+    report.update(
+        dataset=dataset,
+        source=splits.name,
+        root=root,
+        data_options=options,
+        seconds=round(report["seconds"] + loaded, 2),
+    )
     return report
 
 
@@ -355,8 +450,16 @@ def text_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[s
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headings, *rows]]
 
 
-MODALITY_HEADINGS = ["modality", "shape", "dtype", "range (train)", "std per feature/channel", "spread", "constant",
-                     "non-finite"]
+MODALITY_HEADINGS = [
+    "modality",
+    "shape",
+    "dtype",
+    "range (train)",
+    "std per feature/channel",
+    "spread",
+    "constant",
+    "non-finite",
+]
 SPLIT_HEADINGS = ["split", "samples", "per class"]
 
 
@@ -376,9 +479,18 @@ def modality_rows(report: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for m, info in report["modalities"].items():
         span = "n/a" if info["min"] is None else f"{info['min']:.3g} … {info['max']:.3g}"
-        rows.append([m, str(tuple(info["shape"])), info["dtype"], span,
-                     f"{info['scale_min']:.3g} … {info['scale_max']:.3g}", f"{info['scale_spread']:.3g}×",
-                     f"{len(info['constant_columns'])}/{info['columns']}", str(sum(info["nonfinite"].values()))])
+        rows.append(
+            [
+                m,
+                str(tuple(info["shape"])),
+                info["dtype"],
+                span,
+                f"{info['scale_min']:.3g} … {info['scale_max']:.3g}",
+                f"{info['scale_spread']:.3g}×",
+                f"{len(info['constant_columns'])}/{info['columns']}",
+                str(sum(info["nonfinite"].values())),
+            ]
+        )
     return rows
 
 
@@ -401,16 +513,23 @@ def probe_lines(report: Mapping[str, Any]) -> list[str]:
 def format_check(report: Mapping[str, Any]) -> str:
     """The report as terminal tables, warnings last."""
     source = report["root"] or report["source"]
-    lines = [f"data check of {report['dataset']} ({source}): {len(report['classes'])} classes, {report['seconds']:.1f} s",
-             f"training normalises inputs: {report['normalization']} (data.normalize={report['normalize_setting']})", ""]
+    lines = [
+        f"data check of {report['dataset']} ({source}): {len(report['classes'])} classes, {report['seconds']:.1f} s",
+        f"training normalises inputs: {report['normalization']} (data.normalize={report['normalize_setting']})",
+        "",
+    ]
     lines += text_table(MODALITY_HEADINGS, modality_rows(report))
     lines.append("")
     lines += text_table(SPLIT_HEADINGS, split_rows(report)) + [""]
     lines += probe_lines(report) + [""]
-    copies = "; ".join(f"{s} {d['exact']} exact, {d['near']} near-identical of {d['rows']}" for s, d in report["duplicates"].items())
+    copies = "; ".join(
+        f"{s} {d['exact']} exact, {d['near']} near-identical of {d['rows']}" for s, d in report["duplicates"].items()
+    )
     lines.append(f"copies of training samples: {copies}")
     if report["groups"]:
-        lines.append("groups shared: " + "; ".join(f"{pair} {info['count']}" for pair, info in report["groups"].items()))
+        lines.append(
+            "groups shared: " + "; ".join(f"{pair} {info['count']}" for pair, info in report["groups"].items())
+        )
     lines += ["", f"warnings ({len(report['warnings'])}):"] + [f"  ! {w['message']}" for w in report["warnings"]]
     if report["notes"]:
         lines += ["notes:"] + [f"  - {n['message']}" for n in report["notes"]]
@@ -426,7 +545,9 @@ def write_data_check(folder: Path, config) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     data = config.data
     try:
-        report = check_dataset(data.dataset, data.root, data.options, data.normalize, config.train.seed, data.val_fraction)
+        report = check_dataset(
+            data.dataset, data.root, data.options, data.normalize, config.train.seed, data.val_fraction
+        )
     except ErlmrError:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)

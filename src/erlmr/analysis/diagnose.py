@@ -18,6 +18,7 @@ erlmr's own model is (it then predicts from zero features, so a modality the mod
 exactly 0); a model without one cannot be asked without inputs, so v(∅) is then the accuracy of always
 predicting the most frequent class of the batches.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -108,7 +109,9 @@ def _modality_accuracy(model: Callable[..., Any], data: list[Batch], order: Sequ
     predictions: dict[str, list[torch.Tensor]] = {}
     for inputs, _ in data:
         output = model(inputs)
-        per_modality = output.get("modality_logits") if isinstance(output, Mapping) else getattr(output, "modality_logits", None)
+        per_modality = (
+            output.get("modality_logits") if isinstance(output, Mapping) else getattr(output, "modality_logits", None)
+        )
         if not per_modality:
             return {}
         for m in order:

@@ -5,6 +5,7 @@ fusion-head input is all zeros (see :class:`erlmr.nn.model.MultiModalModel`). Th
 of modalities is the fused accuracy with every modality outside ``S`` missing; ``v(∅)`` is the accuracy
 of the head fed zeros for every modality (a constant prediction). docs/metrics.md gives the formulas.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -73,7 +74,10 @@ class BatchPrediction:
 
 @torch.no_grad()
 def predict_batch(
-    model: MultiModalModel, method: Method, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
+    model: MultiModalModel,
+    method: Method,
+    inputs: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
     absent: Collection[str] = (),
 ) -> BatchPrediction:
     """The method's prediction for one batch, what every evaluation pass adds up."""
@@ -89,8 +93,12 @@ Predictor = Callable[[Mapping[str, torch.Tensor], Sequence[str]], torch.Tensor]
 
 @torch.no_grad()
 def subset_accuracies_of(
-    predict: Predictor, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]], modalities: Sequence[str],
-    players: Sequence[str], per_batch: Callable[[], ContextManager] = nullcontext, ask_empty: bool = True,
+    predict: Predictor,
+    batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
+    modalities: Sequence[str],
+    players: Sequence[str],
+    per_batch: Callable[[], ContextManager] = nullcontext,
+    ask_empty: bool = True,
 ) -> dict[frozenset[str], float]:
     """Fused accuracy ``v(S)`` over ``batches`` for every subset ``S`` of ``players``: ``predict`` with
     every modality outside S absent. ``predict`` is asked for S = ∅ too (erlmr's model then predicts
@@ -112,7 +120,10 @@ def subset_accuracies_of(
 
 
 def subset_correct(
-    predict: Predictor, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, modalities: Sequence[str],
+    predict: Predictor,
+    inputs: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    modalities: Sequence[str],
     subsets: Sequence[frozenset[str]],
 ) -> list[int]:
     """How many samples of one batch ``predict`` gets right with each subset's outside modalities absent."""
@@ -142,12 +153,17 @@ def subset_accuracies(
     method.eval()
     players = [m for m in model.modalities if m not in absent]
     return subset_accuracies_of(
-        lambda inputs, missing: method.predict(model, inputs, missing).logits, split.batches(batch_size, device),
-        model.modalities, players, model.reusing_encodings,
+        lambda inputs, missing: method.predict(model, inputs, missing).logits,
+        split.batches(batch_size, device),
+        model.modalities,
+        players,
+        model.reusing_encodings,
     )
 
 
-def imbalance_from(value: Mapping[frozenset[str], float], players: Sequence[str], order: Sequence[str]) -> dict[str, Any]:
+def imbalance_from(
+    value: Mapping[frozenset[str], float], players: Sequence[str], order: Sequence[str]
+) -> dict[str, Any]:
     """Shapley contributions, imbalance degree, accuracy with each modality missing and of every subset,
     from the accuracies ``value`` of every subset of ``players``."""
     contributions = shapley_values(value, players)

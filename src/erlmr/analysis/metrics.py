@@ -1,5 +1,6 @@
 """Classification metrics computed from accumulated predictions, and the Shapley arithmetic of modality
 contributions (see docs/metrics.md)."""
+
 from __future__ import annotations
 
 import itertools

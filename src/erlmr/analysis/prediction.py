@@ -9,6 +9,7 @@
 Inputs are raw: a run trained with input normalisation (``data.normalize``) holds the training split's
 statistics in its model and applies them, so ``predict`` on raw arrays equals ``erlmr eval``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ def predict(run: LoadedRun | str | Path, inputs: Mapping[str, Any], batch_size: 
         run = load_run(run)
     unknown = sorted(set(inputs) - set(run.modalities))
     if unknown or not inputs:
-        raise DataError(f"inputs name modalities {sorted(inputs)}; this run takes a non-empty subset of {run.modalities}")
+        raise DataError(
+            f"inputs name modalities {sorted(inputs)}; this run takes a non-empty subset of {run.modalities}"
+        )
     shapes = run.model.input_shapes
     tensors = {m: as_float_tensor(m, inputs[m], shapes[m]) for m in run.modalities if m in inputs}
     counts = {m: len(x) for m, x in tensors.items()}

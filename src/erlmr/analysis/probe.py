@@ -17,6 +17,7 @@ one modality, and of all of them side by side ("fused"), and scored on the valid
 The inputs must already be standardised per channel (the data check does it with train statistics).
 scikit-learn is imported lazily: ``pip install 'erlmr[probes]'``.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,11 +44,18 @@ SPLITS = ("train", "val", "test")
 def import_sklearn(feature: str = "the data check's probe"):
     """PCA, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler, or a
     :class:`~erlmr.errors.MissingDependencyError` saying that ``feature`` needs ``erlmr[probes]``."""
-    modules = [require(f"sklearn.{name}", "probes", feature)
-               for name in ("decomposition", "exceptions", "linear_model", "pipeline", "preprocessing")]
+    modules = [
+        require(f"sklearn.{name}", "probes", feature)
+        for name in ("decomposition", "exceptions", "linear_model", "pipeline", "preprocessing")
+    ]
     decomposition, exceptions, linear_model, pipeline, preprocessing = modules
-    return (decomposition.PCA, exceptions.ConvergenceWarning, linear_model.LogisticRegression, pipeline.make_pipeline,
-            preprocessing.StandardScaler)
+    return (
+        decomposition.PCA,
+        exceptions.ConvergenceWarning,
+        linear_model.LogisticRegression,
+        pipeline.make_pipeline,
+        preprocessing.StandardScaler,
+    )
 
 
 def pool_trailing(x: torch.Tensor, budget: int) -> torch.Tensor:
@@ -89,7 +97,8 @@ class RandomConvolutions:
 
     def responses(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [
-            F.conv1d(x, w, padding=(KERNEL_LENGTH - 1) * d // 2, dilation=d) for w, d in zip(self.weights, self.dilations)
+            F.conv1d(x, w, padding=(KERNEL_LENGTH - 1) * d // 2, dilation=d)
+            for w, d in zip(self.weights, self.dilations)
         ]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +146,9 @@ def representations(train: torch.Tensor, seed: int) -> dict[str, Representation]
     return candidates
 
 
-def fitted_probe(train: tuple[np.ndarray, np.ndarray], seed: int, regularization: float = REGULARIZATION,
-                 max_iter: int = MAX_ITER):
+def fitted_probe(
+    train: tuple[np.ndarray, np.ndarray], seed: int, regularization: float = REGULARIZATION, max_iter: int = MAX_ITER
+):
     """A ``StandardScaler`` + multinomial ``LogisticRegression(C=regularization)`` fitted on ``train``
     (rows, labels); a fit stopped at ``max_iter`` lbfgs steps is kept without a warning."""
     _, ConvergenceWarning, LogisticRegression, make_pipeline, StandardScaler = import_sklearn()
@@ -149,7 +159,9 @@ def fitted_probe(train: tuple[np.ndarray, np.ndarray], seed: int, regularization
     return model
 
 
-def fit_score(train: tuple[np.ndarray, np.ndarray], scored: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, float]:
+def fit_score(
+    train: tuple[np.ndarray, np.ndarray], scored: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int
+) -> dict[str, float]:
     model = fitted_probe(train, seed)  # MAX_ITER steps suffice for a preview
     return {name: float(model.score(x, y)) for name, (x, y) in scored.items() if len(y)}
 
@@ -170,7 +182,10 @@ def choose(candidates: Mapping[str, Representation], train: torch.Tensor, labels
 
 
 def run_probe(
-    inputs: Mapping[str, Mapping[str, torch.Tensor]], labels: Mapping[str, np.ndarray], modalities: Sequence[str], seed: int = 0
+    inputs: Mapping[str, Mapping[str, torch.Tensor]],
+    labels: Mapping[str, np.ndarray],
+    modalities: Sequence[str],
+    seed: int = 0,
 ) -> ProbeResult:
     """Probe each modality and all of them fused; ``inputs[split][modality]`` holds standardised rows."""
     import_sklearn()
@@ -183,7 +198,9 @@ def run_probe(
         result.representation[m] = f"{name} ({chosen[m]['train'].shape[1]})"
     chosen["fused"] = {s: np.concatenate([chosen[m][s] for m in modalities], axis=1) for s in SPLITS}
     for m, features in chosen.items():
-        scores = fit_score((features["train"], labels["train"]), {s: (features[s], labels[s]) for s in ("val", "test")}, seed)
+        scores = fit_score(
+            (features["train"], labels["train"]), {s: (features[s], labels[s]) for s in ("val", "test")}, seed
+        )
         for split, accuracy in scores.items():
             result.accuracy.setdefault(split, {})[m] = accuracy
         result.features[m] = features["train"].shape[1]

@@ -5,6 +5,7 @@ the HTML file alone opens offline, and the PNGs can be reused elsewhere (a READM
 maps are drawn from each run's ``feature_maps.npz`` (:mod:`erlmr.analysis.features`): the report itself
 fits nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,13 +19,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..extras import require
+from ..training.run_folder import FEATURE_MAPS, RunFolder
 from .bench import JOINT, comparison_tables, summary_row, summary_tables
 from .datacheck import MODALITY_HEADINGS, SPLIT_HEADINGS, modality_rows, probe_table, split_rows
-from ..errors import ConfigError
 from .runs import FinishedRun, dataset_label, find_runs, method_label
-from ..training.run_folder import FEATURE_MAPS, RunFolder
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,10 +38,14 @@ def group_runs(runs: Sequence[FinishedRun]) -> dict[str, MethodRuns]:
     groups: dict[str, MethodRuns] = {}
     for run in runs:
         groups.setdefault(dataset_label(run.summary), {}).setdefault(method_label(run.summary), []).append(run)
-    return {label: dict(sorted(methods.items(), key=lambda item: item[0] != JOINT)) for label, methods in groups.items()}
+    return {
+        label: dict(sorted(methods.items(), key=lambda item: item[0] != JOINT)) for label, methods in groups.items()
+    }
 
 
-def epoch_series(runs: Sequence[FinishedRun], value: Callable[[dict], float | None]) -> tuple[np.ndarray, np.ndarray] | None:
+def epoch_series(
+    runs: Sequence[FinishedRun], value: Callable[[dict], float | None]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean and std over seeds of ``value(epoch record)``, over the epochs every seed has."""
     series = [[value(r) for r in run.epochs] for run in runs]
     series = [s for s in series if s and all(v is not None for v in s)]
@@ -122,8 +126,14 @@ def contribution_figure(methods: MethodRuns) -> Figure:
             mean_and_std([run.summary["test"].get("contribution", {}).get(modality, np.nan) for run in runs])
             for runs in methods.values()
         ]
-        axes.bar(positions + (i - (len(modalities) - 1) / 2) * width, [m for m, _ in stats], width,
-                 yerr=[s for _, s in stats], capsize=3, label=modality)
+        axes.bar(
+            positions + (i - (len(modalities) - 1) / 2) * width,
+            [m for m, _ in stats],
+            width,
+            yerr=[s for _, s in stats],
+            capsize=3,
+            label=modality,
+        )
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xticks(positions, list(methods), rotation=20, ha="right")
     label_axes(axes, ylabel="Shapley contribution to test accuracy")
@@ -148,7 +158,9 @@ def cost_figure(methods: MethodRuns) -> Figure:
 
 def pareto_methods(methods: MethodRuns) -> MethodRuns:
     """The methods whose epoch records carry ERL-MR's phase cosine (erlmr and its compositions)."""
-    return {m: runs for m, runs in methods.items() if any("phase_cosine" in r.get("method", {}) for r in runs[0].epochs)}
+    return {
+        m: runs for m, runs in methods.items() if any("phase_cosine" in r.get("method", {}) for r in runs[0].epochs)
+    }
 
 
 def erlmr_figure(methods: MethodRuns) -> Figure:
@@ -163,21 +175,36 @@ def erlmr_figure(methods: MethodRuns) -> Figure:
             if series is not None:
                 plot_band(weight_axes, series, f"{method}: {key.removeprefix('pareto_weight_')}", linestyle=style)
     label_axes(cosine_axes, xlabel="epoch", ylabel="phase cosine (train mean)", title="phase alignment")
-    label_axes(weight_axes, xlabel="epoch", ylabel="Pareto weight (train mean)", title="fusion CE vs MMC weight", ylim=(-0.03, 1.03))
+    label_axes(
+        weight_axes,
+        xlabel="epoch",
+        ylabel="Pareto weight (train mean)",
+        title="fusion CE vs MMC weight",
+        ylim=(-0.03, 1.03),
+    )
     return figure
 
 
 def confusion_figure(methods: MethodRuns) -> Figure:
     classes = next(iter(methods.values()))[0].summary["classes"]
-    figure, panels = panel_grid(len(methods), width=max(3.6, 0.45 * len(classes) + 1.6), height=max(3.2, 0.45 * len(classes) + 1.2))
+    figure, panels = panel_grid(
+        len(methods), width=max(3.6, 0.45 * len(classes) + 1.6), height=max(3.2, 0.45 * len(classes) + 1.2)
+    )
     for axes, (method, runs) in zip(panels, methods.items()):
         counts = sum(np.array(run.summary["test"]["confusion_matrix"], dtype=float) for run in runs)
         rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
         axes.imshow(rates, vmin=0, vmax=1, cmap="Blues")
         if len(classes) <= 12:
             for (true, predicted), rate in np.ndenumerate(rates):
-                axes.text(predicted, true, f"{rate:.2f}", ha="center", va="center", fontsize="x-small",
-                          color="white" if rate > 0.5 else "black")
+                axes.text(
+                    predicted,
+                    true,
+                    f"{rate:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="white" if rate > 0.5 else "black",
+                )
         ticks = np.arange(len(classes))
         axes.set_xticks(ticks, classes, rotation=90, fontsize="x-small")
         axes.set_yticks(ticks, classes, fontsize="x-small")
@@ -218,9 +245,11 @@ def feature_map_caption(method: str, run: FinishedRun, maps: dict[str, np.ndarra
     legend = "" if classes <= LEGEND_CLASSES else f" (colour = class index, {classes} classes)"
     made = datetime.fromtimestamp((run.path / FEATURE_MAPS).stat().st_mtime, timezone.utc).strftime("%Y-%m-%d")
     device = run.summary.get("cost", {}).get("device", "an unknown device")
-    return (f"{method}, seed {run.summary['seed']}: t-SNE of each modality's fusion-head input on "
-            f"{maps['coordinates'].shape[1]} test samples, coloured by class{legend}; computed at the end of "
-            f"training ({run.path}) on {device}, {made}")
+    return (
+        f"{method}, seed {run.summary['seed']}: t-SNE of each modality's fusion-head input on "
+        f"{maps['coordinates'].shape[1]} test samples, coloured by class{legend}; computed at the end of "
+        f"training ({run.path}) on {device}, {made}"
+    )
 
 
 def feature_map_plots(methods: MethodRuns) -> list[tuple[str, str, Figure]]:
@@ -243,15 +272,34 @@ def trials_figure(records: Sequence[dict]) -> Figure:
         done = [t for t in record["trials"] if t["state"] == "COMPLETE"]
         pruned = [t for t in record["trials"] if t["state"] == "PRUNED" and t["intermediate"]]
         axes.scatter([t["number"] for t in done], [t["value"] for t in done], label="complete", zorder=3)
-        axes.scatter([t["number"] for t in pruned], [t["intermediate"][-1][1] for t in pruned], marker="x",
-                     color="gray", label="pruned (last epoch)", zorder=3)
+        axes.scatter(
+            [t["number"] for t in pruned],
+            [t["intermediate"][-1][1] for t in pruned],
+            marker="x",
+            color="gray",
+            label="pruned (last epoch)",
+            zorder=3,
+        )
         defaults = [t for t in done if t["default"]]
-        axes.scatter([t["number"] for t in defaults], [t["value"] for t in defaults], s=160, facecolors="none",
-                     edgecolors="black", label="defaults", zorder=4)
+        axes.scatter(
+            [t["number"] for t in defaults],
+            [t["value"] for t in defaults],
+            s=160,
+            facecolors="none",
+            edgecolors="black",
+            label="defaults",
+            zorder=4,
+        )
         if done:
             pick = np.maximum.accumulate if record["direction"] == "maximize" else np.minimum.accumulate
-            axes.step([t["number"] for t in done], pick([t["value"] for t in done]), where="post", color="black",
-                      linewidth=1, label="best so far")
+            axes.step(
+                [t["number"] for t in done],
+                pick([t["value"] for t in done]),
+                where="post",
+                color="black",
+                linewidth=1,
+                label="best so far",
+            )
         axes.xaxis.set_major_locator(require("matplotlib.ticker", *REPORT).MaxNLocator(integer=True))
         label_axes(axes, title=record["method"], xlabel="trial", ylabel=record["metric"])
     return figure
@@ -264,17 +312,27 @@ def slug(text: str) -> str:
 def dataset_plots(methods: MethodRuns) -> list[tuple[str, str, Figure]]:
     """(file stem, caption, figure) of every plot for one dataset."""
     plots = [
-        ("val-accuracy", "Validation accuracy per epoch: fused and each modality's own logits (mean ± std over seeds)",
-         validation_accuracy_figure(methods)),
+        (
+            "val-accuracy",
+            "Validation accuracy per epoch: fused and each modality's own logits (mean ± std over seeds)",
+            validation_accuracy_figure(methods),
+        ),
         ("imbalance", "Imbalance degree on the validation split per epoch", imbalance_curve_figure(methods)),
-        ("contributions", "Shapley contribution of each modality to test accuracy (mean ± std over seeds)",
-         contribution_figure(methods)),
+        (
+            "contributions",
+            "Shapley contribution of each modality to test accuracy (mean ± std over seeds)",
+            contribution_figure(methods),
+        ),
         ("accuracy-vs-step-time", "Test accuracy against mean training step time", cost_figure(methods)),
     ]
     if erlmr := pareto_methods(methods):
-        plots.append(("erlmr-phase-pareto", "ERL-MR: phase cosine and Pareto weights over training", erlmr_figure(erlmr)))
+        plots.append(
+            ("erlmr-phase-pareto", "ERL-MR: phase cosine and Pareto weights over training", erlmr_figure(erlmr))
+        )
     if all("confusion_matrix" in run.summary["test"] for runs in methods.values() for run in runs):
-        plots.append(("confusion", "Test confusion matrices, rows normalised (summed over seeds)", confusion_figure(methods)))
+        plots.append(
+            ("confusion", "Test confusion matrices, rows normalised (summed over seeds)", confusion_figure(methods))
+        )
     return plots + feature_map_plots(methods)
 
 
@@ -326,14 +384,19 @@ def data_checks(source: Path) -> dict[str, dict]:
 
 def data_check_html(check: dict) -> str:
     """The data check's tables and warnings (``erlmr data check``)."""
-    parts = [f"<h3>Data check</h3><p>Training normalises inputs: <code>{html.escape(check['normalization'])}</code> "
-             f"(data.normalize={html.escape(check['normalize_setting'])}); checked in {check['seconds']:.1f} s.</p>",
-             html_table(MODALITY_HEADINGS, modality_rows(check)), html_table(SPLIT_HEADINGS, split_rows(check))]
+    parts = [
+        f"<h3>Data check</h3><p>Training normalises inputs: <code>{html.escape(check['normalization'])}</code> "
+        f"(data.normalize={html.escape(check['normalize_setting'])}); checked in {check['seconds']:.1f} s.</p>",
+        html_table(MODALITY_HEADINGS, modality_rows(check)),
+        html_table(SPLIT_HEADINGS, split_rows(check)),
+    ]
     probe = check["probe"]
     if "skipped" not in probe:
         used = "; ".join(f"{m}: {r}" for m, r in probe["representation"].items())
-        parts.append(f"<p>Probe: logistic regression on standardised features ({html.escape(used)}), fit on "
-                     f"{probe['train_rows']} train rows.</p>")
+        parts.append(
+            f"<p>Probe: logistic regression on standardised features ({html.escape(used)}), fit on "
+            f"{probe['train_rows']} train rows.</p>"
+        )
         parts.append(html_table(*probe_table(check)))
     items = [f"<li><strong>warning:</strong> {html.escape(w['message'])}</li>" for w in check["warnings"]]
     items += [f"<li>{html.escape(n['message'])}</li>" for n in check["notes"]]
@@ -350,7 +413,9 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Path:
     source = Path(source)
     runs, tuning = find_runs(source, required=False), read_tuning_files(source) if source.is_dir() else []
     if not runs and not tuning:
-        raise DataError(f"no finished run under {source}: no summary.json or tuning.json found; train, bench or tune first")
+        raise DataError(
+            f"no finished run under {source}: no summary.json or tuning.json found; train, bench or tune first"
+        )
     out = Path(out) if out is not None else source / "report"
     try:
         return render_report(source, runs, tuning, out)

@@ -1,4 +1,5 @@
 """Finished run folders: find them and read them, and name what they ran."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ compared seed by seed: ``d_s = a_s − b_s``, and the interval is Student's t in
 ``d_s``, ``mean ± t_{0.975, n−1} · sd / √n``. Pairing removes the part of the seed-to-seed spread both
 runs share, which an unpaired interval would count twice. With one seed there is no interval.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,36 @@ from typing import Mapping, Sequence
 
 #: two-sided 95 % quantiles of Student's t, t_{0.975, df}, for df = 1..30 (beyond, the normal 1.960)
 T_975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
 )
 
 

@@ -1,4 +1,5 @@
 """Datasets, registered by name in :data:`DATASETS`. Every module here is imported."""
+
 from ..plugins import import_submodules
 from .base import DATASETS, DatasetSplits, Split, load_dataset, stratified_split
 

@@ -8,6 +8,7 @@ optionally, an integer ``group`` array (the subject, recording or session of eac
 (:func:`~erlmr.data.base.grouped_split`), else stratified by class. The inputs are raw: ``data.normalize:
 auto`` standardises them with train statistics inside the model (:mod:`erlmr.nn.normalize`).
 """
+
 from __future__ import annotations
 
 import json
@@ -163,7 +164,9 @@ def modalities_of(root: Path, meta: dict) -> list[str]:
     if len(modalities) < 2:
         raise DataError(f"{root}: found modalities {modalities}; multi-modal training needs at least two")
     if set(RESERVED_KEYS) & set(modalities) or len(set(modalities)) < len(modalities):
-        raise DataError(f"{root}: modalities {modalities} must be distinct and must not include {LABEL_KEY!r} or {GROUP_KEY!r}")
+        raise DataError(
+            f"{root}: modalities {modalities} must be distinct and must not include {LABEL_KEY!r} or {GROUP_KEY!r}"
+        )
     return modalities
 
 

@@ -25,6 +25,7 @@ Differences from the references: the crop is drawn on the stored square, so its 
 of stored pixels (the references measure it on the original frame) and a small crop is enlarged from
 the stored resolution rather than cut from the full-resolution frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ from ..errors import DataError
 class BatchAugment(Protocol):
     """A dataset's training-time augmentation: a function of the batch and its position in training."""
 
-    def __call__(self, inputs: dict[str, torch.Tensor], seed: int, epoch: int, step: int) -> dict[str, torch.Tensor]:
-        ...
+    def __call__(
+        self, inputs: dict[str, torch.Tensor], seed: int, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]: ...
 
 
 def batch_generator(seed: int, epoch: int, step: int, stream: int) -> torch.Generator:

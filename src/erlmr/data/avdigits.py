@@ -17,6 +17,7 @@ noise at load time: white noise at ``audio_snr_db`` on the waveform and Gaussian
 ``image_sigma`` on the images. The defaults (-18 dB, sigma 4) make the visual modality dominant and the
 audio modality weak but informative (measured in docs/datasets.md#av-digits).
 """
+
 from __future__ import annotations
 
 import io
@@ -45,12 +46,37 @@ CLIP_SAMPLES = SAMPLE_RATE  # every clip is exactly 1.0 s long
 
 # espeak-ng's English accents. The mbrola voices are left out: they need extra packages.
 ACCENTS = (
-    "en", "en-us", "en-us-nyc", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+    "en",
+    "en-us",
+    "en-us-nyc",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
 )
 # Voice variants that keep speech voiced and at the requested speed (no whisper, no "fast").
 VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-    "klatt", "klatt2", "klatt3", "klatt4", "croak", "grandma", "grandpa",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "croak",
+    "grandma",
+    "grandpa",
 )
 SPEAKERS = [f"{accent}+{variant}" for accent in ACCENTS for variant in VARIANTS]  # espeak-ng -v names
 PITCH_RANGE = (25, 75)  # espeak-ng -p, default 50
@@ -130,7 +156,9 @@ def _replace_folder(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def _plan(clips: int, seed: int, test_fraction: float, spoken: int = len(CLASSES)) -> tuple[dict[str, np.ndarray], dict]:
+def _plan(
+    clips: int, seed: int, test_fraction: float, spoken: int = len(CLASSES)
+) -> tuple[dict[str, np.ndarray], dict]:
     """Every random choice of a build, drawn up front from one generator: per-clip arrays and the metadata.
     Only the digits 0 .. ``spoken`` - 1 are used."""
     rng = np.random.default_rng(seed)
@@ -151,15 +179,17 @@ def _plan(clips: int, seed: int, test_fraction: float, spoken: int = len(CLASSES
     for split_name, n in zip(("train", "test"), _split_sizes(clips, test_fraction, spoken)):
         labels = rng.permutation(np.arange(n) % spoken)
         pool = image_pools[split_name]
-        parts.append({
-            "split": np.full(n, split_name),
-            "label": labels.astype(np.int64),
-            "speaker": rng.choice(speaker_pools[split_name], size=n).astype(np.int64),
-            "image_id": np.array([rng.choice(pool[digits.target[pool] == y]) for y in labels], dtype=np.int64),
-            "pitch": rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1, size=n),
-            "speed": rng.integers(SPEED_RANGE[0], SPEED_RANGE[1] + 1, size=n),
-            "amplitude": rng.integers(AMPLITUDE_RANGE[0], AMPLITUDE_RANGE[1] + 1, size=n),
-        })
+        parts.append(
+            {
+                "split": np.full(n, split_name),
+                "label": labels.astype(np.int64),
+                "speaker": rng.choice(speaker_pools[split_name], size=n).astype(np.int64),
+                "image_id": np.array([rng.choice(pool[digits.target[pool] == y]) for y in labels], dtype=np.int64),
+                "pitch": rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1, size=n),
+                "speed": rng.integers(SPEED_RANGE[0], SPEED_RANGE[1] + 1, size=n),
+                "amplitude": rng.integers(AMPLITUDE_RANGE[0], AMPLITUDE_RANGE[1] + 1, size=n),
+            }
+        )
     plan = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     plan["visual"] = (digits.images[plan["image_id"]] / 16.0).astype(np.float32)
     meta = {
@@ -329,7 +359,9 @@ def load_avdigits(
     arrays = {name: _read_arrays(folder / f"{name}.npz") for name in ("train", "test")}
     # One independent noise stream per (split, modality), so changing one option leaves the others' noise alone.
     spectrograms = {
-        name: _log_mel_batched(_noisy_audio(arrays[name]["audio"], audio_snr_db, np.random.default_rng([seed, i, 0])))[:, 0]
+        name: _log_mel_batched(_noisy_audio(arrays[name]["audio"], audio_snr_db, np.random.default_rng([seed, i, 0])))[
+            :, 0
+        ]
         for i, name in enumerate(("train", "test"))
     }
     mean = spectrograms["train"].mean(dim=(0, 2), keepdim=True)

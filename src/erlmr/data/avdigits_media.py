@@ -11,6 +11,7 @@ clip is named like a CREMA-D clip (actor_sentence_emotion_level, the actor being
 ``erlmr data prepare crema-d --root DIR`` and ``erlmr train --dataset crema-d --data DIR`` read it as
 they read CREMA-D, decoding the videos (nothing is extracted first). The same seed gives the same clips.
 """
+
 from __future__ import annotations
 
 import json

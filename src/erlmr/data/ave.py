@@ -17,22 +17,47 @@ not after its Start uses the whole clip. Visual: ``frames`` frames spread over t
 annotations list under two categories are left out, as OGM-GE does, so that a video never carries two
 labels or sits in two splits. At training, PMR's random resized crop and horizontal flip (``augment``).
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
 
 from ..errors import DataError
-from .base import DATASETS
 from .augment import FrameAugment
+from .base import DATASETS
 from .media import SpectrogramRecipe, choose_source, class_index, read_frames, read_lines, read_video_frames
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [
-    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
-    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
-    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
-    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
+    "Church bell",
+    "Male speech, man speaking",
+    "Bark",
+    "Fixed-wing aircraft, airplane",
+    "Race car, auto racing",
+    "Female speech, woman speaking",
+    "Helicopter",
+    "Violin, fiddle",
+    "Flute",
+    "Ukulele",
+    "Frying (food)",
+    "Truck",
+    "Shofar",
+    "Motorcycle",
+    "Acoustic guitar",
+    "Train horn",
+    "Clock",
+    "Banjo",
+    "Goat",
+    "Baby cry, infant cry",
+    "Bus",
+    "Chainsaw",
+    "Cat",
+    "Horse",
+    "Toilet flush",
+    "Rodents, rats, mice",
+    "Accordion",
+    "Mandolin",
 ]
 AUDIO = SpectrogramRecipe(sample_rate=16000, seconds=10.0, n_fft=512, hop_length=159, center=False, standardize=True)
 LISTS = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
@@ -90,7 +115,9 @@ def load_ave(
             label = class_index(CLASSES, category, where)
             if counts[video] == 1:
                 segments[video] = segment
-                source = f"video {video} ({', '.join(dict.fromkeys(map(str, (audio_file(video), visual_file(video)))))})"
+                source = (
+                    f"video {video} ({', '.join(dict.fromkeys(map(str, (audio_file(video), visual_file(video)))))})"
+                )
                 records.append(Record(video, label, split, video, source))
 
     def read_visual(video: str):
@@ -110,8 +137,13 @@ def load_ave(
         classes=CLASSES,
         records=records,
         decode=decode,
-        settings={"audio": asdict(AUDIO), "frames": frames, "image_size": image_size, "segments": "event",
-                  "sources": {"audio": audio, "visual": visual}},
+        settings={
+            "audio": asdict(AUDIO),
+            "frames": frames,
+            "image_size": image_size,
+            "segments": "event",
+            "sources": {"audio": audio, "visual": visual},
+        },
         sources={split: str(folder / name) for split, name in LISTS.items()},
         default_encoders={"audio": "resnet18", "visual": "resnet18"},
         workers=workers,

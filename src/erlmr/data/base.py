@@ -9,6 +9,7 @@ Its keyword options become the ``data.options`` of a config, validated by their 
 unknown option is an error that lists the valid ones; a range is declared as
 ``Annotated[int, Bounds(ge=1)]``, see :mod:`erlmr.options`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -187,7 +188,9 @@ def grouped_split(
     return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
-def load_dataset(name: str, root: str | None, seed: int, val_fraction: float, options: Mapping[str, object]) -> DatasetSplits:
+def load_dataset(
+    name: str, root: str | None, seed: int, val_fraction: float, options: Mapping[str, object]
+) -> DatasetSplits:
     """Look ``name`` up in :data:`DATASETS`, validate ``options`` against its keyword parameters, load it
     and check every split (:func:`~erlmr.data.checks.check_splits`)."""
     splits = DATASETS.build(name, options, root, seed, val_fraction)

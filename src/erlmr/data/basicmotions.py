@@ -3,6 +3,7 @@
 Clements et al., UEA multivariate time series archive (Bagnall et al. 2018). 40 train / 40 test series
 of 6 channels × 100 steps (accelerometer xyz, gyroscope xyz) from a smart watch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,6 +38,4 @@ def load_basicmotions(root: str | None = None, seed: int = 0, val_fraction: floa
 
     train, test = split(x_train, y_train), split(x_test, y_test)
     keep, held = stratified_split(train.labels.numpy(), val_fraction, seed)
-    return DatasetSplits(
-        "basicmotions", list(MODALITY_CHANNELS), classes, train.subset(keep), train.subset(held), test
-    )
+    return DatasetSplits("basicmotions", list(MODALITY_CHANNELS), classes, train.subset(keep), train.subset(held), test)

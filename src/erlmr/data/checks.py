@@ -3,6 +3,7 @@
 Each check is vectorised over the split and names the split, the modality and the first bad sample's
 index, so that one message says what to fix.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,9 @@ def check_split(where: str, split: Split, modalities: list[str], num_classes: in
         if not x.is_floating_point():
             raise DataError(f"{where}: modality {m!r} holds {x.dtype}; loaders must give floating-point tensors")
         if x.dim() < 2 or x[0].numel() == 0:
-            raise DataError(f"{where}: modality {m!r} has shape {tuple(x.shape)}; every sample needs at least one feature")
+            raise DataError(
+                f"{where}: modality {m!r} has shape {tuple(x.shape)}; every sample needs at least one feature"
+            )
         if finite and len(nonfinite_rows(x)):
             raise DataError(f"{where}: modality {m!r} has NaN or Inf {nonfinite_where(x)}; clean or drop those samples")
     labels = split.labels

@@ -13,6 +13,7 @@ Binary sentiment as the balancing benchmarks train it: negative (< 0) vs non-neg
 values (COVAREP has -inf) become 0, as MulT does. Samples are (features, steps): audio (74, T), visual
 (35, T), text (300, T). The official validation split is used as is.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import DATASETS
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe
 
 CLASSES = ["negative", "positive"]
 MODALITY_KEYS = {"audio": "audio", "visual": "vision", "text": "text"}
@@ -32,7 +33,9 @@ FILES = {True: "mosei_senti_data.pkl", False: "mosei_senti_data_noalign.pkl"}
 
 #: the globals a pickle of dicts and lists of numpy arrays refers to; a MulT pickle needs no others
 ARRAY_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
     *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
     *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
 }

@@ -14,6 +14,7 @@ Audio as in OGM-GE: 22.05 kHz, tiled to 3 s, ``log(|STFT| + 1e-7)`` with n_fft 5
 ImageNet-normalised → (3, frames, S, S); at training, OGM-GE's random resized crop and horizontal flip
 (``augment``, :mod:`erlmr.data.augment`). Classes in OGM-GE's order.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,7 @@ from ..errors import DataError
 from .augment import FrameAugment
 from .base import DATASETS
 from .media import SpectrogramRecipe, choose_source, class_index, read_frames, read_lines, read_video_frames
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
 AUDIO = SpectrogramRecipe(sample_rate=22050, seconds=3.0, n_fft=512, hop_length=353)
@@ -68,7 +69,9 @@ def load_crema_d(
     frames_root = folder / f"Image-{fps:02d}-FPS"
     visual = choose_source("crema-d", visual_source, "visual", {"frames": frames_root, "video": videos})
     audio = choose_source("crema-d", audio_source, "audio", {"wav": folder / audio_dir, "video": videos})
-    audio_file = {"wav": lambda clip: folder / audio_dir / f"{clip}.wav", "video": lambda clip: videos / f"{clip}.flv"}[audio]
+    audio_file = {"wav": lambda clip: folder / audio_dir / f"{clip}.wav", "video": lambda clip: videos / f"{clip}.flv"}[
+        audio
+    ]
     visual_file = {"frames": lambda clip: frames_root / clip, "video": lambda clip: videos / f"{clip}.flv"}[visual]
     records = [
         Record(clip, label, split, clip, f"clip {clip} ({audio_file(clip)}, {visual_file(clip)})")
@@ -78,7 +81,11 @@ def load_crema_d(
 
     def read_visual(clip: str):
         path = visual_file(clip)
-        return read_frames(path, frames, image_size) if visual == "frames" else read_video_frames(path, frames, image_size, fps)
+        return (
+            read_frames(path, frames, image_size)
+            if visual == "frames"
+            else read_video_frames(path, frames, image_size, fps)
+        )
 
     def decode(record: Record) -> dict:
         return {"audio": AUDIO(audio_file(record.key))[None], "visual": read_visual(record.key)[None]}
@@ -89,8 +96,15 @@ def load_crema_d(
         classes=CLASSES,
         records=records,
         decode=decode,
-        settings={"audio": asdict(AUDIO), "audio_dir": audio_dir, "frames": frames, "image_size": image_size, "fps": fps,
-                  "sources": {"audio": audio, "visual": visual}, "video_dir": video_dir},
+        settings={
+            "audio": asdict(AUDIO),
+            "audio_dir": audio_dir,
+            "frames": frames,
+            "image_size": image_size,
+            "fps": fps,
+            "sources": {"audio": audio, "visual": visual},
+            "video_dir": video_dir,
+        },
         sources={"train": str(folder / train_list), "test": str(folder / test_list)},
         default_encoders={"audio": "resnet18", "visual": "resnet18"},
         workers=workers,

@@ -13,6 +13,7 @@ and the filter bank computed here from the audio track as ``process_audio.py`` c
 Samples: audio (1, 1024, 128); visual ``frames`` frames spread over the clip → (3, frames, S, S); at
 training, BalanceBenchmark's random resized crop and horizontal flip (``augment``).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,17 @@ import torch
 from ..errors import DataError
 from .augment import FrameAugment
 from .base import DATASETS
-from .media import choose_source, class_index, read_audio, read_frames, read_lines, read_video_frames, require_file, resample
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .media import (
+    choose_source,
+    class_index,
+    read_audio,
+    read_frames,
+    read_lines,
+    read_video_frames,
+    require_file,
+    resample,
+)
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 from .video import index_videos
 
 CLASSES = [str(c) for c in range(31)]
@@ -49,6 +59,7 @@ def read_fbank(path) -> np.ndarray:
 def kaldi_mel_banks(bins: int, n_fft: int, rate: int, low: float, high: float) -> torch.Tensor:
     """Kaldi's triangular filters, equal-spaced on the mel scale 1127 ln(1 + f / 700), shape
     (bins, n_fft // 2 + 1); the Nyquist bin gets no weight, as in Kaldi."""
+
     def mel(f):
         return 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)
 
@@ -134,9 +145,13 @@ def load_kinetics_sounds(
     records = []
     for split, path in lists.items():
         for clip, label in read_list(path, split):
-            shown = [audio_root / f"{clip}.npy" if audio == "fbank" else video_file(clip),
-                     frames_root / clip if visual == "frames" else video_file(clip)]
-            records.append(Record(clip, label, split, clip, f"clip {clip} ({', '.join(map(str, dict.fromkeys(shown)))})"))
+            shown = [
+                audio_root / f"{clip}.npy" if audio == "fbank" else video_file(clip),
+                frames_root / clip if visual == "frames" else video_file(clip),
+            ]
+            records.append(
+                Record(clip, label, split, clip, f"clip {clip} ({', '.join(map(str, dict.fromkeys(shown)))})")
+            )
 
     def decode(record: Record) -> dict:
         clip = record.key
@@ -151,8 +166,14 @@ def load_kinetics_sounds(
         classes=CLASSES,
         records=records,
         decode=decode,
-        settings={"frames": frames, "image_size": image_size, "audio_dir": audio_dir, "visual_dir": visual_dir,
-                  "sources": {"audio": audio, "visual": visual}, "fbank_rate": FBANK_RATE},
+        settings={
+            "frames": frames,
+            "image_size": image_size,
+            "audio_dir": audio_dir,
+            "visual_dir": visual_dir,
+            "sources": {"audio": audio, "visual": visual},
+            "fbank_rate": FBANK_RATE,
+        },
         sources={split: str(path) for split, path in lists.items()},
         default_encoders={"audio": "resnet18", "visual": "resnet18"},
         workers=workers,

@@ -6,6 +6,7 @@ so a loader never fails with a deep decoder traceback. The decoders (scipy, Pill
 types on a damaged file (IndexError, struct.error, SyntaxError, ...), so each library call is guarded
 with ``except Exception``; nothing else runs inside those guards.
 """
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@ opens the arrays memory-mapped, so an epoch reads rows from disk instead of deco
 The fingerprint covers every option that changes the decoded arrays; a cache whose file lists no longer
 match the dataset's is rebuilt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -147,11 +148,13 @@ class NpyWriter:
         self.rows += len(array)
 
     def close(self) -> np.ndarray:
-        header = repr({
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": (self.rows, *self.sample_shape),
-        })
+        header = repr(
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.rows, *self.sample_shape),
+            }
+        )
         room = self.HEADER_BYTES - len(np.lib.format.magic(1, 0)) - 2
         self.file.seek(0)
         self.file.write(np.lib.format.magic(1, 0) + struct.pack("<H", room) + header.ljust(room - 1).encode() + b"\n")
@@ -357,8 +360,10 @@ def materialize(recipe: Recipe, root: Path, cache: bool, cache_dir: str | None, 
         build_cache(folder, recipe, skip_bad)
         decoded = open_cache(folder, recipe)
     if decoded.skipped and not skip_bad:
-        raise DataError(f"the cache {folder} was built without {len(decoded.skipped)} bad sample(s), the first: "
-                        f"{decoded.skipped[0]}; fix the file(s) and delete the cache folder, or {SKIP_HINT}")
+        raise DataError(
+            f"the cache {folder} was built without {len(decoded.skipped)} bad sample(s), the first: "
+            f"{decoded.skipped[0]}; fix the file(s) and delete the cache folder, or {SKIP_HINT}"
+        )
     return decoded
 
 
@@ -443,7 +448,16 @@ def load_recipe(
         keys[name] = [recipe.records[i].key for i in owners]
         groups[name] = [recipe.records[i].group for i in owners]
     return RecordedSplits(
-        recipe.name, recipe.modalities, recipe.classes, splits["train"], splits["val"], splits["test"],
-        dict(recipe.default_encoders), augment=recipe.augment, keys=keys, groups=groups, skipped=decoded.skipped,
+        recipe.name,
+        recipe.modalities,
+        recipe.classes,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        dict(recipe.default_encoders),
+        augment=recipe.augment,
+        keys=keys,
+        groups=groups,
+        skipped=decoded.skipped,
         cache=decoded.folder,
     )

@@ -1,4 +1,5 @@
 """A seeded M-modality classification problem with a dominant and a weak modality."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,7 +44,9 @@ def load_synthetic(
     prototypes = rng.standard_normal((len(strengths), num_classes, dim))
     prototypes /= np.linalg.norm(prototypes, axis=2, keepdims=True)
     val_size = max(num_classes, int(round(val_fraction * train_size)))
-    splits = [make_synthetic(strengths, dim, num_classes, n, prototypes, rng) for n in (train_size, val_size, test_size)]
+    splits = [
+        make_synthetic(strengths, dim, num_classes, n, prototypes, rng) for n in (train_size, val_size, test_size)
+    ]
     modalities = [f"m{m}" for m in range(len(strengths))]
     classes = [f"class{c}" for c in range(num_classes)]
     return DatasetSplits("synthetic", modalities, classes, *splits)

@@ -17,6 +17,7 @@ The validation split is carved from whole training groups, since the clips of on
 same long video. At training, BalanceBenchmark's horizontal flip of the RGB and flow frames (``augment``;
 it crops nothing).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,10 +27,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .base import DATASETS
 from .augment import FrameAugment
-from .media import choose_source, find_dir, list_images, pick_evenly, read_frames, read_image, read_lines, read_video_frames
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .base import DATASETS
+from .media import (
+    choose_source,
+    find_dir,
+    list_images,
+    pick_evenly,
+    read_frames,
+    read_image,
+    read_lines,
+    read_video_frames,
+)
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 from .video import index_videos
 
 GROUP = re.compile(r"_g(\d+)_c\d+$")

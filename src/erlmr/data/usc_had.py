@@ -11,6 +11,7 @@ Each recording is cut into ``window``-step windows every ``stride`` steps (defau
 statistics. Subject-wise protocol: ``test_subjects`` (default 13 and 14) are the test split and never
 appear in train; the validation split is a stratified, seeded share of the training recordings.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,11 +21,21 @@ import numpy as np
 from ..errors import DataError
 from .base import DATASETS
 from .media import load_mat, require_dir
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [
-    "Walking Forward", "Walking Left", "Walking Right", "Walking Upstairs", "Walking Downstairs", "Running Forward",
-    "Jumping Up", "Sitting", "Standing", "Sleeping", "Elevator Up", "Elevator Down",
+    "Walking Forward",
+    "Walking Left",
+    "Walking Right",
+    "Walking Upstairs",
+    "Walking Downstairs",
+    "Running Forward",
+    "Jumping Up",
+    "Sitting",
+    "Standing",
+    "Sleeping",
+    "Elevator Up",
+    "Elevator Down",
 ]
 SUBJECT = re.compile(r"subject(\d+)", re.IGNORECASE)
 RECORDING = re.compile(r"a(\d+)t(\d+)\.mat", re.IGNORECASE)

@@ -13,6 +13,7 @@ inertial (6, steps) and skeleton (20, 3, steps), each channel (inertial) or coor
 standardised with training statistics; depth ``frames`` frames spread over the sequence, resized to
 ``image_size`` and divided by the sequence's largest depth → (1, frames, S, S).
 """
+
 from __future__ import annotations
 
 import re
@@ -23,16 +24,36 @@ import torch
 from ..errors import ConfigError, DataError
 from .base import DATASETS
 from .media import load_mat, pick_evenly, require_dir
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 
 CLASSES = [
-    "right arm swipe to the left", "right arm swipe to the right", "right hand wave", "two hand front clap",
-    "right arm throw", "cross arms in the chest", "basketball shoot", "right hand draw x",
-    "right hand draw circle (clockwise)", "right hand draw circle (counter clockwise)", "draw triangle",
-    "bowling (right hand)", "front boxing", "baseball swing from right", "tennis right hand forehand swing",
-    "arm curl (two arms)", "tennis serve", "two hand push", "right hand knock on door", "right hand catch an object",
-    "right hand pick up and throw", "jogging in place", "walking in place", "sit to stand", "stand to sit",
-    "forward lunge (left foot forward)", "squat (two arms stretch out)",
+    "right arm swipe to the left",
+    "right arm swipe to the right",
+    "right hand wave",
+    "two hand front clap",
+    "right arm throw",
+    "cross arms in the chest",
+    "basketball shoot",
+    "right hand draw x",
+    "right hand draw circle (clockwise)",
+    "right hand draw circle (counter clockwise)",
+    "draw triangle",
+    "bowling (right hand)",
+    "front boxing",
+    "baseball swing from right",
+    "tennis right hand forehand swing",
+    "arm curl (two arms)",
+    "tennis serve",
+    "two hand push",
+    "right hand knock on door",
+    "right hand catch an object",
+    "right hand pick up and throw",
+    "jogging in place",
+    "walking in place",
+    "sit to stand",
+    "stand to sit",
+    "forward lunge (left foot forward)",
+    "squat (two arms stretch out)",
 ]
 FOLDERS = {"inertial": ("Inertial", "d_iner"), "skeleton": ("Skeleton", "d_skel"), "depth": ("Depth", "d_depth")}
 ENCODERS = {"inertial": "sensor_cnn", "skeleton": "skeleton", "depth": "resnet18"}

@@ -18,6 +18,7 @@ training, OGM-GE's random resized crop and horizontal flip (``augment``).
 Many YouTube clips are no longer downloadable: pass ``skip_bad=true`` to train on those present, and
 the loader reports how many were missing.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,10 +26,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import DataError
-from .base import DATASETS
 from .augment import FrameAugment
+from .base import DATASETS
 from .media import SpectrogramRecipe, choose_source, class_index, read_frames, read_lines, read_video_frames
-from .store import Record, Recipe, RecordedSplits, dataset_root, load_recipe, require_positive
+from .store import Recipe, Record, RecordedSplits, dataset_root, load_recipe, require_positive
 
 AUDIO = SpectrogramRecipe(sample_rate=16000, seconds=5.0, n_fft=256, hop_length=128)
 SPLIT_NAMES = ("train", "test")
@@ -47,7 +48,9 @@ def read_csv(path: Path) -> list[tuple[str, str, str, str, str]]:
     for number, line in read_lines(path, "the VGGSound label list"):
         fields = next(csv.reader([line]))
         if len(fields) != 4 or fields[3] not in SPLIT_NAMES or not fields[1].strip().isdigit():
-            raise DataError(f"{path}, line {number}: expected 'youtube_id,start_seconds,label,train|test', got {line!r}")
+            raise DataError(
+                f"{path}, line {number}: expected 'youtube_id,start_seconds,label,train|test', got {line!r}"
+            )
         rows.append((fields[0], fields[1].strip(), fields[2], fields[3], f"{path}, line {number}"))
     return rows
 
@@ -96,7 +99,9 @@ def load_vggsound(
 
     def read_visual(record: Record):
         clip = media_file(record, visual)
-        return read_frames(clip, frames, image_size) if visual == "frames" else read_video_frames(clip, frames, image_size)
+        return (
+            read_frames(clip, frames, image_size) if visual == "frames" else read_video_frames(clip, frames, image_size)
+        )
 
     def decode(record: Record) -> dict:
         return {"audio": AUDIO(media_file(record, audio))[None], "visual": read_visual(record)[None]}
@@ -107,8 +112,12 @@ def load_vggsound(
         classes=classes,
         records=records,
         decode=decode,
-        settings={"audio": asdict(AUDIO), "frames": frames, "image_size": image_size,
-                  "sources": {"audio": audio, "visual": visual}},
+        settings={
+            "audio": asdict(AUDIO),
+            "frames": frames,
+            "image_size": image_size,
+            "sources": {"audio": audio, "visual": visual},
+        },
         sources={"train": f"{path} (train rows)", "test": f"{path} (test rows)"},
         default_encoders={"audio": "resnet18", "visual": "resnet18"},
         workers=workers,

@@ -18,6 +18,7 @@ Every failure of a damaged or unreadable file is a :class:`~erlmr.errors.DataErr
 raises its own error types and, on some damaged streams, others (ValueError, IndexError, ...), so each
 library call is guarded with ``except Exception``; nothing else runs inside those guards.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -118,8 +119,13 @@ CODECS = {".flv": ("flv", "mp3"), ".mp4": ("libx264", "aac"), ".avi": ("mpeg4", 
 
 
 def write_video(
-    path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None = None, audio_rate: int = 22050,
-    bit_rate: int = 1_000_000, audio_codec: str | None = None,
+    path: Path,
+    frames: np.ndarray,
+    fps: int,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 22050,
+    bit_rate: int = 1_000_000,
+    audio_codec: str | None = None,
 ) -> None:
     """Encode ``frames`` (T, H, W, 3) uint8 at ``fps`` and, optionally, mono ``audio`` (float in [-1, 1]
     at ``audio_rate``) into ``path``, with the codecs of the dataset that ships that container
@@ -145,8 +151,9 @@ def encode_audio(container: Any, stream: Any, audio: np.ndarray, rate: int) -> N
     frame = av.AudioFrame.from_ndarray(np.asarray(audio, dtype=np.float32)[None], format="flt", layout="mono")
     frame.sample_rate = rate
     # The encoder takes fixed-size frames in its own sample format; the resampler cuts and converts.
-    fit = av.AudioResampler(format=stream.codec_context.format, layout="mono", rate=rate,
-                            frame_size=stream.codec_context.frame_size or None)
+    fit = av.AudioResampler(
+        format=stream.codec_context.format, layout="mono", rate=rate, frame_size=stream.codec_context.frame_size or None
+    )
     for part in [*fit.resample(frame), *fit.resample(None)]:
         container.mux(stream.encode(part))
     container.mux(stream.encode())

@@ -5,6 +5,7 @@ with the shape of one sample. It returns an ``nn.Module`` with an ``output_shape
 for a feature map (channels × positions, what the Euler representation consumes) or ``(D,)`` for a
 vector.
 """
+
 from ..plugins import import_submodules
 from .base import ENCODERS, build_encoder, default_encoder_for, without_initial_weights
 

@@ -1,4 +1,5 @@
 """The encoder registry and shape-based defaults."""
+
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -59,4 +60,7 @@ def check_encoder(encoder: object, what: str) -> nn.Module:
 def without_initial_weights(encoder_options: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, object]]:
     """``model.encoder_options`` less the options in :data:`INITIAL_WEIGHT_OPTIONS`, for a model whose
     weights come from a checkpoint."""
-    return {m: {k: v for k, v in options.items() if k not in INITIAL_WEIGHT_OPTIONS} for m, options in encoder_options.items()}
+    return {
+        m: {k: v for k, v in options.items() if k not in INITIAL_WEIGHT_OPTIONS}
+        for m, options in encoder_options.items()
+    }

@@ -3,6 +3,7 @@
 Their defaults all give 256 features per sample (MLP: 256; 1-D CNN: 64 channels × 4 positions; 2-D CNN:
 64 channels × 2×2 positions), so that any mix of them can share the Euler representation's projection.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -50,7 +51,9 @@ class ConvEncoder(nn.Module):
     """Conv-BN-ReLU blocks (pooling by 2 while the map is large enough), then adaptive pooling to a fixed
     number of positions, so that every modality can give the Euler projection the same flattened size."""
 
-    def __init__(self, dims: int, in_channels: int, channels: int, layers: int, kernel: int, positions: tuple[int, ...]):
+    def __init__(
+        self, dims: int, in_channels: int, channels: int, layers: int, kernel: int, positions: tuple[int, ...]
+    ):
         super().__init__()
         conv, norm, pool, adaptive = {
             1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d),

@@ -9,6 +9,7 @@ feature maps are averaged over time. Written here from the architecture; no torc
 ``bn1.*``, ``layer1.0.conv1.weight`` ... ``fc.*``), e.g. the ImageNet file torchvision downloads
 (``resnet18-f37072fd.pth``); nothing is downloaded. See :func:`load_torchvision_weights`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,14 @@ from .base import ENCODERS
 # Our module names → torchvision's, for the stem and the blocks; the trunk holds the stem at 0 and 1
 # (conv1, bn1) and the eight blocks from index 4 on (layer1.0, layer1.1, ..., layer4.1).
 STEM_NAMES = {"0": "conv1", "1": "bn1"}
-BLOCK_NAMES = {"body.0": "conv1", "body.1": "bn1", "body.3": "conv2", "body.4": "bn2", "shortcut.0": "downsample.0",
-               "shortcut.1": "downsample.1"}
+BLOCK_NAMES = {
+    "body.0": "conv1",
+    "body.1": "bn1",
+    "body.3": "conv2",
+    "body.4": "bn2",
+    "shortcut.0": "downsample.0",
+    "shortcut.1": "downsample.1",
+}
 FIRST_BLOCK = 4
 CLASSIFIER_PREFIX = "fc."  # ImageNet's classifier: the encoder has none, so it is ignored
 
@@ -150,8 +157,11 @@ def load_torchvision_weights(model: ResNet18, path: str | Path) -> None:
     renamed = {ours[k]: state[k] for k in given}
     renamed["0.weight"] = adapt_input_channels(renamed["0.weight"], model.trunk[0].in_channels, path)
     expected = model.trunk.state_dict()
-    wrong = [f"{k} is {tuple(renamed[o].shape)}, needs {tuple(expected[o].shape)}" for k, o in ours.items()
-             if o in renamed and renamed[o].shape != expected[o].shape]
+    wrong = [
+        f"{k} is {tuple(renamed[o].shape)}, needs {tuple(expected[o].shape)}"
+        for k, o in ours.items()
+        if o in renamed and renamed[o].shape != expected[o].shape
+    ]
     if wrong:
         raise CheckpointError(f"{path}: tensors of the wrong shape: {listing(wrong)}; pretrained weights need width=64")
     model.trunk.load_state_dict(renamed, strict=False)

@@ -10,6 +10,7 @@ description.
 each joint's coordinates over time, then make the joints the channels so later layers see all joints
 at once.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ MulT (Tsai et al., ACL 2019, github.com/yaohungt/Multimodal-Transformer) and the
 that reuse its features encode each modality with a few transformer layers; this is a compact
 uni-modal version of that.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,9 @@ class SequenceTransformer(nn.Module):
     """(C, T) features over time → project to ``d_model``, add learned positions, encode, pool over time
     to ``positions`` → (d_model, positions)."""
 
-    def __init__(self, features: int, steps: int, d_model: int, heads: int, layers: int, dropout: float, positions: int):
+    def __init__(
+        self, features: int, steps: int, d_model: int, heads: int, layers: int, dropout: float, positions: int
+    ):
         super().__init__()
         self.project = nn.Linear(features, d_model)
         self.position = nn.Parameter(torch.randn(steps, d_model) * 0.02)

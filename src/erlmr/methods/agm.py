@@ -4,6 +4,7 @@ Li, Li, Hu, Yang, Zhang. "Boosting Multi-modal Model Performance with Adaptive G
 ICCV 2023. Official code: github.com/lihong2303/AGM (``model/CREMAD_net.py`` ``GradMod``,
 ``run/CREMAD_main.py`` ``train``; the M-modality ratio of ``run/MOSEI_main.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -141,6 +142,7 @@ class AGM(Method):
 
 def shapley_matrix(count: int, coalitions: list[tuple[int, ...]]) -> torch.Tensor:
     """``W[m, s]`` such that ``φ_m = Σ_s W[m, s]·f(coalitions[s])`` is the Shapley value with f(∅) = 0."""
+
     def weight(size: int) -> float:
         return math.factorial(size) * math.factorial(count - size - 1) / math.factorial(count)
 

@@ -6,6 +6,7 @@ in BalanceBenchmark (github.com/GeWu-Lab/BalanceBenchmark @ 4c1482f, ``balancemm
 ``BaseClassifierAMCoModel`` in ``balancemm/models/avclassify_model.py``) with its bugs fixed (see the
 class docstring).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,7 +65,10 @@ def mask_dimensions(features: torch.Tensor, fraction: float) -> torch.Tensor:
     return features * mask
 
 
-@METHODS.register("amco", "AMCo: mask feature dimensions of the modality the model depends on, plus uni-modal CE (Zhou et al., ICASSP 2023)")
+@METHODS.register(
+    "amco",
+    "AMCo: mask feature dimensions of the modality the model depends on, plus uni-modal CE (Zhou et al., ICASSP 2023)",
+)
 class AMCo(Method):
     """Make the modality the model depends on harder to fit, and keep every modality's own head trained.
 
@@ -122,6 +126,8 @@ class AMCo(Method):
         logs["amco_mask_fraction"] = torch.tensor(fraction)
         return StepResult(loss.detach(), dataclasses.replace(output, logits=logits.detach()), logs)
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = model(inputs, absent=absent)
         return dataclasses.replace(output, logits=self.linear_star(output.logits))

@@ -6,6 +6,7 @@ Official code: github.com/njustkmg/TPAMI-AMSS @ 3161ecc72f9cb8f8a6b3abed6d863a03
 (``AMSS/train_test.py``: ``modal_caculate_MI`` and the masking loop of ``train_epoch``;
 ``AMSS_rod/train_nv.py`` for the three-modality coefficient; the README's commands for the defaults).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,9 @@ def keep_ratios(
     if bool((information <= 0).any()):
         return torch.full_like(scores, FALLBACK_KEEP)
     rates = information / feature_entropies
-    keep = (1 - torch.softmax(rates / options.temperature, dim=0) + options.bias).clamp(options.min_keep, options.max_keep)
+    keep = (1 - torch.softmax(rates / options.temperature, dim=0) + options.bias).clamp(
+        options.min_keep, options.max_keep
+    )
     return torch.nan_to_num(keep, nan=FALLBACK_KEEP)
 
 
@@ -74,7 +77,10 @@ def feature_entropy(features: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=1).mean()
 
 
-@METHODS.register("amss", "AMSS: each encoder updates a sampled share of its units, fewer for the more informative modality (Yang et al., TPAMI 2025)")
+@METHODS.register(
+    "amss",
+    "AMSS: each encoder updates a sampled share of its units, fewer for the more informative modality (Yang et al., TPAMI 2025)",
+)
 class AMSS(Method):
     """After the backward pass, mask every encoder weight tensor's gradient down to sampled units.
 
@@ -121,7 +127,9 @@ class AMSS(Method):
         """This batch's keep ratios from statistics averaged over ranks (so every rank masks alike)."""
         logits = [output.modality_logits[m].detach().float() for m in self.modalities]
         scores = all_reduce_mean(torch.stack([-F.cross_entropy(x, labels) for x in logits]))
-        entropies = all_reduce_mean(torch.stack([feature_entropy(output.features[m].detach()) for m in self.modalities]))
+        entropies = all_reduce_mean(
+            torch.stack([feature_entropy(output.features[m].detach()) for m in self.modalities])
+        )
         return keep_ratios(scores, entropies, label_entropy(labels, self.num_classes), self.options)
 
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:

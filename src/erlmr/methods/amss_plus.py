@@ -5,6 +5,7 @@ Subnetworks". IEEE TPAMI 47(6), 2025 (arXiv 2404.08347); the abstract names AMSS
 uses unbiased estimation. Official code: github.com/njustkmg/TPAMI-AMSS @ 3161ecc72f9cb8f8a6b3abed6d863a03339dd9e9
 (``AMSS/train_test.py`` with ``--isbias=1``, the README's AMSS+ commands).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,9 @@ def systematic_sample(probabilities: torch.Tensor, generator: torch.Generator) -
     return torch.nonzero(cuts > previous).flatten()
 
 
-@METHODS.register("amss_plus", "AMSS+: AMSS with kept units re-weighted by their inverse keep probability (Yang et al., TPAMI 2025)")
+@METHODS.register(
+    "amss_plus", "AMSS+: AMSS with kept units re-weighted by their inverse keep probability (Yang et al., TPAMI 2025)"
+)
 class AMSSPlus(AMSS):
     """AMSS (same keep ratios c_m, same ⌈n·c_m⌉ units per tensor), with the kept units' gradients
     scaled up so that the expected masked gradient equals the full one.

@@ -4,6 +4,7 @@ Wei, Luo, Luo. "Improving Multimodal Learning via Imbalanced Learning". ICCV 202
 Official code: github.com/shicaiwei123/ICCV2025-ARL @ 358af4f6782781ac3821527beae3321e77f9d31e
 (``main_arl_variance.py`` ``train_epoch``, ``models/backbone.py`` ``GradScale``, ``cramed_arl.sh``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

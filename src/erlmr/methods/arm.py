@@ -6,6 +6,7 @@ a96d0ad67a7a547efb15cb4dc7b52f97f7ab0e83 (``mmpretrain/models/heads/linear_head.
 ``mmpretrain/models/heads/cls_head.py`` ``train_predict``, ``mmpretrain/models/necks/MI_tool.py``,
 ``mmpretrain/models/necks/gap.py``, ``configs/arm/resnet18_ks.py``).
 """
+
 from __future__ import annotations
 
 import dataclasses

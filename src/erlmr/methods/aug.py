@@ -5,6 +5,7 @@ Ability Disproportion". NeurIPS 2025 (oral; arXiv 2502.20120). Official code:
 github.com/njustkmg/NeurIPS25-AUG @ 841d079eff52a1f381d15da3a702ac8440e9db61 (``train_CREMAD.py``
 ``train_audio_video`` and the main loop, ``model/AudioVideo.py`` ``AVGBShareClassifier``, ``data/crema.json``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,9 +54,7 @@ class AUGOptions(CheckedOptions):
         if weights is not None and (
             not all(isinstance(w, (int, float)) and w >= 0 for w in weights) or not sum(weights) > 0
         ):
-            raise ConfigError(
-                f"option fusion_weights must be non-negative numbers with a positive sum, got {weights}"
-            )
+            raise ConfigError(f"option fusion_weights must be non-negative numbers with a positive sum, got {weights}")
 
 
 def xavier_linear(in_features: int, out_features: int) -> nn.Linear:

@@ -31,6 +31,7 @@ config; fields declare their range beside their default (:func:`erlmr.options.ra
 hooks, not in ``__init__``. A method whose ``predict`` needs every modality sets
 ``supports_missing_modalities = False``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,6 +5,7 @@ NeurIPS 2024 (arXiv 2411.01409). Official code: github.com/zrguo/CGGM @ 21e428cb
 (``src/msatrain.py`` and ``src/foodtrain.py`` ``train``, ``src/eval_metrics.py`` ``cal_cos``,
 ``src/msamodel.py`` ``ClassifierGuided``; defaults from ``run/*_run.py`` and the README command).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,9 +47,13 @@ def balance_coefficients(improvements: torch.Tensor, min_total: float) -> tuple[
     return (total - improvements) / total, False
 
 
-def direction_loss(balance: torch.Tensor, classifier_weights: list[torch.Tensor], fused_weight: torch.Tensor) -> torch.Tensor:
+def direction_loss(
+    balance: torch.Tensor, classifier_weights: list[torch.Tensor], fused_weight: torch.Tensor
+) -> torch.Tensor:
     """``L_gd = (Σ|B_m| − Σ B_m·cos(vec W_m, vec W_f)) / M``; the classifiers' weights are constants."""
-    cosines = torch.stack([F.cosine_similarity(w.detach().flatten(), fused_weight.flatten(), dim=0) for w in classifier_weights])
+    cosines = torch.stack(
+        [F.cosine_similarity(w.detach().flatten(), fused_weight.flatten(), dim=0) for w in classifier_weights]
+    )
     return (balance.abs().sum() - (balance * cosines).sum()) / len(classifier_weights)
 
 
@@ -63,7 +68,10 @@ def output_layer(head: FusionHead) -> list[nn.Parameter]:
     return weights
 
 
-@METHODS.register("cggm", "CGGM: per-modality classifiers set encoder gradient scales and pull the fused output layer (Guo et al., NeurIPS 2024)")
+@METHODS.register(
+    "cggm",
+    "CGGM: per-modality classifiers set encoder gradient scales and pull the fused output layer (Guo et al., NeurIPS 2024)",
+)
 class CGGM(Method):
     """After the backward pass: train one classifier per modality on the detached features, scale each
     encoder's gradient by how little its classifier improved, and add a direction term to the head.
@@ -99,10 +107,12 @@ class CGGM(Method):
         super().__init__(model, options, context)
         self.modalities = list(model.modalities)
         width = sum(w.shape[1] for w in output_layer(model.head))
-        self.classifiers = nn.ModuleDict({
-            m: nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, context.num_classes))
-            for m, d in zip(self.modalities, model.head.in_features)
-        }).to(context.device)
+        self.classifiers = nn.ModuleDict(
+            {
+                m: nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, context.num_classes))
+                for m, d in zip(self.modalities, model.head.in_features)
+            }
+        ).to(context.device)
         self.add_state("previous_accuracy", torch.zeros(len(self.modalities)))
         self.coefficients = torch.ones(len(self.modalities))
 

@@ -4,6 +4,7 @@ Ma*, Zhang*, Zhang, Wu, Fu, Zhou, Hu. "Calibrating Multimodal Learning". ICML 20
 Official code: github.com/QingyangZhang/CML @ 9d2496e (``miwae/train.py``: ``get_multi_mask`` and the
 rank loss of the second training stage; defaults from its argparse and README command).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ def ranking_penalty(levels: Sequence[torch.Tensor], labels: torch.Tensor, margin
     return penalty
 
 
-@METHODS.register("cml", "CML: removing a modality must not raise the confidence, a ranking penalty (Ma, Zhang et al., ICML 2023)")
+@METHODS.register(
+    "cml", "CML: removing a modality must not raise the confidence, a ranking penalty (Ma, Zhang et al., ICML 2023)"
+)
 class CML(Method):
     """``loss = mean_k CE(g_k, y) + λ·R`` over levels k = 0..M−1 of removed modalities.
 

@@ -1,4 +1,5 @@
 """Build a method from its config name, including compositions such as ``erlmr+ogm_ge``."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Collection, Mapping
@@ -55,7 +56,9 @@ class ComposedMethod(Method):
             logs.update(part.on_epoch_end(model, epoch))
         return logs
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         return self.primary.predict(model, inputs, absent)
 
 

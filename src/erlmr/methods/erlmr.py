@@ -5,6 +5,7 @@ Multi-modal Learning". ACM Multimedia 2024. doi:10.1145/3664647.3681215. Authors
 github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representations-for-Balanced-Multi-modal-Learning
 (defaults below follow it; docs/fidelity.md lists every deviation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,8 +71,10 @@ class ERLMR(Method):
     def __init__(self, model: MultiModalModel, options: ERLMROptions, context: MethodContext):
         super().__init__(model, options, context)
         if model.euler is None and options.pareto_target == "authors":
-            raise ConfigError("pareto_target 'authors' solves against the phase term, which needs the Euler map; "
-                              "drop model.euler: false or use pareto_target: mmc")
+            raise ConfigError(
+                "pareto_target 'authors' solves against the phase term, which needs the Euler map; "
+                "drop model.euler: false or use pareto_target: mmc"
+            )
         self.mmc = MMCLoss(options.phase_weight, options.modality_ce_weight, options.cosine)
         #: the weights of the last step (fixed ones with ``pareto: false``), for logging
         self.last_weights = torch.tensor([options.fusion_weight, options.mmc_weight])
@@ -93,9 +96,14 @@ class ERLMR(Method):
         else:
             features = [output.features[m] for m in order] if o.pareto_mode == "features" else None
             weights = balanced_backward(
-                losses, model.parameters(), shared=None if features else model.shared_parameters(), features=features,
-                targets=None if targets is losses else targets, normalization=o.normalization,
-                weight_floor=o.weight_floor, gradients=step,
+                losses,
+                model.parameters(),
+                shared=None if features else model.shared_parameters(),
+                features=features,
+                targets=None if targets is losses else targets,
+                normalization=o.normalization,
+                weight_floor=o.weight_floor,
+                gradients=step,
             )
         self.last_weights = weights
         logs = {
@@ -108,7 +116,10 @@ class ERLMR(Method):
         return StepResult(weighted_sum(weights, losses).detach(), output, logs)
 
     def losses(
-        self, logits: torch.Tensor, phases: list[torch.Tensor] | None, modality_logits: list[torch.Tensor],
+        self,
+        logits: torch.Tensor,
+        phases: list[torch.Tensor] | None,
+        modality_logits: list[torch.Tensor],
         labels: torch.Tensor,
     ) -> tuple[torch.Tensor, MMCTerms]:
         """The fusion cross-entropy and the MMC loss's terms of one forward pass."""

@@ -4,6 +4,7 @@ Wang, Tran, Feiszli. "What Makes Training Multi-modal Classification Networks Ha
 No official code was released; super-epoch length 10 follows BalanceBenchmark
 (github.com/GeWu-Lab/BalanceBenchmark), which implements online G-Blend.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,7 +69,10 @@ def head_logits(output: ModelOutput, modalities: list[str]) -> list[torch.Tensor
     return [output.logits] + [output.modality_logits[m] for m in modalities]
 
 
-@METHODS.register("gblending", "Gradient-Blending: loss weights from each head's generalisation/overfitting on val (Wang et al., CVPR 2020)")
+@METHODS.register(
+    "gblending",
+    "Gradient-Blending: loss weights from each head's generalisation/overfitting on val (Wang et al., CVPR 2020)",
+)
 class GBlending(Method):
     """Online G-Blend: ``loss = w_0·CE(fused) + Σ_m w_m·CE(logits_m)``.
 
@@ -93,7 +97,9 @@ class GBlending(Method):
         self.add_state("measured", torch.zeros((), dtype=torch.bool))
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
-        losses = torch.stack([F.cross_entropy(logits, labels) for logits in head_logits(output, self.context.modalities)])
+        losses = torch.stack(
+            [F.cross_entropy(logits, labels) for logits in head_logits(output, self.context.modalities)]
+        )
         return (self.weights.to(losses.dtype) * losses).sum()
 
     def measure(self, model: MultiModalModel) -> LossSnapshot:

@@ -6,6 +6,7 @@ github.com/nyukat/greedy_multimodal_learning @ a190e03 (``src/balanced_mmtm.py``
 ``src/callbacks.py`` ``Bias_Mitigation_Strong``, ``train.py`` ``blend_loss``, defaults from
 ``configs/training_guided.gin``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,10 @@ def learning_speed(params: Sequence[nn.Parameter]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(grads)).square().sum() / weights
 
 
-@METHODS.register("greedy", "Greedy: MMTM cross-modal flow, re-balancing steps cut the flow into the modality that learns fastest from it (Wu et al., ICML 2022)")
+@METHODS.register(
+    "greedy",
+    "Greedy: MMTM cross-modal flow, re-balancing steps cut the flow into the modality that learns fastest from it (Wu et al., ICML 2022)",
+)
 class Greedy(Method):
     """Balanced multi-modal learning with an MMTM between the encoders and the fusion head.
 
@@ -149,8 +153,12 @@ class Greedy(Method):
         self.add_state("curation_steps", torch.zeros((), dtype=torch.long))
 
     def forward_pass(
-        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = (),
-        caring: int | None = None, update: bool = False,
+        self,
+        model: MultiModalModel,
+        inputs: Mapping[str, torch.Tensor],
+        absent: Collection[str] = (),
+        caring: int | None = None,
+        update: bool = False,
     ) -> ModelOutput:
         """Encoders, the MMTM (``caring``'s excitation replaced by its running mean), representation, head."""
         encoded, batch = model.encode(inputs, absent)
@@ -221,7 +229,9 @@ class Greedy(Method):
         """``BDR_m = log10(S_bypass,m / S_main,m)`` from the running sums, (M,)."""
         return torch.log10(self.speed_sums[0] / self.speed_sums[1])
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = self.forward_pass(model, inputs, absent)
         output.logits = torch.stack(list(output.modality_logits.values())).mean(0)
         return output
@@ -243,7 +253,9 @@ class Greedy(Method):
         for inputs, labels in val.batches(self.context.batch_size, self.context.device):
             encoded, batch = model.encode(inputs)
             squeezes = self.squeezes(encoded, batch)
-            together = self.fuse(model, {m: rescale(encoded[m], e) for m, e in zip(self.modalities, self.mmtm(squeezes))}, batch)
+            together = self.fuse(
+                model, {m: rescale(encoded[m], e) for m, e in zip(self.modalities, self.mmtm(squeezes))}, batch
+            )
             for i, m in enumerate(self.modalities):
                 alone = [s if j == i else means[j].expand(batch, -1) for j, s in enumerate(squeezes)]
                 solo = self.fuse(model, {m: rescale(encoded[m], self.mmtm(alone)[i])}, batch).modality_logits[m]

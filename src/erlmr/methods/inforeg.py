@@ -8,6 +8,7 @@ imports a missing ``utils/utils.py`` and a dataset module shipped only as ``.pyc
 multiplies the ``None`` gradients of unused heads at the first step; this implementation follows what
 the code evidently computes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,10 @@ def window_growth(history: torch.Tensor) -> torch.Tensor:
     return torch.where(recent > 0, growth, torch.full_like(growth, -torch.inf))
 
 
-@METHODS.register("inforeg", "InfoReg: proximal pull on the leading modality's encoder while its Fisher trace still grows (Huang et al., CVPR 2025)")
+@METHODS.register(
+    "inforeg",
+    "InfoReg: proximal pull on the leading modality's encoder while its Fisher trace still grows (Huang et al., CVPR 2025)",
+)
 class InfoReg(Method):
     """Loss ``CE(fused) + Σ_m CE(logits_m)``; the leading modality's encoder is pulled back towards its
     weights at the start of the epoch while that modality is in its prime learning window.
@@ -132,10 +136,14 @@ class InfoReg(Method):
         for i, m in enumerate(self.modalities):
             grads = [p.grad for p in self.encoder_parameters(model, m) if p.grad is not None and p.dim() >= 2]
             if grads:
-                self.epoch_trace[i] += torch.stack([g.double().pow(2).mean() for g in grads]).sum().to(self.epoch_trace.device)
+                self.epoch_trace[i] += (
+                    torch.stack([g.double().pow(2).mean() for g in grads]).sum().to(self.epoch_trace.device)
+                )
 
     @torch.no_grad()
-    def add_proximal_gradient(self, model: MultiModalModel, modality: str, anchor: torch.Tensor, strength: float) -> None:
+    def add_proximal_gradient(
+        self, model: MultiModalModel, modality: str, anchor: torch.Tensor, strength: float
+    ) -> None:
         """``g += β·(θ − θ̄)`` for every parameter of the encoder that has a gradient."""
         params = self.encoder_parameters(model, modality)
         for p, start in zip(params, anchor.split([p.numel() for p in params])):

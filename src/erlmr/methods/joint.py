@@ -1,4 +1,5 @@
 """Joint training: cross-entropy on the fused logits, the baseline every balancing method is compared with."""
+
 from .base import METHODS, Method
 
 

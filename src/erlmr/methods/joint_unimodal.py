@@ -8,6 +8,7 @@ doi:10.1145/3664647.3681215; authors' code github.com/Weixiang-Han/ERL-MR-Harnes
 sums the per-modality CEs with weight 1), and the uni-modal-loss baseline of the balancing literature
 (e.g. the "uni-modal assistance" of Wei & Hu, MMPareto, ICML 2024, before its Pareto merge).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,4 +38,7 @@ class JointUnimodal(Method):
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
         modality = torch.stack([F.cross_entropy(output.modality_logits[m], labels) for m in self.context.modalities])
-        return self.options.fusion_weight * F.cross_entropy(output.logits, labels) + self.options.modality_weight * modality.sum()
+        return (
+            self.options.fusion_weight * F.cross_entropy(output.logits, labels)
+            + self.options.modality_weight * modality.sum()
+        )

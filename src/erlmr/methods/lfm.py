@@ -6,6 +6,7 @@ code's contact is Fengqiang Wan). Official code: github.com/njustkmg/NeurIPS24-L
 (``Crema_epoch.py``, the README's command, ``Alignment``, ``getAlpha_Learnable_Fitted``;
 ``Crema_epoch_learnable.py`` ``getAlpha_Learnable``; ``model/AudioVideo.py``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,14 @@ if TYPE_CHECKING:
     from ..training.step import StepContext
 
 #: α_cls(e) = Σ_i c_i e^i, the official fit of the learnable schedule over a 200-epoch CREMA-D run
-FITTED_CLS_COEFFICIENTS = (2.04623704e-01, 3.35472727e-03, 1.22989557e-04, -2.92947416e-06, 2.23835486e-08, -5.39717505e-11)
+FITTED_CLS_COEFFICIENTS = (
+    2.04623704e-01,
+    3.35472727e-03,
+    1.22989557e-04,
+    -2.92947416e-06,
+    2.23835486e-08,
+    -5.39717505e-11,
+)
 FITTED_EPOCHS = 200
 #: the learnable α_align stays in [0.05, 0.95]
 ALIGN_RANGE = (0.05, 0.95)
@@ -74,7 +82,9 @@ def lfm_losses(modality_logits: list[torch.Tensor], labels: torch.Tensor) -> tup
     return supervised, torch.stack(pairs).mean()
 
 
-def hessian_vector_mean(total: torch.Tensor, supervised: torch.Tensor, params: Sequence[torch.Tensor], probe: torch.Tensor) -> torch.Tensor:
+def hessian_vector_mean(
+    total: torch.Tensor, supervised: torch.Tensor, params: Sequence[torch.Tensor], probe: torch.Tensor
+) -> torch.Tensor:
     """``mean(∂/∂probe [∇_θ total · sg(∇_θ supervised)])``: the entries of ``H_total·∇L_cls`` that belong to
     the one tensor ``probe``, averaged (the official hyper-gradient)."""
     grads = torch.autograd.grad(total, params, create_graph=True, allow_unused=True)
@@ -86,7 +96,10 @@ def hessian_vector_mean(total: torch.Tensor, supervised: torch.Tensor, params: S
     return curvature.mean()
 
 
-@METHODS.register("lfm", "LFM: supervised CE and a JS alignment of the modalities' predictions, mixed by a dynamic weight (NeurIPS 2024)")
+@METHODS.register(
+    "lfm",
+    "LFM: supervised CE and a JS alignment of the modalities' predictions, mixed by a dynamic weight (NeurIPS 2024)",
+)
 class LFM(Method):
     """``loss = 2·(α_cls·CE(mean_m ℓ_m, y) + α_align·mean_{pairs} JS(softmax ℓ_a, softmax ℓ_b))``.
 
@@ -140,7 +153,9 @@ class LFM(Method):
 
     def meta_indices(self, train_size: int) -> torch.Tensor:
         if self.options.meta_samples >= train_size:
-            raise ConfigError(f"lfm holds out meta_samples={self.options.meta_samples} of {train_size} training samples; use fewer")
+            raise ConfigError(
+                f"lfm holds out meta_samples={self.options.meta_samples} of {train_size} training samples; use fewer"
+            )
         order = torch.randperm(train_size, generator=torch.Generator().manual_seed(self.seed))
         return order[: self.options.meta_samples]
 
@@ -188,7 +203,9 @@ class LFM(Method):
         logs = {"lfm_cls_weight": torch.tensor(cls), "lfm_alignment": alignment.detach()}
         return StepResult(loss.detach(), dataclasses.replace(output, logits=logits), logs)
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = model(inputs, absent=absent)
         mean = torch.stack([output.modality_logits[m] for m in self.modalities]).mean(0)
         return dataclasses.replace(output, logits=mean)

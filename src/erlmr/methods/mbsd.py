@@ -7,6 +7,7 @@ MBSD is the adaptation in BalanceBenchmark (github.com/GeWu-Lab/BalanceBenchmark
 ``balancemm/trainer/MBSD_trainer.py``, ``training_step``), the only implementation. This one follows it
 with its bugs fixed (see :class:`MBSD`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,13 +67,18 @@ def pair_terms(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Ten
     return PairTerms((weights * kl).mean(), (weights * rs).mean(), weights)
 
 
-def distillation_terms(modality_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def distillation_terms(
+    modality_logits: Sequence[torch.Tensor], labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The KL and RS terms averaged over every pair of modalities (M(M−1)/2 pairs)."""
     pairs = [pair_terms(a, b, labels) for a, b in combinations(modality_logits, 2)]
     return torch.stack([p.kl for p in pairs]).mean(), torch.stack([p.rs for p in pairs]).mean()
 
 
-@METHODS.register("mbsd", "MBSD: per-sample self-distillation from the stronger modality into the weaker (Liu et al., WSDM 2023; BalanceBenchmark's port)")
+@METHODS.register(
+    "mbsd",
+    "MBSD: per-sample self-distillation from the stronger modality into the weaker (Liu et al., WSDM 2023; BalanceBenchmark's port)",
+)
 class MBSD(Method):
     """``loss = CE(f, y) + Σ_m CE(ℓ_m, y) + kl_weight·L_KL + rs_weight·L_RS`` in the modulation window,
     plain ``CE(f, y)`` outside it.

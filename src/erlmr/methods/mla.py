@@ -4,6 +4,7 @@ Zhang, Yoon, Bansal, Yao. "Multimodal Representation Learning by Alternating Uni
 CVPR 2024. Official code: github.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation
 (defaults below follow it; see the class docstring for where this implementation differs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,9 @@ def entropy_fusion(logits: list[torch.Tensor]) -> torch.Tensor:
     return (weights.unsqueeze(2) * stacked).sum(dim=0)
 
 
-@METHODS.register("mla", "MLA: alternating unimodal steps through a shared, gradient-projected head (Zhang et al., CVPR 2024)")
+@METHODS.register(
+    "mla", "MLA: alternating unimodal steps through a shared, gradient-projected head (Zhang et al., CVPR 2024)"
+)
 class MLA(Method):
     """Each batch takes one optimiser step per modality, in order, on ``CE(head(z_m), y)``.
 
@@ -132,7 +135,9 @@ class MLA(Method):
     def fuse(self, logits: list[torch.Tensor]) -> torch.Tensor:
         return entropy_fusion(logits) if self.options.entropy_fusion else torch.stack(logits).mean(dim=0)
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = model(inputs, absent=absent)
         present = [m for m in model.modalities if m in output.encoded]
         logits = {m: self.head(output.features[m]) for m in present}

@@ -3,6 +3,7 @@
 Xu, Wei, Hu, Xu, Wen. "MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained
 Learning". ICASSP 2023. Official code: github.com/GeWu-Lab/MMCosine_ICASSP23 (``main_CD.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,5 +81,7 @@ class MMCosine(Method):
         step.backward(loss)
         return StepResult(loss.detach(), output)
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         return model(inputs, absent=absent, head=self.head)

@@ -3,6 +3,7 @@
 Wei, Hu. "MMPareto: Boosting Multimodal Learning with Innocent Unimodal Assistance". ICML 2024.
 Official code: github.com/GeWu-Lab/MMPareto_ICML2024 (``code/MMPareto.py``; defaults below follow it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,10 @@ def combine_gradients(
     return combined
 
 
-@METHODS.register("mmpareto", "MMPareto: multimodal vs unimodal gradients per encoder, min-norm weights on conflict (Wei & Hu, ICML 2024)")
+@METHODS.register(
+    "mmpareto",
+    "MMPareto: multimodal vs unimodal gradients per encoder, min-norm weights on conflict (Wei & Hu, ICML 2024)",
+)
 class MMPareto(Method):
     """Loss ``CE(fused) + Σ_m CE(head_m(z_m))``; each encoder's gradient is re-weighted between its two parts.
 
@@ -112,7 +116,11 @@ class MMPareto(Method):
         return StepResult((multimodal_loss + unimodal_loss).detach(), output, logs)
 
     @staticmethod
-    def encoder_weights(multimodal: list[torch.Tensor], unimodal: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encoder_weights(
+        multimodal: list[torch.Tensor], unimodal: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pareto weights from one encoder's (globally averaged) gradients."""
-        flat = torch.stack([torch.cat(list(map(torch.flatten, multimodal))), torch.cat(list(map(torch.flatten, unimodal)))])
+        flat = torch.stack(
+            [torch.cat(list(map(torch.flatten, multimodal))), torch.cat(list(map(torch.flatten, unimodal)))]
+        )
         return pareto_weights(flat[0], flat[1])

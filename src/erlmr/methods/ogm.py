@@ -3,6 +3,7 @@
 Peng, Wei, Deng, Wang, Hu. "Balanced Multimodal Learning via On-the-fly Gradient Modulation".
 CVPR 2022. Official code: github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``train_epoch``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ class OGMOptions(WindowOptions):
     modulation_end: int = ranged(50, ge=0)
 
 
-@METHODS.register("ogm", "OGM: shrink the dominant modality's encoder gradients by 1 − tanh(α·ρ) (Peng et al., CVPR 2022)")
+@METHODS.register(
+    "ogm", "OGM: shrink the dominant modality's encoder gradients by 1 − tanh(α·ρ) (Peng et al., CVPR 2022)"
+)
 class OGM(Method):
     """Scale the encoder gradients of the modality that is ahead on the current batch.
 

@@ -3,6 +3,7 @@
 Peng, Wei, Deng, Wang, Hu. "Balanced Multimodal Learning via On-the-fly Gradient Modulation".
 CVPR 2022. Official code: github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``--modulation OGM_GE``).
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Wei, Hu, Du, Wen. "On-the-fly Modulation for Balanced Multimodal Learning". IEEE
 (ieeexplore document 10694738; it extends Peng et al., CVPR 2022). Official code:
 github.com/GeWu-Lab/BML_TPAMI2024 @ 4b3aa4f (``code/main.py`` ``train``, ``code/scripts/train_ogm.sh``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ class OGMTPAMIOptions(OGMOptions):
     boost_weak: bool = False
 
 
-@METHODS.register("ogm_tpami", "OGM of the TPAMI extension: OGM-GE with a 6-epoch warm-up, α 0.8 (Wei, Hu, Du, Wen, TPAMI 2024)")
+@METHODS.register(
+    "ogm_tpami", "OGM of the TPAMI extension: OGM-GE with a 6-epoch warm-up, α 0.8 (Wei, Hu, Du, Wen, TPAMI 2024)"
+)
 class OGMTPAMI(OGMGE):
     """The gradient-modulation half of "On-the-fly Modulation" (its other half is ``opm``).
 

@@ -5,6 +5,7 @@ Wei, Hu, Du, Wen. "On-the-fly Modulation for Balanced Multimodal Learning". IEEE
 (``code/models/Classifier.py`` ``calcu_q``, ``Modality_drop``, ``Classifier.forward``; ``code/main.py``
 ``train``; ``code/scripts/train_opm.sh``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +52,10 @@ def keep_masks(q: torch.Tensor, batch: int, p_exe: float) -> torch.Tensor | None
     return torch.bernoulli((1 - q).expand(batch, -1).contiguous())
 
 
-@METHODS.register("opm", "OPM: drop the dominant modality's features with a probability that grows with its lead (Wei et al., TPAMI 2024)")
+@METHODS.register(
+    "opm",
+    "OPM: drop the dominant modality's features with a probability that grows with its lead (Wei et al., TPAMI 2024)",
+)
 class OPM(Method):
     """Feed-forward modulation: the modality ahead on the batch is dropped per sample.
 
@@ -91,8 +95,10 @@ class OPM(Method):
             keep = keep_masks(q, len(labels), self.options.p_exe)
             if keep is not None:
                 theta = float((self.widths * q.double().cpu()).sum() / self.widths.sum())
-                features = [output.features[m] * keep[:, i : i + 1].to(output.features[m]) / (1 - theta)
-                            for i, m in enumerate(self.modalities)]
+                features = [
+                    output.features[m] * keep[:, i : i + 1].to(output.features[m]) / (1 - theta)
+                    for i, m in enumerate(self.modalities)
+                ]
                 logits = model.head(features).logits
             dropped = torch.zeros(len(self.modalities)) if keep is None else 1 - keep.mean(0).cpu()
             logs = {f"opm_q_{m}": q[i].detach() for i, m in enumerate(self.modalities)}

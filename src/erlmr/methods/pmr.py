@@ -3,6 +3,7 @@
 Fan, Xu, Wang, Wang, Guo. "PMR: Prototypical Modal Rebalance for Multimodal Learning". CVPR 2023.
 Official code: github.com/fanyunfeng-bit/Modal-Imbalance-PMR (``main_Prototype_grad.py``, ``bash.sh``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ class PMROptions(WindowOptions):
     squared_distance: bool = False
 
 
-@METHODS.register("pmr", "PMR: prototype cross-entropy on the modality behind by prototype score (Fan et al., CVPR 2023)")
+@METHODS.register(
+    "pmr", "PMR: prototype cross-entropy on the modality behind by prototype score (Fan et al., CVPR 2023)"
+)
 class PMR(Method):
     """Class prototypes per modality; the slow modality is pulled towards its prototypes.
 

@@ -3,6 +3,7 @@
 Hua, Xu, Bao, Yang, Huang. "ReconBoost: Boosting Can Achieve Modality Reconcilement". ICML 2024.
 Official code: github.com/huacong/ReconBoost (``train.py``; defaults below follow it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,7 +58,11 @@ def schedule_for(epoch: int, modalities: Sequence[str], stage_epochs: int, recti
 
 
 def boosting_terms(
-    learner_logits: torch.Tensor, rest_logits: torch.Tensor | None, labels: torch.Tensor, fit_weight: float, reconcile_weight: float
+    learner_logits: torch.Tensor,
+    rest_logits: torch.Tensor | None,
+    labels: torch.Tensor,
+    fit_weight: float,
+    reconcile_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The learner's fit term ``−(w₁/C)·log p_y`` and reconcilement term ``(w₂/C)·q_y·log p_y``, batch means.
 
@@ -82,7 +87,10 @@ def consolidation_term(learner_logits: torch.Tensor, previous_logits: torch.Tens
     return weight * F.mse_loss(learner_logits.softmax(dim=1), previous_logits.detach().softmax(dim=1))
 
 
-@METHODS.register("reconboost", "ReconBoost: alternating per-modality boosting with reconcilement + global rectification (Hua et al., ICML 2024)")
+@METHODS.register(
+    "reconboost",
+    "ReconBoost: alternating per-modality boosting with reconcilement + global rectification (Hua et al., ICML 2024)",
+)
 class ReconBoost(Method):
     """Modality learners ``f_m`` are the model's per-modality logits; the ensemble is ``F = β·Σ_m f_m``.
 
@@ -170,13 +178,19 @@ class ReconBoost(Method):
         consolidation = torch.zeros_like(fit)
         if previous is not None:
             consolidation = consolidation_term(logits[learner], logits[previous], self.options.consolidation_weight)
-        logs = {"reconboost_fit": fit.detach(), "reconboost_reconcile": reconcile.detach(), "reconboost_consolidation": consolidation.detach()}
+        logs = {
+            "reconboost_fit": fit.detach(),
+            "reconboost_reconcile": reconcile.detach(),
+            "reconboost_consolidation": consolidation.detach(),
+        }
         return fit + reconcile + consolidation, logs
 
     def ensemble(self, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.rate * torch.stack(list(logits.values())).sum(dim=0)
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         output = model(inputs, absent=absent)
         present = {m: f for m, f in self.in_ensemble(output.modality_logits).items() if m in output.encoded}
         if not present:  # every learner absent: the head's constant prediction

@@ -5,6 +5,7 @@ Wei, Li, Feng, Hu. "Diagnosing and Re-learning for Balanced Multimodal Learning"
 (arXiv 2407.09705). Official code: github.com/GeWu-Lab/Diagnosing_Relearning_ECCV2024 @ 025085e
 (``code/ours.py`` ``purity_score``, ``reinit_score``, ``reinit``, ``main``; ``code/script/ours.sh``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def cluster_purity(features: np.ndarray, labels: np.ndarray, num_classes: int, r
 
 
 @torch.no_grad()
-def modality_features(model: MultiModalModel, split: Split, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+def modality_features(
+    model: MultiModalModel, split: Split, batch_size: int, device: torch.device
+) -> dict[str, np.ndarray]:
     """Every modality's fusion-head input over ``split`` in order, in eval mode."""
     was_training = model.training
     model.eval()
@@ -63,7 +66,10 @@ def modality_features(model: MultiModalModel, split: Split, batch_size: int, dev
     return {m: torch.cat(parts).numpy() for m, parts in chunks.items()}
 
 
-@METHODS.register("relearning", "Diagnosing & Re-learning: softly re-initialise each encoder by its train/val separability gap (Wei et al., ECCV 2024)")
+@METHODS.register(
+    "relearning",
+    "Diagnosing & Re-learning: softly re-initialise each encoder by its train/val separability gap (Wei et al., ECCV 2024)",
+)
 class Relearning(Method):
     """Plain cross-entropy steps; at chosen epoch ends every encoder is pulled back towards its initial
     weights by how much its features' class structure fails to carry over from train to validation.
@@ -123,8 +129,10 @@ class Relearning(Method):
         val = modality_features(model, splits.val, context.batch_size, context.device)
         restarts = self.options.kmeans_restarts
         gaps = [
-            abs(cluster_purity(train[m], splits.train.labels.numpy(), num_classes, restarts)
-                - cluster_purity(val[m], splits.val.labels.numpy(), num_classes, restarts))
+            abs(
+                cluster_purity(train[m], splits.train.labels.numpy(), num_classes, restarts)
+                - cluster_purity(val[m], splits.val.labels.numpy(), num_classes, restarts)
+            )
             for m in self.modalities
         ]
         weights = torch.tanh(self.options.move_lambda * torch.tensor(gaps, device=context.device))

@@ -5,6 +5,7 @@ Wei, Feng, Wang, Hu. "Enhancing Multimodal Cooperation via Sample-level Modality
 @ 7ed12b0 (``code/sample_level.py`` ``execute_modulation``; ``code/modality_level.py``;
 ``code/datasets/dataloader.py`` ``AV_KS_Dataset_sample_level`` / ``_modality_level``; ``code/models/models.py``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,7 +76,9 @@ def sample_copies(contributions: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def coalition_correctness(model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+def coalition_correctness(
+    model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
     """``(2^M, B)``: whether the fusion head is right with only coalition s's fusion inputs (the others
     zero, as a missing modality's are), from one encoder pass."""
     output = model(inputs)
@@ -126,9 +129,12 @@ class EpochPlan:
     def draw(cls, copies: torch.Tensor, generator: torch.Generator) -> EpochPlan:
         count, modalities = copies.shape
         samples = torch.cat([torch.arange(count), torch.arange(count).repeat_interleave(copies.sum(1))])
-        roles = torch.cat([
-            torch.full((count,), ALL_MODALITIES), torch.arange(modalities).repeat(count).repeat_interleave(copies.flatten())
-        ])
+        roles = torch.cat(
+            [
+                torch.full((count,), ALL_MODALITIES),
+                torch.arange(modalities).repeat(count).repeat_interleave(copies.flatten()),
+            ]
+        )
         order = torch.rand(len(samples), generator=generator).argsort()
         order = order[samples[order].argsort(stable=True)]  # grouped by sample, shuffled within each
         sizes = 1 + copies.sum(1)
@@ -162,7 +168,10 @@ def gather_batch(samples: torch.Tensor, device: torch.device) -> tuple[torch.Ten
     return all_reduce_sum(table).flatten().cpu(), slice(rank * share, (rank + 1) * share)
 
 
-@METHODS.register("sample_valuation", "Sample-level valuation: Shapley contribution per sample, extra copies train the weak modality alone (Wei et al., CVPR 2024)")
+@METHODS.register(
+    "sample_valuation",
+    "Sample-level valuation: Shapley contribution per sample, extra copies train the weak modality alone (Wei et al., CVPR 2024)",
+)
 class SampleValuation(Method):
     """Re-sample the training set each epoch so that samples whose weak modality contributes little get
     extra copies that train that modality alone.
@@ -254,7 +263,10 @@ class SampleValuation(Method):
         if self.resampling:
             keep = self.keep_masks(step.samples).to(labels.device)
             if not keep.all():
-                features = [output.features[m] * keep[:, i : i + 1].to(output.features[m]) for i, m in enumerate(self.modalities)]
+                features = [
+                    output.features[m] * keep[:, i : i + 1].to(output.features[m])
+                    for i, m in enumerate(self.modalities)
+                ]
                 logits = model.head(features).logits
         loss = F.cross_entropy(logits, labels)
         step.backward(loss)

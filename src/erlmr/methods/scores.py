@@ -4,6 +4,7 @@ Not a method itself: small functions that turn per-modality logits into the batc
 methods compare, and the epoch window in which a method modulates. Every statistic that decides a
 coefficient is reduced over ranks here, so all ranks of a distributed run apply the same coefficient.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ Learning". ICML 2023 (arXiv 2305.01233). No official code was released (none fou
 string or page search), and BalanceBenchmark (github.com/GeWu-Lab/BalanceBenchmark @ 4c1482f) has no
 UME; this follows the paper's description of the ensemble.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Collection, Mapping
@@ -35,7 +36,10 @@ def refuse_joint_clipping(method: str, step: StepContext) -> None:
         )
 
 
-@METHODS.register("ume", "UME: uni-modal ensemble, every encoder trained alone with its own head, logits averaged (Du et al., ICML 2023)")
+@METHODS.register(
+    "ume",
+    "UME: uni-modal ensemble, every encoder trained alone with its own head, logits averaged (Du et al., ICML 2023)",
+)
 class UME(Method):
     """Each modality m is an independent classifier: its encoder, pooled over positions, then the
     method's own ``Linear(D_m, C)`` head (``heads[m]``), trained on ``CE(head_m(z_m), y)``.
@@ -67,7 +71,9 @@ class UME(Method):
             fused = torch.stack(list(logits.values())).mean(0)
         else:  # every modality absent: the heads on zero features
             reference = next(self.heads.parameters())
-            fused = torch.stack([head(reference.new_zeros(batch, w)) for head, w in zip(self.heads, self.widths)]).mean(0)
+            fused = torch.stack([head(reference.new_zeros(batch, w)) for head, w in zip(self.heads, self.widths)]).mean(
+                0
+            )
         features = {m: pool_positions(x) for m, x in encoded.items()}
         return ModelOutput(logits=fused, modality_logits=logits, features=features, encoded=dict(encoded))
 
@@ -82,6 +88,8 @@ class UME(Method):
         step.backward(loss)
         return StepResult(loss.detach(), output, {f"ume_loss_{m}": x.detach() for m, x in losses.items()})
 
-    def predict(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()) -> ModelOutput:
+    def predict(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], absent: Collection[str] = ()
+    ) -> ModelOutput:
         encoded, batch = model.encode(inputs, absent)
         return self.ensemble(model, encoded, batch)

@@ -6,6 +6,7 @@ Learning". ICML 2023 (arXiv 2305.01233); UMT first appeared in Du, Li, Liu, Wen,
 released; the only implementation is BalanceBenchmark's (github.com/GeWu-Lab/BalanceBenchmark @
 4c1482f, ``balancemm/trainer/UMT_trainer.py``, ``training_step``), whose defaults are used here.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,7 +49,10 @@ class Teacher(nn.Module):
         return encoded, self.head(pool_positions(encoded))
 
 
-@METHODS.register("umt", "UMT: uni-modal teachers trained first in the run, their features distilled into the encoders (Du et al., ICML 2023)")
+@METHODS.register(
+    "umt",
+    "UMT: uni-modal teachers trained first in the run, their features distilled into the encoders (Du et al., ICML 2023)",
+)
 class UMT(Method):
     """Two phases in one run.
 
@@ -120,13 +124,17 @@ class UMT(Method):
         result.logs["umt_teaching"] = torch.tensor(float(teaching))
         return result
 
-    def teacher_outputs(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def teacher_outputs(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Each teacher's encoder map and logits, on the inputs normalised as the model normalises them."""
         if model.normalizer is not None:
             inputs = model.normalizer(dict(inputs))
         return {m: self.teachers[m](inputs[m]) for m in model.modalities}
 
-    def teacher_step(self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext) -> StepResult:
+    def teacher_step(
+        self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
+    ) -> StepResult:
         refuse_joint_clipping("umt", step)
         outputs = self.teacher_outputs(model, inputs)
         logits = {m: x for m, (_, x) in outputs.items()}
@@ -149,5 +157,7 @@ class UMT(Method):
             return StepResult(loss, output)
         with torch.no_grad():
             targets = {m: pool_positions(encoded) for m, (encoded, _) in self.teacher_outputs(model, inputs).items()}
-        distance = torch.stack([F.mse_loss(pool_positions(output.encoded[m]), targets[m]) for m in model.modalities]).sum()
+        distance = torch.stack(
+            [F.mse_loss(pool_positions(output.encoded[m]), targets[m]) for m in model.modalities]
+        ).sum()
         return StepResult(loss + self.options.distill_weight * distance, output, {"umt_distill": distance.detach()})

@@ -3,6 +3,7 @@
 The reference accuracy every balancing paper reports next to its multi-modal results, e.g. the
 "audio-only"/"visual-only" rows of Peng et al., CVPR 2022 (github.com/GeWu-Lab/OGM-GE_CVPR2022).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

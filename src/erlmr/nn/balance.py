@@ -15,6 +15,7 @@ a loop of one's own gets the trainer's gradients exactly. :class:`Gradients` is 
 through: gradients averaged over the ranks of a torch.distributed run, so that every rank solves for the
 same weights from the gradients of the whole batch and writes the same update.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -73,7 +74,9 @@ class Gradients:
         all_reduce_mean_lists(grads)
         return grads
 
-    def feature_gradients(self, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    def feature_gradients(
+        self, losses: Sequence[torch.Tensor], features: Sequence[torch.Tensor]
+    ) -> list[list[torch.Tensor]]:
         """Each loss's gradients with respect to ``features``, tensors of this rank's share of the batch
         (zeros where unused), not averaged over ranks; the graph is kept."""
         return [list(torch.autograd.grad(loss, features, retain_graph=True, materialize_grads=True)) for loss in losses]
@@ -146,8 +149,14 @@ def balanced_backward(
 
 
 def _backward_on_parameters(
-    losses: Sequence[torch.Tensor], targets: Sequence[torch.Tensor] | None, params: list[nn.Parameter],
-    shared: Iterable[nn.Parameter] | None, book: Gradients, normalization: str, floor: float, on_device: bool,
+    losses: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor] | None,
+    params: list[nn.Parameter],
+    shared: Iterable[nn.Parameter] | None,
+    book: Gradients,
+    normalization: str,
+    floor: float,
+    on_device: bool,
 ) -> torch.Tensor:
     """Every loss's gradients on every parameter (one backward each), the weights from their parts on
     the shared parameters, then their combination, in place and tensor list by tensor list
@@ -196,7 +205,10 @@ def weighted_sum(weights: torch.Tensor, losses: Sequence[torch.Tensor]) -> torch
 
 
 def _weights_from_features(
-    grads: Sequence[Sequence[torch.Tensor]], targets: Sequence[torch.Tensor], normalization: str, floor: float,
+    grads: Sequence[Sequence[torch.Tensor]],
+    targets: Sequence[torch.Tensor],
+    normalization: str,
+    floor: float,
     on_device: bool,
 ) -> torch.Tensor:
     """Weights from each target's gradients with respect to the features (MGDA-UB).
@@ -217,7 +229,9 @@ def _weights_from_features(
     return solve(matrix, values[count * count :], normalization, floor)
 
 
-def solve(gram: Sequence[Sequence[float]], loss_values: Sequence[float], normalization: str, floor: float) -> torch.Tensor:
+def solve(
+    gram: Sequence[Sequence[float]], loss_values: Sequence[float], normalization: str, floor: float
+) -> torch.Tensor:
     """Min-norm weights (a float32 CPU tensor) from a Gram matrix and the loss values, floored.
 
     The scalars come to the host once per step: a 2x2 problem is not worth dozens of device kernels.
@@ -282,7 +296,8 @@ def gram_matrix(grads: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     count = len(grads)
     dots = [
         torch.stack([(a.double() * b.double()).sum() for a, b in zip(grads[i], grads[j])]).sum()
-        for i in range(count) for j in range(count)
+        for i in range(count)
+        for j in range(count)
     ]
     return torch.stack(dots).view(count, count)
 

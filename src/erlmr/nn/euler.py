@@ -3,6 +3,7 @@
 Han, Cai, Guo, Peng. "ERL-MR: Harnessing the Power of Euler Feature Representations for Balanced
 Multi-modal Learning". ACM Multimedia 2024. doi:10.1145/3664647.3681215
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

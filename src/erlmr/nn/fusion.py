@@ -6,6 +6,7 @@ each head's docstring says how it defines them. Concat and sum follow the fusion
 OGM-GE code (Peng et al., CVPR 2022); FiLM is Perez et al., AAAI 2018; the gated head is the one of
 Kiela et al. 2018 as used by OGM-GE.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The Multi-Modal Constrained (MMC) loss of ERL-MR (Han et al., ACM MM 2024)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

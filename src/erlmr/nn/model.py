@@ -1,8 +1,9 @@
 """A multi-modal classifier: one encoder per modality, an optional Euler representation, a fusion head."""
+
 from __future__ import annotations
 
-from dataclasses import dataclass
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Collection, Iterator, Mapping, Sequence
 
 import torch

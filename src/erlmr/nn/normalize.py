@@ -22,6 +22,7 @@ and a pairwise algorithm for computing sample variances", 1979), plus minimum an
 A constant feature (its minimum equals its maximum) keeps scale 1 and is only shifted; a warning names
 the modality and its columns. Statistics that are not finite stop fitting with a :class:`DataError`.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -173,8 +174,10 @@ class InputNormalizer(nn.Module):
         moments = {m: ChannelMoments(statistics_shape(self.shapes[m])[0]) for m in self.modalities}
         samples = {}
         if self.kind == "robust":
-            samples = {m: RowSample(rows, max(1, ROBUST_VALUES // int(np.prod(self.shapes[m]))), seed + i)
-                       for i, m in enumerate(self.modalities)}
+            samples = {
+                m: RowSample(rows, max(1, ROBUST_VALUES // int(np.prod(self.shapes[m]))), seed + i)
+                for i, m in enumerate(self.modalities)
+            }
         start = 0
         for batch in batches:
             for m in self.modalities:
@@ -188,7 +191,9 @@ class InputNormalizer(nn.Module):
             own_shift.copy_(torch.from_numpy(shift).reshape(own_shift.shape))
             own_scale.copy_(torch.from_numpy(scale).reshape(own_scale.shape))
 
-    def shift_and_scale(self, m: str, moments: ChannelMoments, sample: RowSample | None) -> tuple[np.ndarray, np.ndarray]:
+    def shift_and_scale(
+        self, m: str, moments: ChannelMoments, sample: RowSample | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The statistics of modality ``m`` for this kind, constant channels at scale 1."""
         bad = np.flatnonzero((moments.nonfinite > 0) | (moments.count == 0))
         if len(bad):
@@ -210,8 +215,11 @@ class InputNormalizer(nn.Module):
         elif constant.any():
             warnings.warn(
                 f"modality {m!r} is constant on the train split in "
-                f"{column_names(self.shapes[m], np.flatnonzero(constant).tolist())}; left unscaled (scale 1)", stacklevel=3,
+                f"{column_names(self.shapes[m], np.flatnonzero(constant).tolist())}; left unscaled (scale 1)",
+                stacklevel=3,
             )
         if not (np.isfinite(shift).all() and np.isfinite(scale).all()):
-            raise DataError(f"modality {m!r}: its {self.kind} statistics on the train split are not finite; check its values")
+            raise DataError(
+                f"modality {m!r}: its {self.kind} statistics on the train split are not finite; check its values"
+            )
         return shift.astype(np.float32), np.where(constant, 1.0, scale).astype(np.float32)

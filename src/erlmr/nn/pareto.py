@@ -3,6 +3,7 @@
 Sener & Koltun. "Multi-Task Learning as Multi-Objective Optimization". NeurIPS 2018.
 Désidéri. "Multiple-gradient descent algorithm (MGDA) for multiobjective optimization". 2012.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -110,7 +111,10 @@ def min_norm_weights(
 
 
 def min_norm_weights_from_gram(
-    gram: torch.Tensor, losses: Sequence[float] | torch.Tensor | None = None, normalization: str = "none", eps: float = 1e-12
+    gram: torch.Tensor,
+    losses: Sequence[float] | torch.Tensor | None = None,
+    normalization: str = "none",
+    eps: float = 1e-12,
 ) -> torch.Tensor:
     """:func:`min_norm_weights` from the Gram matrix ``G[i, j] = ⟨g_i, g_j⟩`` of the M gradients.
 

@@ -19,11 +19,12 @@ exact. Off by default: compiling takes minutes on a CPU.
 Pareto solve, the optimiser update) as one CUDA graph and replays it for every batch of the captured
 shape: one launch per step instead of hundreds (:class:`CudaGraphStep`).
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
 from functools import partial
-from typing import Callable, ContextManager, Collection, Mapping, Sequence
+from typing import Callable, Collection, ContextManager, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +38,9 @@ def resolve_amp(option: bool | None, device: torch.device) -> bool:
     if option is None:
         return bf16_cuda
     if option and device.type == "cuda" and not bf16_cuda:
-        raise ConfigError(f"train.amp needs bf16, which {torch.cuda.get_device_name(device)} lacks; set train.amp: false")
+        raise ConfigError(
+            f"train.amp needs bf16, which {torch.cuda.get_device_name(device)} lacks; set train.amp: false"
+        )
     return option
 
 
@@ -93,8 +96,16 @@ def compile_step(model: nn.Module, method: nn.Module, enabled: bool, backend: st
 StepRunner = Callable[[Mapping[str, torch.Tensor], torch.Tensor, StepContext], object]
 
 
-def step_runner(method: nn.Module, model: nn.Module, step_model: nn.Module, optimizer: torch.optim.Optimizer,
-                parameters: Sequence[nn.Parameter], cuda_graphs: bool, device: torch.device, world_size: int) -> StepRunner:
+def step_runner(
+    method: nn.Module,
+    model: nn.Module,
+    step_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    parameters: Sequence[nn.Parameter],
+    cuda_graphs: bool,
+    device: torch.device,
+    world_size: int,
+) -> StepRunner:
     """What takes one training step short of the trainer's checks: :func:`method_step` through
     ``step_model``, or its CUDA graph (``train.cuda_graphs``, refused with a reason where it cannot apply)."""
     if cuda_graphs:
@@ -122,8 +133,15 @@ class CudaGraphStep:
     update instead of before it; a diverged run still stops at that step and keeps its last checkpoint.
     """
 
-    def __init__(self, method: nn.Module, model: nn.Module, step_model: nn.Module,
-                 optimizer: torch.optim.Optimizer, parameters: Sequence[nn.Parameter], warmup: int = 3):
+    def __init__(
+        self,
+        method: nn.Module,
+        model: nn.Module,
+        step_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        parameters: Sequence[nn.Parameter],
+        warmup: int = 3,
+    ):
         self.method, self.model, self.step_model = method, model, step_model
         self.optimizer, self.parameters = optimizer, list(parameters)
         self.warmup = warmup
@@ -164,8 +182,9 @@ class CudaGraphStep:
         self.graph = None  # frees the previous graph's memory pool first
         self.inputs = {name: x.clone() for name, x in inputs.items()}
         self.labels = labels.clone()
-        captured = StepContext(self.optimizer, self.parameters, step.epoch, step.index, step.steps_per_epoch,
-                               step.grad_clip, step.samples)
+        captured = StepContext(
+            self.optimizer, self.parameters, step.epoch, step.index, step.steps_per_epoch, step.grad_clip, step.samples
+        )
         captured.device_solve = True
         torch.cuda.synchronize()
         self.optimizer.zero_grad(set_to_none=True)
@@ -189,17 +208,23 @@ def batch_shape(inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> tup
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> tuple:
     """Every value of every parameter group but the parameters: what a captured update holds as constants."""
-    return tuple(tuple(sorted((k, repr(v)) for k, v in group.items() if k != "params")) for group in optimizer.param_groups)
+    return tuple(
+        tuple(sorted((k, repr(v)) for k, v in group.items() if k != "params")) for group in optimizer.param_groups
+    )
 
 
 def check_cuda_graphs(method: nn.Module, device: torch.device, world_size: int) -> None:
     """Refuse ``train.cuda_graphs`` where a captured step would not be the step the run asks for."""
     if device.type != "cuda":
-        raise ConfigError(f"train.cuda_graphs captures the step as a CUDA graph, which needs a CUDA device (train.device is {device}); "
-                          "set train.cuda_graphs: false")
+        raise ConfigError(
+            f"train.cuda_graphs captures the step as a CUDA graph, which needs a CUDA device (train.device is {device}); "
+            "set train.cuda_graphs: false"
+        )
     if world_size > 1:
-        raise ConfigError("train.cuda_graphs is for one process; under torchrun the gradients are averaged between "
-                          "the step's passes, outside any graph. Set train.cuda_graphs: false")
+        raise ConfigError(
+            "train.cuda_graphs is for one process; under torchrun the gradients are averaged between "
+            "the step's passes, outside any graph. Set train.cuda_graphs: false"
+        )
     if not getattr(method, "cuda_graph_safe", False):
         raise ConfigError(
             f"train.cuda_graphs: method {type(method).__name__} keeps Python state between steps (or reads values on the host), "

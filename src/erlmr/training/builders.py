@@ -1,4 +1,5 @@
 """Everything a run is built from its config: device, model, method, optimiser, schedule, batches."""
+
 from __future__ import annotations
 
 import random
@@ -93,8 +94,13 @@ def build_model(config: ModelConfig, spec: ModelSpec, initial_weights: bool = Tr
 
 
 def assemble_model(
-    config: ModelConfig, modalities: Sequence[str], encoders: Mapping[str, nn.Module], num_classes: int, euler: bool,
-    input_shapes: Mapping[str, tuple[int, ...]] | None = None, normalizer: InputNormalizer | None = None,
+    config: ModelConfig,
+    modalities: Sequence[str],
+    encoders: Mapping[str, nn.Module],
+    num_classes: int,
+    euler: bool,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    normalizer: InputNormalizer | None = None,
 ) -> MultiModalModel:
     """The model around ``encoders`` (erlmr's or a user's, each with a checked ``output_shape``:
     :func:`erlmr.encoders.base.check_encoder`): the Euler representation when ``euler``, then the
@@ -179,8 +185,17 @@ class IndexedSplit(Dataset):
 
 
 def make_loader(
-    split: Split, batch_size: int, shuffle: bool, seed: int, num_workers: int, pin: bool, skip_batches: int = 0,
-    rank: int = 0, world_size: int = 1, samples: torch.Tensor | None = None, with_indices: bool = False,
+    split: Split,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    pin: bool,
+    skip_batches: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    samples: torch.Tensor | None = None,
+    with_indices: bool = False,
 ) -> DataLoader:
     """Batches in an order that depends on ``seed`` alone (not on the global RNG, which it leaves
     untouched), so that a resumed epoch sees the same batches; the first ``skip_batches`` are left out.
@@ -197,11 +212,17 @@ def make_loader(
     if skip_batches:
         batches = list(batches)[skip_batches:]
     return DataLoader(
-        IndexedSplit(split) if with_indices else split, batch_sampler=batches, collate_fn=collate_batch,
-        num_workers=num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(seed),
+        IndexedSplit(split) if with_indices else split,
+        batch_sampler=batches,
+        collate_fn=collate_batch,
+        num_workers=num_workers,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
 def to_device(inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, device: torch.device):
     non_blocking = device.type == "cuda"
-    return {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()}, labels.to(device, non_blocking=non_blocking)
+    return {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()}, labels.to(
+        device, non_blocking=non_blocking
+    )

@@ -1,4 +1,5 @@
 """Atomic writes: a crash mid-write never replaces a good file with a half-written one."""
+
 from __future__ import annotations
 
 import json

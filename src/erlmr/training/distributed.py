@@ -24,6 +24,7 @@ torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the trainer then join
 * Epoch metrics are summed over ranks. Only rank 0 evaluates, writes the run folder and prints; every
   rank returns the same summary.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -47,9 +48,20 @@ from ..parallel import (
 )
 
 __all__ = [
-    "Cluster", "ShardedBatchSampler", "all_reduce_mean", "all_reduce_mean_lists", "all_reduce_sum", "broadcast_from_main",
-    "check_replicas_agree", "is_distributed", "join_from_env", "launched_rank", "share_from_main", "sum_over_ranks",
-    "sync_batch_norm", "world_size",
+    "Cluster",
+    "ShardedBatchSampler",
+    "all_reduce_mean",
+    "all_reduce_mean_lists",
+    "all_reduce_sum",
+    "broadcast_from_main",
+    "check_replicas_agree",
+    "is_distributed",
+    "join_from_env",
+    "launched_rank",
+    "share_from_main",
+    "sum_over_ranks",
+    "sync_batch_norm",
+    "world_size",
 ]
 
 

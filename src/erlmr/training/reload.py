@@ -1,4 +1,5 @@
 """The one way to load a trained run back: model and method rebuilt from a checkpoint, weights checked."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

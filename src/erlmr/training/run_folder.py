@@ -3,6 +3,7 @@
 switched off) and, only once the run has completed, ``summary.json`` (written last).
 :class:`RunFolder` is the only code that reads or writes those files.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,9 @@ class RunFolder:
         """Begin ``metrics.jsonl``: empty, or (resuming) keeping the records of epochs before ``before_epoch``."""
         kept = []
         if before_epoch is not None:
-            kept = [r for r in self.metric_records() if "error" not in r and r.get("epoch", before_epoch) < before_epoch]
+            kept = [
+                r for r in self.metric_records() if "error" not in r and r.get("epoch", before_epoch) < before_epoch
+            ]
         self._write(METRICS, lambda f: f.write("".join(_json_line(r) for r in kept)), mode="w")
 
     def append_metrics(self, record: dict) -> None:
@@ -195,9 +198,13 @@ class RunFolder:
     def check_resumable(self) -> None:
         """Raise unless the folder holds an unfinished run with a checkpoint to continue from."""
         if not self.has(CONFIG):
-            raise CheckpointError(f"{self.path} is not a run folder (it has no config.yaml); pass the folder of a training run")
+            raise CheckpointError(
+                f"{self.path} is not a run folder (it has no config.yaml); pass the folder of a training run"
+            )
         if self.finished:
-            raise ConfigError(f"run {self.path} has already completed (it has a summary.json); there is nothing to resume")
+            raise ConfigError(
+                f"run {self.path} has already completed (it has a summary.json); there is nothing to resume"
+            )
         if not self.has(LAST):
             raise CheckpointError(
                 f"run {self.path} has no last.pt: it stopped before its first checkpoint, so there is nothing to resume; "

@@ -5,6 +5,7 @@ from (epoch and step), the best validation accuracy so far, the epoch's running 
 saved mid-epoch, and the torch, numpy and Python RNG states. The data order of an epoch is a pure
 function of (seed, epoch) (see :func:`erlmr.training.builders.make_loader`), so the sampler position is the step.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any, cast, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 import torch
@@ -105,12 +106,17 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def differences(
-    saved: Mapping[str, Any], current: Mapping[str, Any], where: tuple[str, str] = ("in the checkpoint", "now"), limit: int = 5,
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    where: tuple[str, str] = ("in the checkpoint", "now"),
+    limit: int = 5,
 ) -> str:
     """``"key: A in the checkpoint, B now; ..."`` for the first ``limit`` keys that differ."""
     a, b = flatten(saved), flatten(current)
     keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
-    shown = "; ".join(f"{k}: {a.get(k, '<absent>')!r} {where[0]}, {b.get(k, '<absent>')!r} {where[1]}" for k in keys[:limit])
+    shown = "; ".join(
+        f"{k}: {a.get(k, '<absent>')!r} {where[0]}, {b.get(k, '<absent>')!r} {where[1]}" for k in keys[:limit]
+    )
     return shown + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 

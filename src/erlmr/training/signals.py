@@ -1,4 +1,5 @@
 """SIGINT and SIGTERM during training: save, then stop with a message that says how to continue."""
+
 from __future__ import annotations
 
 import signal

@@ -17,6 +17,7 @@ and gradients from :meth:`StepContext.gradients` are averaged as they are taken,
 combines several gradients non-linearly (min-norm weights, per-tensor rescaling) combines the
 *global* ones and every rank applies the same update.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -86,8 +87,12 @@ class StepContext(Gradients):
 
 
 def method_step(
-    method: Method, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
-    step: StepContext, step_model: nn.Module | None = None,
+    method: Method,
+    model: MultiModalModel,
+    inputs: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    step: StepContext,
+    step_model: nn.Module | None = None,
 ) -> StepResult:
     """A method's training step short of the final update, as every loop takes it: the method's losses
     (through ``step_model``, e.g. a compiled model, when given), the gradients averaged over ranks,

@@ -1,4 +1,5 @@
 """Optional TensorBoard mirror of the per-epoch metrics; the run folder's metrics.jsonl stays the record."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,9 @@ class TensorBoardLogger:
     """
 
     def __init__(self):
-        self.writer_class = require("torch.utils.tensorboard", "tensorboard", "--tensorboard (train.tensorboard)").SummaryWriter
+        self.writer_class = require(
+            "torch.utils.tensorboard", "tensorboard", "--tensorboard (train.tensorboard)"
+        ).SummaryWriter
         self.writer = None
 
     def open(self, log_dir: Path) -> None:

@@ -4,6 +4,7 @@ Everything a run is made of is built in :mod:`erlmr.training.builders`; its file
 :class:`~erlmr.training.run_folder.RunFolder`; a method reaches gradients and the optimiser only
 through :class:`~erlmr.training.step.StepContext`. What is left here is the loop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -119,22 +120,34 @@ class Trainer:
         self.cluster = join_from_env(resolve_device(cfg.train.device), cfg.train.batch_size)
         self.device = self.cluster.device
         self.amp = acceleration.resolve_amp(cfg.train.amp, self.device)
-        self.splits = load_dataset(cfg.data.dataset, cfg.data.root, cfg.train.seed, cfg.data.val_fraction, cfg.data.options)
+        self.splits = load_dataset(
+            cfg.data.dataset, cfg.data.root, cfg.train.seed, cfg.data.val_fraction, cfg.data.options
+        )
         check_batch_size(cfg, self.splits.train)
         self.spec = model_spec(cfg, self.splits)
         # A run restored from a checkpoint gets every weight from it, not from a pretrained file.
         model = build_model(cfg.model, self.spec, initial_weights=not restoring)
         if model.normalizer is not None and not restoring:  # train-split statistics; a checkpoint holds them
             model.normalizer.fit_split(self.splits.train, seed=cfg.train.seed)
-        self.model = acceleration.memory_format(sync_batch_norm(model, self.cluster).to(self.device), cfg.train.channels_last)
+        self.model = acceleration.memory_format(
+            sync_batch_norm(model, self.cluster).to(self.device), cfg.train.channels_last
+        )
         self.method = build_training_method(cfg, self.model, self.device, self.splits)
         broadcast_from_main([self.model, self.method], self.cluster)
         self.parameters = trainable_parameters(self.model, self.method)
         # The model training steps run through (compiled or not); self.model stays the bare one.
         self.step_model = acceleration.compile_step(self.model, self.method, cfg.train.compile)
         self.optimizer = build_optimizer(cfg, self.parameters)
-        self.run_step = acceleration.step_runner(self.method, self.model, self.step_model, self.optimizer,
-                                                 self.parameters, cfg.train.cuda_graphs, self.device, self.cluster.world_size)
+        self.run_step = acceleration.step_runner(
+            self.method,
+            self.model,
+            self.step_model,
+            self.optimizer,
+            self.parameters,
+            cfg.train.cuda_graphs,
+            self.device,
+            self.cluster.world_size,
+        )
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.step_timer = StepTimer(self.device)
         self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
@@ -151,7 +164,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ resuming
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: Sequence[str] = (), on_epoch: EpochCallback | None = None) -> "Trainer":
+    def resume(
+        cls, run_dir: str | Path, overrides: Sequence[str] = (), on_epoch: EpochCallback | None = None
+    ) -> "Trainer":
         """Rebuild the run of ``run_dir`` from its ``config.yaml`` and continue from its ``last.pt``.
 
         ``overrides`` may only change keys that do not change results (``train.quiet``, ``train.device``,
@@ -241,15 +256,21 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         totals, first_step = self.begin_epoch(epoch)
         started = time.perf_counter()
-        bar = tqdm(self.batches(epoch, first_step), desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
-                   disable=self.quiet, leave=False)
+        bar = tqdm(
+            self.batches(epoch, first_step),
+            desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
+            disable=self.quiet,
+            leave=False,
+        )
         for index, (inputs, labels, samples) in enumerate(bar, start=first_step):
             inputs, labels = to_device(inputs, labels, self.device)
             if self.splits.augment is not None:  # the dataset's training-time crop/flip, drawn from (seed, epoch, step)
                 inputs = self.splits.augment(inputs, self.config.train.seed, epoch, index)
             totals.add(self.train_step(epoch, index, inputs, labels, samples), labels)
             if not self.quiet:
-                bar.set_postfix(loss=f"{float(totals.loss) / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.3f}")
+                bar.set_postfix(
+                    loss=f"{float(totals.loss) / totals.seen:.4f}", acc=f"{totals.correct / totals.seen:.3f}"
+                )
             if self.stop.received is not None:
                 self.folder.save_checkpoint(LAST, self.state(epoch, index + 1, totals))
                 raise self.stop.interrupted(self.folder.path, f"at epoch {epoch + 1}, step {index + 1}")
@@ -275,9 +296,17 @@ class Trainer:
         cfg = self.config.train
         samples = self.method.epoch_samples(epoch)
         loader = make_loader(
-            self.splits.train, cfg.batch_size, True, cfg.seed * 100_003 + epoch, cfg.num_workers,
-            self.device.type == "cuda", skip_batches=first_step, rank=self.cluster.rank,
-            world_size=self.cluster.world_size, samples=samples, with_indices=True,
+            self.splits.train,
+            cfg.batch_size,
+            True,
+            cfg.seed * 100_003 + epoch,
+            cfg.num_workers,
+            self.device.type == "cuda",
+            skip_batches=first_step,
+            rank=self.cluster.rank,
+            world_size=self.cluster.world_size,
+            samples=samples,
+            with_indices=True,
         )
         count = len(self.splits.train) if samples is None else len(samples)
         self.steps_in_epoch = len(ShardedBatchSampler(count, cfg.batch_size, True, 0))
@@ -312,7 +341,9 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         check_replicas_agree(self.parameters, self.cluster, epoch)
-        sums = sum_over_ranks({"loss": totals.loss, "correct": totals.correct, "seen": totals.seen, **totals.logs}, self.cluster)
+        sums = sum_over_ranks(
+            {"loss": totals.loss, "correct": totals.correct, "seen": totals.seen, **totals.logs}, self.cluster
+        )
         loss, correct, seen = sums.pop("loss"), sums.pop("correct"), max(sums.pop("seen"), 1)
         record = {
             "epoch": epoch,
@@ -327,8 +358,10 @@ class Trainer:
         if method_logs:
             record["method"] = method_logs
         if not self.quiet:
-            tqdm.write(f"epoch {epoch + 1}/{self.config.train.epochs}  loss {record['train_loss']:.4f}  "
-                       f"train acc {record['train_accuracy']:.3f}")
+            tqdm.write(
+                f"epoch {epoch + 1}/{self.config.train.epochs}  loss {record['train_loss']:.4f}  "
+                f"train acc {record['train_accuracy']:.3f}"
+            )
         return record
 
     def validate(self) -> dict[str, Any]:
@@ -360,11 +393,19 @@ class Trainer:
     def diverged(self, epoch: int, where: str, step: int | None = None) -> None:
         """Record the divergence in metrics.jsonl (rank 0) and stop with a message saying what is kept."""
         if self.cluster.is_main:
-            error = {"epoch": epoch, "error": "non-finite loss or gradient" if step is not None else "non-finite parameters"}
+            error = {
+                "epoch": epoch,
+                "error": "non-finite loss or gradient" if step is not None else "non-finite parameters",
+            }
             self.log(error if step is None else {**error, "step": step})
-        kept = "the last good checkpoint is kept in the run folder" if self.folder.has(LAST) else (
-            "no checkpoint was written yet (it diverged in the first epoch)")
-        raise TrainingDivergedError(f"training diverged {where}. Lower optim.lr, set optim.grad_clip, or check the inputs; {kept}")
+        kept = (
+            "the last good checkpoint is kept in the run folder"
+            if self.folder.has(LAST)
+            else ("no checkpoint was written yet (it diverged in the first epoch)")
+        )
+        raise TrainingDivergedError(
+            f"training diverged {where}. Lower optim.lr, set optim.grad_clip, or check the inputs; {kept}"
+        )
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_epoch(self, epoch: int, val_score: tuple[float, float]) -> None:
@@ -438,7 +479,9 @@ class Trainer:
         batch = self.config.train.batch_size
         result = evaluate(self.model, self.method, split, batch, self.device)
         metrics = {
-            "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "modality_accuracy": result["modality_accuracy"],
+            "accuracy": result["accuracy"],
+            "macro_f1": result["macro_f1"],
+            "modality_accuracy": result["modality_accuracy"],
             **imbalance_report(self.model, self.method, split, batch, self.device),
         }
         if with_confusion:

@@ -3,6 +3,7 @@
 A study record is plain JSON (``OUT/tuning.json`` holds one per study), so ``erlmr report`` and
 ``erlmr bench --tuned`` read tuning results without Optuna when the storage cannot be reached.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,14 @@ DEFAULT_KEY, SURPLUS_KEY, WORKER_KEY, DIVERGED_KEY = "erlmr:default", "erlmr:sur
 def trial_record(trial: Any) -> dict:
     attrs = trial.user_attrs
     return {
-        "number": trial.number, "state": trial.state.name, "value": trial.value, "params": dict(trial.params),
-        "intermediate": sorted(trial.intermediate_values.items()), "default": bool(attrs.get(DEFAULT_KEY)),
-        "diverged": attrs.get(DIVERGED_KEY), "worker": attrs.get(WORKER_KEY),
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": dict(trial.params),
+        "intermediate": sorted(trial.intermediate_values.items()),
+        "default": bool(attrs.get(DEFAULT_KEY)),
+        "diverged": attrs.get(DIVERGED_KEY),
+        "worker": attrs.get(WORKER_KEY),
     }
 
 
@@ -43,8 +49,12 @@ def study_record(study: Any) -> dict:
     maximize = study.direction.name == "MAXIMIZE"
     best = max(complete, key=lambda t: t["value"] if maximize else -t["value"]) if complete else None
     return {
-        "study": study.study_name, **setup, "direction": study.direction.name.lower(),
-        "budget": study.user_attrs.get(BUDGET_KEY), "trials": trials, "best": best,
+        "study": study.study_name,
+        **setup,
+        "direction": study.direction.name.lower(),
+        "budget": study.user_attrs.get(BUDGET_KEY),
+        "trials": trials,
+        "best": best,
         "default": next((t for t in trials if t["default"]), None),
     }
 
@@ -63,17 +73,29 @@ def _short(value: Any) -> str:
 
 def summary_table(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     """One line per study: trials run, the default's and the best validation score, the best setting."""
-    headings = ["dataset", "method", "trials (complete/pruned/failed of budget)", "metric", "default", "best", "best setting"]
+    headings = [
+        "dataset",
+        "method",
+        "trials (complete/pruned/failed of budget)",
+        "metric",
+        "default",
+        "best",
+        "best setting",
+    ]
     lines = []
     for r in records:
         default, best = r["default"], r["best"]
-        lines.append([
-            r["dataset_label"], r["method"],
-            f"{count(r, 'COMPLETE')}/{count(r, 'PRUNED')}/{count(r, 'FAIL')} of {r['budget']}", r["metric"],
-            "n/a" if default is None or default["value"] is None else f"{default['value']:.3f}",
-            "n/a" if best is None else f"{best['value']:.3f} (trial {best['number']})",
-            "n/a" if best is None else compact(best["params"]),
-        ])
+        lines.append(
+            [
+                r["dataset_label"],
+                r["method"],
+                f"{count(r, 'COMPLETE')}/{count(r, 'PRUNED')}/{count(r, 'FAIL')} of {r['budget']}",
+                r["metric"],
+                "n/a" if default is None or default["value"] is None else f"{default['value']:.3f}",
+                "n/a" if best is None else f"{best['value']:.3f} (trial {best['number']})",
+                "n/a" if best is None else compact(best["params"]),
+            ]
+        )
     return headings, lines
 
 
@@ -86,11 +108,15 @@ def write_tuning(out: Path, records: Sequence[dict], storage: str, command: str 
     """Write ``tuning.json`` and ``tuning.md`` (headed by the command, machine and date); the table."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = machine_description([])
-    write_json(out / TUNING_FILE, {"storage": storage, "command": command, "machine": machine, "date": date,
-                                   "studies": list(records)})
+    write_json(
+        out / TUNING_FILE,
+        {"storage": storage, "command": command, "machine": machine, "date": date, "studies": list(records)},
+    )
     table = markdown(*summary_table(records))
-    header = f"# Tuning results\n\n- command: `{command or 'erlmr tune'}`\n- machine: {machine}\n- date: {date}\n" \
-             f"- storage: {storage}\n- scores: the validation metric of each trial's best-validation checkpoint\n\n"
+    header = (
+        f"# Tuning results\n\n- command: `{command or 'erlmr tune'}`\n- machine: {machine}\n- date: {date}\n"
+        f"- storage: {storage}\n- scores: the validation metric of each trial's best-validation checkpoint\n\n"
+    )
     atomic_write(out / "tuning.md", lambda f: f.write(header + table), mode="w")
     return table
 
@@ -114,10 +140,12 @@ def load_tuning(source: str, heartbeat: int = 60) -> list[dict]:
     if folder.is_dir():
         path = folder / TUNING_FILE
         if not path.is_file():
-            raise DataError(f"{folder} holds no {TUNING_FILE}: give the --out folder of 'erlmr tune' or the study storage URL")
+            raise DataError(
+                f"{folder} holds no {TUNING_FILE}: give the --out folder of 'erlmr tune' or the study storage URL"
+            )
         data = json.loads(path.read_text())
         source = default_storage(folder) if (folder / "study.db").exists() else data["storage"]
-        moved = source.startswith("sqlite:///") and not Path(source[len("sqlite:///"):]).exists()
+        moved = source.startswith("sqlite:///") and not Path(source[len("sqlite:///") :]).exists()
         if "***" in source or moved:
             return data["studies"]  # the password is not recorded, or the SQLite file is gone
         names = [r["study"] for r in data["studies"]]
@@ -125,8 +153,11 @@ def load_tuning(source: str, heartbeat: int = 60) -> list[dict]:
         names = None
     optuna = import_optuna()
     storage = open_storage(source, heartbeat)
-    studies = [optuna.load_study(study_name=name, storage=storage) for name in optuna.get_all_study_names(storage)
-               if names is None or name in names]
+    studies = [
+        optuna.load_study(study_name=name, storage=storage)
+        for name in optuna.get_all_study_names(storage)
+        if names is None or name in names
+    ]
     records = [study_record(s) for s in studies if SETUP_KEY in s.user_attrs]
     if not records:
         raise DataError(f"no study made by 'erlmr tune' in {source}")
@@ -151,13 +182,27 @@ def tuned_grid(records: Sequence[dict], out: Path) -> list[tuple[str, GridMethod
         # dataset (other data options) would share that folder.
         shared = names.count((record["dataset"], record["method"])) > 1
         folder = folder_name(record["method"] + (f" {record['dataset_label']}" if shared else ""))
-        tuned = {"label": label + TUNED_SUFFIX, "study": record["study"], "trial": best["number"],
-                 "value": best["value"], "metric": record["metric"], "params": best["params"]}
-        grid.append((
-            record["dataset"],
-            GridMethod(label, (), folder, str(config_path)),
-            GridMethod(label + TUNED_SUFFIX, tuple(as_overrides(best["params"])), f"{folder}-tuned", str(config_path), tuned),
-        ))
+        tuned = {
+            "label": label + TUNED_SUFFIX,
+            "study": record["study"],
+            "trial": best["number"],
+            "value": best["value"],
+            "metric": record["metric"],
+            "params": best["params"],
+        }
+        grid.append(
+            (
+                record["dataset"],
+                GridMethod(label, (), folder, str(config_path)),
+                GridMethod(
+                    label + TUNED_SUFFIX,
+                    tuple(as_overrides(best["params"])),
+                    f"{folder}-tuned",
+                    str(config_path),
+                    tuned,
+                ),
+            )
+        )
     return grid
 
 
@@ -176,8 +221,14 @@ def check_finished(records: Sequence[dict], source: str) -> None:
 
 
 def run_tuned_bench(
-    source: str, seeds: int, out: str | Path, overrides: Sequence[str], jobs: int, command: str | None,
-    progress: bool, shard: tuple[int, int] | None,
+    source: str,
+    seeds: int,
+    out: str | Path,
+    overrides: Sequence[str],
+    jobs: int,
+    command: str | None,
+    progress: bool,
+    shard: tuple[int, int] | None,
 ) -> BenchResult:
     """Train every tuned method at its defaults and at its best setting over ``seeds`` seeds into ``out``
     (resumable, shardable as ``erlmr bench``); the study records go to ``out/tuning.json`` for the report."""

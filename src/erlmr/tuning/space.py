@@ -6,6 +6,7 @@ part of a composition) to search ranges (:mod:`erlmr.options`). The user writes 
 option, in the config's ``tune: {space: {...}}`` section or with ``erlmr tune --space KEY=RANGE``;
 ``fixed`` (or YAML null) takes a key out of the space.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -159,4 +160,3 @@ def as_overrides(values: Mapping[str, Any]) -> list[str]:
 
 def describe(space: Mapping[str, Distribution]) -> dict[str, str]:
     return {key: str(distribution) for key, distribution in space.items()}
-

@@ -8,6 +8,7 @@ workers' clocks, which must agree to within the grace period).
 Optuna: Akiba, Sano, Yanase, Ohta, Koyama, "Optuna: A Next-generation Hyperparameter Optimization
 Framework", KDD 2019; github.com/optuna/optuna.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -52,7 +53,7 @@ def open_storage(url: str, heartbeat: int) -> Any:
     """The Optuna storage at ``url`` with a heartbeat every ``heartbeat`` seconds (stale after three)."""
     optuna = import_optuna()
     if url.startswith(JOURNAL_PREFIX):
-        return open_journal(optuna, url[len(JOURNAL_PREFIX):], heartbeat)
+        return open_journal(optuna, url[len(JOURNAL_PREFIX) :], heartbeat)
     from sqlalchemy.exc import IntegrityError
 
     # SQLite waits for a busy file (another worker writing) instead of failing at once
@@ -84,7 +85,7 @@ def with_driver(url: str) -> str:
     if importlib.util.find_spec("psycopg2") is not None:
         return url
     if importlib.util.find_spec("psycopg") is not None:
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
     raise MissingDependencyError("a postgresql:// storage needs psycopg: pip install 'erlmr[postgres]'")
 
 
@@ -120,7 +121,8 @@ def heartbeat_journal_class(optuna: Any) -> type:
             now = time.time()
             running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
             return [
-                t._trial_id for t in running
+                t._trial_id
+                for t in running
                 if HEARTBEAT_KEY in t.system_attrs and now - t.system_attrs[HEARTBEAT_KEY] > 3 * self.interval
             ]
 

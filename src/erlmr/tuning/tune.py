@@ -10,6 +10,7 @@ budget counts finished, pruned and running trials, so together they run exactly 
 the trial of a killed worker goes stale (no heartbeat) and is marked FAIL, and another takes its place.
 The protocol is docs/protocol.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,11 +52,14 @@ class Metric:
     summary_key: str
 
 
-METRICS = {m.name: m for m in (
-    Metric("val_accuracy", "maximize", "accuracy"),
-    Metric("val_macro_f1", "maximize", "macro_f1"),
-    Metric("val_imbalance_degree", "minimize", "imbalance_degree"),
-)}
+METRICS = {
+    m.name: m
+    for m in (
+        Metric("val_accuracy", "maximize", "accuracy"),
+        Metric("val_macro_f1", "maximize", "macro_f1"),
+        Metric("val_imbalance_degree", "minimize", "imbalance_degree"),
+    )
+}
 
 
 def metric_named(name: str) -> Metric:
@@ -103,7 +107,9 @@ def comparable(config: Config) -> dict:
     return data
 
 
-def plan_method(spec: str, base_config: str | None, overrides: Sequence[str], user: UserSpace, settings: TuneSettings) -> Plan:
+def plan_method(
+    spec: str, base_config: str | None, overrides: Sequence[str], user: UserSpace, settings: TuneSettings
+) -> Plan:
     """Everything one method's study needs, checked before any trial runs."""
     name, fixed = parse_method_spec(spec)
     method_keys = method_overrides(spec)
@@ -113,26 +119,40 @@ def plan_method(spec: str, base_config: str | None, overrides: Sequence[str], us
         raise ConfigError(f"method {spec!r} has nothing left to tune: its search space is empty; add keys with --space")
     dataset = with_options(config.data.dataset, config.data.options)
     setup = {
-        "dataset": config.data.dataset, "dataset_label": dataset, "method": spec, "metric": settings.metric.name,
-        "space": describe(space), "config": comparable(config),
+        "dataset": config.data.dataset,
+        "dataset_label": dataset,
+        "method": spec,
+        "metric": settings.metric.name,
+        "space": describe(space),
+        "config": comparable(config),
     }
     return Plan(
-        spec, space, config, [*overrides, *method_keys], f"{settings.study_prefix}{dataset}/{spec}",
-        settings.out / folder_name(config.data.dataset) / folder_name(spec), json.loads(json.dumps(setup)),
+        spec,
+        space,
+        config,
+        [*overrides, *method_keys],
+        f"{settings.study_prefix}{dataset}/{spec}",
+        settings.out / folder_name(config.data.dataset) / folder_name(spec),
+        json.loads(json.dumps(setup)),
     )
 
 
 def differences(old: Any, new: Any, path: str = "") -> list[str]:
     """The keys (dotted) whose values differ between two JSON-like values."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for key in sorted(set(old) | set(new)) for d in differences(old.get(key), new.get(key), f"{path}{key}.")]
+        return [
+            d for key in sorted(set(old) | set(new)) for d in differences(old.get(key), new.get(key), f"{path}{key}.")
+        ]
     return [] if old == new else [f"{path.rstrip('.')}: {old!r} in the study, {new!r} now"]
 
 
 def open_study(optuna: Any, storage: Any, plan: Plan, settings: TuneSettings) -> Any:
     """Create the study (its first trial: the defaults) or load it, refusing one made for other settings."""
     study = optuna.create_study(
-        storage=storage, study_name=plan.study_name, direction=settings.metric.direction, load_if_exists=True,
+        storage=storage,
+        study_name=plan.study_name,
+        direction=settings.metric.direction,
+        load_if_exists=True,
         pruner=make_pruner(optuna, plan.config, settings),
     )
     recorded = study.user_attrs.get(SETUP_KEY)
@@ -147,7 +167,9 @@ def open_study(optuna: Any, storage: Any, plan: Plan, settings: TuneSettings) ->
         study.set_user_attr(SETUP_KEY, plan.setup)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is "experimental"
-            study.enqueue_trial(default_values(plan.space, plan.config), user_attrs={DEFAULT_KEY: True}, skip_if_exists=True)
+            study.enqueue_trial(
+                default_values(plan.space, plan.config), user_attrs={DEFAULT_KEY: True}, skip_if_exists=True
+            )
     return study
 
 
@@ -183,7 +205,9 @@ def trial_objective(optuna: Any, plan: Plan, settings: TuneSettings, config_path
     def objective(trial: Any) -> float:
         # Trial numbers follow creation order, so the first `trials` counted trials are the budget; a later
         # one was asked for in a race with another worker and gives its place up.
-        earlier = [t for t in counted(trial.study.get_trials(deepcopy=False), optuna, waiting=True) if t.number < trial.number]
+        earlier = [
+            t for t in counted(trial.study.get_trials(deepcopy=False), optuna, waiting=True) if t.number < trial.number
+        ]
         if len(earlier) >= settings.trials:
             trial.set_user_attr(SURPLUS_KEY, True)
             raise SurplusTrial()
@@ -192,8 +216,13 @@ def trial_objective(optuna: Any, plan: Plan, settings: TuneSettings, config_path
         run_dir = plan.folder / f"trial{trial.number}"
         record = {"study": plan.study_name, "number": trial.number, "params": params, "state": "RUNNING"}
         mark(run_dir, record)
-        keys = [*plan.overrides, *as_overrides(params), f"train.run_dir={json.dumps(str(run_dir))}", "train.quiet=true",
-                *TRIAL_KEYS]
+        keys = [
+            *plan.overrides,
+            *as_overrides(params),
+            f"train.run_dir={json.dumps(str(run_dir))}",
+            "train.quiet=true",
+            *TRIAL_KEYS,
+        ]
         try:
             result = train(load_config(config_path, keys), on_epoch=reporter(trial, settings.metric))
         except TrialPruned as stop:
@@ -227,6 +256,7 @@ def mark(run_dir: Path, record: Mapping[str, Any]) -> None:
 
 def reporter(trial: Any, metric: Metric):
     """The trainer's per-epoch hook: report the validation score, stop the run when the pruner says so."""
+
     def on_epoch(epoch: int, record: Mapping[str, Any]) -> None:
         value = record.get(metric.name)
         if isinstance(value, (int, float)) and math.isfinite(value):
