@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..analysis.evaluation import EvaluationTally
 from ..config import Config
@@ -58,7 +58,7 @@ from ..training.builders import (
     trainable_parameters,
 )
 from ..training.distributed import Cluster, check_replicas_agree
-from ..training.runstate import capture_rng, restore_rng, rng_as_tensors, rng_from_tensors
+from ..training.runstate import capture_rng, restore_rng
 from ..training.step import StepContext, method_step
 from .imbalance import flat_metrics
 
@@ -224,11 +224,12 @@ class BalancedModule(L.LightningModule):
             self.log_dict(flat_metrics(tally.metrics(sums), "val_", suffix), sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RNG_KEY] = rng_as_tensors(capture_rng(self.device.type == "cuda"))
+        # capture_rng keeps to tensors and plain tuples: Lightning's torch.load(weights_only=True) takes it
+        checkpoint[RNG_KEY] = capture_rng(self.device.type == "cuda")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RNG_KEY in checkpoint:
-            restore_rng(rng_from_tensors(checkpoint[RNG_KEY]))
+            restore_rng(checkpoint[RNG_KEY])
 
     # ------------------------------------------------------------------------------------ helpers
     def reduction_by_erlmr(self) -> AbstractContextManager:
@@ -317,4 +318,6 @@ def unpack(batch: Any) -> tuple[Mapping[str, torch.Tensor], torch.Tensor]:
 def split_loader(split: Split, batch_size: int, shuffle: bool = False, **options: Any) -> DataLoader:
     """A DataLoader of ``(dict of modality tensors, labels)`` over an erlmr split: each batch is
     gathered in one indexing operation. ``options`` go to the DataLoader (``num_workers``...)."""
-    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_batch, **options)
+    # A Split is a map-style dataset without deriving from Dataset (DataLoader reads its __len__ and __getitems__).
+    dataset = cast(Dataset, split)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_batch, **options)

@@ -49,37 +49,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def rng_as_tensors(state: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`capture_rng`'s state in tensors, lists and numbers only, so that a checkpoint loaded with
-    ``torch.load(weights_only=True)`` (Lightning's default) holds it."""
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    version, internal, gauss = state["python"]
-    saved = {
-        "torch": state["torch"],
-        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-        "numpy": [kind, int(position), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss],
-    }
-    if "cuda" in state:
-        saved["cuda"] = list(state["cuda"])
-    return saved
-
-
-def rng_from_tensors(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """The :func:`capture_rng` state that :func:`rng_as_tensors` wrote, for :func:`restore_rng`."""
-    kind, position, has_gauss, cached = saved["numpy"]
-    version, internal, gauss = saved["python"]
-    keys = saved["numpy_keys"].numpy().astype(np.uint32)
-    state = {
-        "torch": saved["torch"],
-        "numpy": (kind, keys, position, has_gauss, cached),
-        "python": (version, tuple(internal), gauss),
-    }
-    if "cuda" in saved:
-        state["cuda"] = saved["cuda"]
-    return state
-
-
 def result_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config without the keys of :data:`RUN_PLACEMENT_KEYS`: what decides the numbers a run produces."""
     kept = copy.deepcopy(dict(config))
