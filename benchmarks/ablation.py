@@ -159,7 +159,8 @@ def summary_table(data: DataSet, rows: list[dict]) -> list[str]:
         name = labels.get(method, method)
         lines.append(
             f"| {name} | {seeds} | {cell(rows, method)} | {difference(rows, method) if method != 'joint' else ''} | "
-            f"{cell(rows, method, f'acc_{weak}')} | {difference(rows, method, f'acc_{weak}') if method != 'joint' else ''} |"
+            f"{cell(rows, method, f'acc_{weak}')} | "
+            f"{difference(rows, method, f'acc_{weak}') if method != 'joint' else ''} |"
         )
     return lines
 

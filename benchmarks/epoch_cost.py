@@ -199,11 +199,13 @@ def report_lines(args, device, results, cold, first_label, dropped, size, writte
         args.argv,
         f"bf16 autocast {'on' if amp else 'off'}{', channels-last' if args.channels_last else ''}",
     ) + [
-        f"`{args.method}`, two ResNet-18s, {args.clips} training clips{fraction}, {args.frames} frame(s) of 224x224 and a "
+        f"`{args.method}`, two ResNet-18s, {args.clips} training clips{fraction}, "
+        f"{args.frames} frame(s) of 224x224 and a "
         f"(1, 257, 188) spectrogram, batch {args.batch_size}; cache {size / 2**30:.2f} GiB written in {written:.0f} s; "
         f"{args.epochs} timed rounds after one warm-up epoch per path.",
         "",
-        "| path | median epoch s | samples/s | busy (steps / epoch) | epoch / device-resident epoch (median over rounds) |",
+        "| path | median epoch s | samples/s | busy (steps / epoch) | "
+        "epoch / device-resident epoch (median over rounds) |",
         "|---|---|---|---|---|",
     ]
     reference = [r["seconds"] for r in results["device-resident"]]

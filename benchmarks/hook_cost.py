@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             work[label]()
             ratios[label].append((time.perf_counter() - started) / epoch_time)
     lines = [
-        f"Synthetic data, {args.modalities} modalities, MLP encoders, {len(splits.train)} train / {len(splits.val)} val "
+        f"Synthetic data, {args.modalities} modalities, MLP encoders, "
+        f"{len(splits.train)} train / {len(splits.val)} val "
         f"samples, batch {args.batch_size}; {args.rounds} rounds.",
         "",
         "| epoch hook | hook time / one joint training epoch (median, min-max) |",

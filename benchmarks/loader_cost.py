@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 loader_epoch(entry, split, args.batch_size, seed, workers, device)
             )
     lines = report_header("Data loading: real loader against in-memory tensors", device, "loader_cost.py", argv) + [
-        f"`joint` on the avdigits default network, {args.samples} samples, batch {args.batch_size}, {args.epochs} rounds.",
+        f"`joint` on the avdigits default network, {args.samples} samples, batch {args.batch_size}, "
+        f"{args.epochs} rounds.",
         "",
         "| path | median epoch s | epoch / in-memory epoch (median over rounds) |",
         "|---|---|---|",

@@ -139,7 +139,8 @@ def report(args, argv, clips: int, build_s: float | None, prepare: dict, epochs:
     ratios = [a / b for a, b in zip(epochs[True], epochs[False])]
     lines += [
         "",
-        f"{args.workers} processes decode {speedup:.2f}x as fast as one ({clips / statistics.median(prepare[args.workers]):.1f} clips/s).",
+        f"{args.workers} processes decode {speedup:.2f}x as fast as one "
+        f"({clips / statistics.median(prepare[args.workers]):.1f} clips/s).",
         "",
         f"**Training epoch**, augmentation on against off: crema-d's default encoders (ResNet-18, width {width}) for "
         f"audio and visual, image size {args.image_size}, batch {args.batch_size}, epochs of {samples} training clips, "

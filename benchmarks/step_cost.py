@@ -2,7 +2,8 @@
 
 For two networks, the avdigits default (a 1-D CNN on a (40 mel bands, 101 frames) spectrogram and a
 2-D CNN on an 8x8 image) and the sensor CNN of the ERL-MR paper at USC-HAD shapes (two modalities of 3
-axes x 200 samples, Euler projection 3168 -> 1584), this times the training step of ``joint``, ``erlmr`` in both Pareto modes,
+axes x 200 samples, Euler projection 3168 -> 1584), this times the training step of ``joint``,
+``erlmr`` in both Pareto modes,
 every other method registered in METHODS, and a reference step written from the description of the
 authors' code (three forward and three backward passes, per-tensor Python loops in the solver). Steps
 are interleaved (every round runs each method once, in a shuffled order) and each method's time is
@@ -509,12 +510,14 @@ def run_workload(
     lines = [
         f"### {workload.name}: {workload.note}",
         "",
-        f"Batch {workload.batch_size}; shapes {workload.shapes}; {rounds} timed rounds ({timing}) after {warmup} warm-up rounds.",
+        f"Batch {workload.batch_size}; shapes {workload.shapes}; "
+        f"{rounds} timed rounds ({timing}) after {warmup} warm-up rounds.",
         "Ratios are medians over rounds of (step time / the same network's eager `joint` step time in that round), "
         "with the interquartile range; a variant (compiled, CUDA graph, channels-last) is also divided by `joint` "
         "under the same variant; peak memory is relative to the same network's `joint`.",
         "",
-        "| method | network | step time / joint (IQR) | / joint, same variant | median step ms | samples/s | peak MiB | peak / joint |",
+        "| method | network | step time / joint (IQR) | / joint, same variant | "
+        "median step ms | samples/s | peak MiB | peak / joint |",
         "|---|---|---|---|---|---|---|---|",
         *table_rows(entries, workload.batch_size),
         "",
@@ -543,7 +546,8 @@ def table_rows(entries: list[Entry], batch_size: int) -> list[str]:
             else f"| {entry.peak_bytes / 2**20:.1f} | {entry.peak_bytes / baseline.peak_bytes:.2f} |"
         )
         rows.append(
-            f"| {entry.label} | {'Euler' if entry.euler else 'plain'} | {ratio:.2f} ({low:.2f}-{high:.2f}) | {same_ratio} | "
+            f"| {entry.label} | {'Euler' if entry.euler else 'plain'} | "
+            f"{ratio:.2f} ({low:.2f}-{high:.2f}) | {same_ratio} | "
             f"{1000 * step:.1f} | {batch_size / step:.0f} {memory}"
         )
     return rows
@@ -687,7 +691,8 @@ def report_header(
     return [
         f"## {title}",
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_description(device)}; torch {torch.__version__}; "
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine_description(device)}; "
+        f"torch {torch.__version__}; "
         f"commit {git_commit()}{'; ' + settings if settings else ''}.",
         f"Command: `{shlex.join(['python', f'benchmarks/{script}', *arguments])}`",
         "",

@@ -39,7 +39,8 @@ before = sorted(m for m in sys.modules if m.split(".")[0] in {OPTIONAL!r} or m.s
 import erlmr
 erlmr.train  # the lazy name pulls the trainer in on first use
 assert callable(erlmr.data.load_dataset)  # subpackages stay reachable as attributes
-print(json.dumps({{"before": before, "trainer": "erlmr.training.trainer" in sys.modules, "train": erlmr.train.__module__}}))
+print(json.dumps({{"before": before, "trainer": "erlmr.training.trainer" in sys.modules,
+                  "train": erlmr.train.__module__}}))
 """
     result = run_python(code)
     assert result.returncode == 0, result.stderr
@@ -53,7 +54,7 @@ def test_every_public_name_resolves_and_an_unknown_one_is_an_attribute_error():
         assert getattr(erlmr, name) is not None
     assert set(erlmr.__all__) <= set(dir(erlmr))
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
-        erlmr.trian
+        _ = erlmr.trian
 
 
 def test_require_returns_the_module_or_names_the_pip_package_and_extra(monkeypatch):
@@ -101,7 +102,8 @@ import sys
 sys.modules.update(dict.fromkeys({OPTIONAL!r}, None))  # as if none of them were installed
 from erlmr.cli import main
 assert main(["list"]) == 0
-assert main(["train", "--data", {str(data)!r}, "--epochs", "1", "--batch-size", "4", "--quiet", "--run-dir", {str(tmp_path / "run")!r}]) == 0
+assert main(["train", "--data", {str(data)!r}, "--epochs", "1", "--batch-size", "4", "--quiet",
+             "--run-dir", {str(tmp_path / "run")!r}]) == 0
 sys.exit(main(["report", {str(tmp_path / "run")!r}]))
 """
     result = run_python(code)

@@ -94,7 +94,8 @@ def create_core_env(env: Path, core: list[str]) -> None:
     if installed.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         pytest.skip(
-            f"cannot install the core requirements ({TORCH_SPEC}, {', '.join(core)}) into a fresh environment:\n{tail(installed)}"
+            f"cannot install the core requirements ({TORCH_SPEC}, {', '.join(core)}) into a fresh environment:\n"
+            f"{tail(installed)}"
         )
     (partial / "ready").write_text(" ".join([TORCH_SPEC, *core]))
     shutil.rmtree(env, ignore_errors=True)

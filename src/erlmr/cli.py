@@ -120,7 +120,8 @@ def command_bench(args: argparse.Namespace) -> int:
     if args.tuned:
         if args.datasets or args.methods or args.config:
             raise ConfigError(
-                "--tuned takes the datasets, methods and config from the studies; drop --datasets, --methods and --config"
+                "--tuned takes the datasets, methods and config from the studies; "
+                "drop --datasets, --methods and --config"
             )
         from .tuning.results import run_tuned_bench
 
@@ -248,7 +249,8 @@ def format_evaluation(result: dict) -> str:
         f"{result['run']}: test split of {result['data']} ({result['samples']} samples){dropped}",
         f"accuracy {result['accuracy']:.3f}  macro-F1 {result['macro_f1']:.3f}",
         f"per-modality accuracy:    {listing(result['modality_accuracy'])}",
-        f"contribution (Shapley):   {listing(result['contribution'])}  imbalance degree {result['imbalance_degree']:.3f}",
+        f"contribution (Shapley):   {listing(result['contribution'])}  "
+        f"imbalance degree {result['imbalance_degree']:.3f}",
         f"accuracy without one:     {listing(result['missing_modality_accuracy'])}",
     ]
     return "\n".join(lines)
@@ -415,7 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", help="comma-separated dataset names")
     bench.add_argument(
         "--methods",
-        help="comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); all = every method that runs on its defaults",
+        help=(
+            "comma-separated method names, NAME[option=value] for options (unimodal[modality=audio]); "
+            "all = every method that runs on its defaults"
+        ),
     )
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")

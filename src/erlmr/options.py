@@ -12,9 +12,9 @@ A range or a set of choices is declared beside each field, and so is its search 
 A value outside its range raises :class:`~erlmr.errors.ConfigError` naming the option, the rule and the
 value as soon as the dataclass is built, i.e. before any data is loaded or any model is trained. NaN
 fails every range. A search range must lie inside the field's bounds and fit its type; that is
-checked whenever a space is collected. :func:`search_space` collects a dataclass's search ranges; :func:`parse_distribution`
-reads one from text such as ``"log_uniform(0.05, 0.5)"`` (the form the config's ``tune:`` section and
-``erlmr tune --space`` use).
+checked whenever a space is collected. :func:`search_space` collects a dataclass's search ranges;
+:func:`parse_distribution` reads one from text such as ``"log_uniform(0.05, 0.5)"`` (the form the config's
+``tune:`` section and ``erlmr tune --space`` use).
 
 Plug-ins that are functions or plain modules (datasets, encoders, fusion heads) declare their options
 as keyword parameters instead, with the range in the annotation::

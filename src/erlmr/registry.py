@@ -80,7 +80,8 @@ class Registry(Generic[T]):
         for point in entry_points(group=self.group):
             if point.name in self._entries:
                 warnings.warn(
-                    f"{self.kind} plug-in {point.name!r} ({point.value}) is shadowed by erlmr's own {point.name!r}"
+                    f"{self.kind} plug-in {point.name!r} ({point.value}) is shadowed by erlmr's own {point.name!r}",
+                    stacklevel=2,
                 )
             else:
                 found.setdefault(point.name, point)

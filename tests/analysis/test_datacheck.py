@@ -188,7 +188,8 @@ def test_a_group_in_train_and_test_is_reported(tmp_path):
     report = check_dataset("arrays", str(root))
     assert report["groups"]["train&val"]["count"] == 0 and report["groups"]["train&test"]["count"] == 1
     assert messages(report, "group_overlap") == [
-        "1 group(s) are in both the train and the test split (e.g. 11): test accuracy will overstate accuracy on new groups"
+        "1 group(s) are in both the train and the test split (e.g. 11): "
+        "test accuracy will overstate accuracy on new groups"
     ]
 
 

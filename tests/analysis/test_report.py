@@ -177,7 +177,8 @@ def test_report_into_a_read_only_folder_is_one_line(bench_dir, tmp_path, capsys)
     [
         (
             lambda run: (run / "summary.json").write_text('{"method": "joint", "te'),
-            r"summary\.json is damaged \(JSONDecodeError: .*\); delete it and run erlmr train --resume .*run to write it again",
+            r"summary\.json is damaged \(JSONDecodeError: .*\); "
+            r"delete it and run erlmr train --resume .*run to write it again",
         ),
         (
             lambda run: (run / "summary.json").write_text('{"method": "joint"}'),

@@ -82,7 +82,8 @@ def write_ave(root: Path) -> dict:
 
 
 def write_kinetics_sounds(root: Path) -> dict:
-    """OGM-GE lists my_train.txt/my_test.txt ('clip,10,label', CRLF); audio/<clip>.npy; visual/<clip>/frame_0000k.jpg."""
+    """OGM-GE lists my_train.txt/my_test.txt ('clip,10,label', CRLF); audio/<clip>.npy;
+    visual/<clip>/frame_0000k.jpg."""
     train = [
         ("--4-0ihtnBU_000058_000068", 4),
         ("-0BIyqJj9ZU_000030_000040", 4),

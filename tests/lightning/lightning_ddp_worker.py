@@ -5,7 +5,8 @@
 With DEVICES=2 Lightning's ddp strategy (gloo on CPU) starts the second process by running this script
 again. Every rank saves ``OUT/rank{r}.pt``: its parameters and buffers after training, the metrics it
 logged, and how many gradient buckets DDP's own reducer all-reduced (erlmr's step context does the
-reduction, so none). :func:`fit` with DEVICES=1 is the single-process reference (test_lightning_ddp.py calls it in-process).
+reduction, so none). :func:`fit` with DEVICES=1 is the single-process reference (test_lightning_ddp.py
+calls it in-process).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""ERL-MR's step: the Pareto-weighted gradients of the fusion CE and the MMC loss, in both modes, as the paper describes."""
+"""ERL-MR's step: the Pareto-weighted gradients of the fusion CE and the MMC loss, in both modes, as the paper
+describes."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_an_erlmr_step_runs_each_encoder_forward_exactly_once(run_config):
         trainer = small_trainer(run_config, options={"pareto_mode": mode})
         calls = Counter()
         for name, encoder in trainer.model.encoders.items():
-            encoder.register_forward_hook(lambda *args, name=name: calls.update([name]))
+            encoder.register_forward_hook(lambda *args, name=name, calls=calls: calls.update([name]))
         inputs, labels = one_batch(trainer)
         take_step(trainer.method, trainer.model, inputs, labels)
         assert calls == Counter({"m0": 1, "m1": 1}), mode

@@ -117,7 +117,8 @@ def in_memory_splits(**overrides) -> DatasetSplits:
         ),
         (
             Split({"a": torch.zeros(10, 4), "b": torch.zeros(10, 2, 4)}, torch.zeros(10)),
-            r"modality 'a' has different sample shapes across splits: \{'train': \(3,\), 'val': \(4,\), 'test': \(3,\)\}",
+            r"modality 'a' has different sample shapes across splits: "
+            r"\{'train': \(3,\), 'val': \(4,\), 'test': \(3,\)\}",
         ),
         (Split({"a": torch.zeros(0, 3), "b": torch.zeros(0, 2, 4)}, torch.zeros(0)), r"val split: the split is empty"),
     ],

@@ -40,7 +40,7 @@ def run_commands(out: Path, commands: list[list[str]]) -> list[int]:
     for index, argv in enumerate(commands):
         applied: list[torch.Tensor] = []
 
-        def record(optimizer, args, kwargs) -> None:
+        def record(optimizer, args, kwargs, applied=applied) -> None:
             # Every parameter, 0 where it has no gradient this step: a phased method trains different parts.
             params = [p for group in optimizer.param_groups for p in group["params"]]
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]

@@ -66,15 +66,22 @@ def test_run_folder_holds_config_metrics_checkpoints_and_summary(run_config):
 
 
 def test_same_seed_same_result_on_cpu(run_config):
-    config = lambda: run_config(method={"name": "erlmr"}, data={"options": {"train_size": 96, "test_size": 64}})
-    first, second = train(config()), train(config())
-    deterministic = lambda summary: {k: v for k, v in summary.items() if k != "cost"}  # cost holds timings, memory
-    assert deterministic(first.summary) == deterministic(second.summary)
+    def config():
+        return run_config(method={"name": "erlmr"}, data={"options": {"train_size": 96, "test_size": 64}})
+
+    def deterministic(summary):
+        return {k: v for k, v in summary.items() if k != "cost"}  # cost holds timings, memory
+
     timings = ("epoch_time_s", "step_time_s")
-    read = lambda r: [
-        {k: v for k, v in json.loads(l).items() if k not in timings}
-        for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()
-    ]
+
+    def read(r):
+        return [
+            {k: v for k, v in json.loads(line).items() if k not in timings}
+            for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    first, second = train(config()), train(config())
+    assert deterministic(first.summary) == deterministic(second.summary)
     assert read(first) == read(second)
     third = train(
         run_config(method={"name": "erlmr"}, data={"options": {"train_size": 96, "test_size": 64}}, train={"seed": 1})

@@ -152,7 +152,8 @@ def load_torchvision_weights(model: ResNet18, path: str | Path) -> None:
     unexpected = sorted(given - set(ours))
     if missing or unexpected:
         raise CheckpointError(
-            f"{path} does not hold a torchvision ResNet-18: missing keys {listing(missing)}, unexpected keys {listing(unexpected)}"
+            f"{path} does not hold a torchvision ResNet-18: missing keys {listing(missing)}, "
+            f"unexpected keys {listing(unexpected)}"
         )
     renamed = {ours[k]: state[k] for k in given}
     renamed["0.weight"] = adapt_input_channels(renamed["0.weight"], model.trunk[0].in_channels, path)

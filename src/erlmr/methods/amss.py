@@ -79,7 +79,8 @@ def feature_entropy(features: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register(
     "amss",
-    "AMSS: each encoder updates a sampled share of its units, fewer for the more informative modality (Yang et al., TPAMI 2025)",
+    "AMSS: each encoder updates a sampled share of its units, fewer for the more informative modality "
+    "(Yang et al., TPAMI 2025)",
 )
 class AMSS(Method):
     """After the backward pass, mask every encoder weight tensor's gradient down to sampled units.

@@ -63,14 +63,16 @@ def output_layer(head: FusionHead) -> list[nn.Parameter]:
     if not weights:
         raise ConfigError(
             f"cggm pulls the fusion head's output layer towards its classifiers, but {type(head).__name__} names no "
-            "output weights (FusionHead.output_weights); use another model.fusion or give the head an output_weights method"
+            "output weights (FusionHead.output_weights); "
+            "use another model.fusion or give the head an output_weights method"
         )
     return weights
 
 
 @METHODS.register(
     "cggm",
-    "CGGM: per-modality classifiers set encoder gradient scales and pull the fused output layer (Guo et al., NeurIPS 2024)",
+    "CGGM: per-modality classifiers set encoder gradient scales and pull the fused output layer "
+    "(Guo et al., NeurIPS 2024)",
 )
 class CGGM(Method):
     """After the backward pass: train one classifier per modality on the detached features, scale each

@@ -80,7 +80,8 @@ def learning_speed(params: Sequence[nn.Parameter]) -> torch.Tensor:
 
 @METHODS.register(
     "greedy",
-    "Greedy: MMTM cross-modal flow, re-balancing steps cut the flow into the modality that learns fastest from it (Wu et al., ICML 2022)",
+    "Greedy: MMTM cross-modal flow, re-balancing steps cut the flow into the modality that learns fastest "
+    "from it (Wu et al., ICML 2022)",
 )
 class Greedy(Method):
     """Balanced multi-modal learning with an MMTM between the encoders and the fusion head.

@@ -47,7 +47,8 @@ def window_growth(history: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register(
     "inforeg",
-    "InfoReg: proximal pull on the leading modality's encoder while its Fisher trace still grows (Huang et al., CVPR 2025)",
+    "InfoReg: proximal pull on the leading modality's encoder while its Fisher trace still grows "
+    "(Huang et al., CVPR 2025)",
 )
 class InfoReg(Method):
     """Loss ``CE(fused) + Σ_m CE(logits_m)``; the leading modality's encoder is pulled back towards its

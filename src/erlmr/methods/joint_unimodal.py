@@ -4,7 +4,8 @@ The control that separates what a balancing method gains from its mechanism from
 merely adding uni-modal losses: ``loss = fusion_weight·CE(fused) + modality_weight·Σ_m CE(logits_m)``
 on the fusion head's per-modality logits, no Euler map, no adaptive weights. It is ERL-MR's loss without
 the Euler representation, the phase term and the Pareto weights (Han, Cai, Guo, Peng, ACM MM 2024,
-doi:10.1145/3664647.3681215; authors' code github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representations-for-Balanced-Multi-modal-Learning
+doi:10.1145/3664647.3681215; authors' code
+github.com/Weixiang-Han/ERL-MR-Harnessing-the-Power-of-Euler-Feature-Representations-for-Balanced-Multi-modal-Learning
 sums the per-modality CEs with weight 1), and the uni-modal-loss baseline of the balancing literature
 (e.g. the "uni-modal assistance" of Wei & Hu, MMPareto, ICML 2024, before its Pareto merge).
 """

@@ -124,9 +124,9 @@ class LFM(Method):
     are held out of training; before every epoch, on them, in eval mode,
     ``δ = mean(∂/∂θ_0 [∇(α_cls L_cls + α_align L_align) · ∇L_cls])`` over the first parameter tensor
     θ_0 of the first modality's encoder (the official one-tensor proxy), and ``α_align ← clip(α_align
-    − lr·δ, 0.05, 0.95)``, ``lr = alpha_lr / 2^{⌊e/20⌋}``, α_align starting at ``initial_align`` (0.95). The official code
-    holds out 16 samples and uses the first 8; here the 8 used are the 8 held out. Its hyper-step
-    runs in train mode at epoch 0 and in eval mode after (the previous epoch's test pass left it so);
+    − lr·δ, 0.05, 0.95)``, ``lr = alpha_lr / 2^{⌊e/20⌋}``, α_align starting at ``initial_align`` (0.95).
+    The official code holds out 16 samples and uses the first 8; here the 8 used are the 8 held out. Its
+    hyper-step runs in train mode at epoch 0 and in eval mode after (the previous epoch's test pass left it so);
     here always eval mode. BalanceBenchmark takes its meta batch from its "val" loader, which is the
     test split for most datasets, and starts the weights reversed (α_cls 0.95). Extra cost per step:
     M(M−1)/2 JS terms on (B, C); learnable: once per epoch a double-backward on the meta batch.

@@ -77,7 +77,8 @@ def distillation_terms(
 
 @METHODS.register(
     "mbsd",
-    "MBSD: per-sample self-distillation from the stronger modality into the weaker (Liu et al., WSDM 2023; BalanceBenchmark's port)",
+    "MBSD: per-sample self-distillation from the stronger modality into the weaker "
+    "(Liu et al., WSDM 2023; BalanceBenchmark's port)",
 )
 class MBSD(Method):
     """``loss = CE(f, y) + Σ_m CE(ℓ_m, y) + kl_weight·L_KL + rs_weight·L_RS`` in the modulation window,

@@ -68,7 +68,8 @@ def modality_features(
 
 @METHODS.register(
     "relearning",
-    "Diagnosing & Re-learning: softly re-initialise each encoder by its train/val separability gap (Wei et al., ECCV 2024)",
+    "Diagnosing & Re-learning: softly re-initialise each encoder by its train/val separability gap "
+    "(Wei et al., ECCV 2024)",
 )
 class Relearning(Method):
     """Plain cross-entropy steps; at chosen epoch ends every encoder is pulled back towards its initial

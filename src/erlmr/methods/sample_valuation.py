@@ -170,7 +170,8 @@ def gather_batch(samples: torch.Tensor, device: torch.device) -> tuple[torch.Ten
 
 @METHODS.register(
     "sample_valuation",
-    "Sample-level valuation: Shapley contribution per sample, extra copies train the weak modality alone (Wei et al., CVPR 2024)",
+    "Sample-level valuation: Shapley contribution per sample, extra copies train the weak modality alone "
+    "(Wei et al., CVPR 2024)",
 )
 class SampleValuation(Method):
     """Re-sample the training set each epoch so that samples whose weak modality contributes little get

@@ -51,7 +51,8 @@ class Teacher(nn.Module):
 
 @METHODS.register(
     "umt",
-    "UMT: uni-modal teachers trained first in the run, their features distilled into the encoders (Du et al., ICML 2023)",
+    "UMT: uni-modal teachers trained first in the run, their features distilled into the encoders "
+    "(Du et al., ICML 2023)",
 )
 class UMT(Method):
     """Two phases in one run.

@@ -130,7 +130,8 @@ class MultiModalModel(nn.Module):
             self._encoding_cache = None
 
     def represent(self, encoded: Mapping[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
-        """Fusion-head inputs: the Euler features (or the maps averaged over positions), zeros for missing modalities."""
+        """Fusion-head inputs: the Euler features (or the maps averaged over positions), zeros for missing
+        modalities."""
         if self.euler is None or not encoded:
             features = {m: pool_positions(x) for m, x in encoded.items()}
         else:

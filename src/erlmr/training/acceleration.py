@@ -217,7 +217,8 @@ def check_cuda_graphs(method: nn.Module, device: torch.device, world_size: int) 
     """Refuse ``train.cuda_graphs`` where a captured step would not be the step the run asks for."""
     if device.type != "cuda":
         raise ConfigError(
-            f"train.cuda_graphs captures the step as a CUDA graph, which needs a CUDA device (train.device is {device}); "
+            f"train.cuda_graphs captures the step as a CUDA graph, which needs a CUDA device "
+            f"(train.device is {device}); "
             "set train.cuda_graphs: false"
         )
     if world_size > 1:
@@ -227,7 +228,8 @@ def check_cuda_graphs(method: nn.Module, device: torch.device, world_size: int) 
         )
     if not getattr(method, "cuda_graph_safe", False):
         raise ConfigError(
-            f"train.cuda_graphs: method {type(method).__name__} keeps Python state between steps (or reads values on the host), "
+            f"train.cuda_graphs: method {type(method).__name__} keeps Python state between steps "
+            "(or reads values on the host), "
             "which a captured graph would freeze at its first step; only methods that declare cuda_graph_safe "
             "(joint, erlmr) can be captured. Set train.cuda_graphs: false"
         )

@@ -207,7 +207,8 @@ class RunFolder:
             )
         if not self.has(LAST):
             raise CheckpointError(
-                f"run {self.path} has no last.pt: it stopped before its first checkpoint, so there is nothing to resume; "
+                f"run {self.path} has no last.pt: it stopped before its first checkpoint, "
+                "so there is nothing to resume; "
                 "train it again with the same command"
             )
 

@@ -209,7 +209,8 @@ def tuned_grid(records: Sequence[dict], out: Path) -> list[tuple[str, GridMethod
 def check_finished(records: Sequence[dict], source: str) -> None:
     """Every study has run its whole budget and none of its trials is still running."""
     unfinished = [
-        f"{r['study']} ({count(r, 'COMPLETE') + count(r, 'PRUNED')} of {r['budget']} trials done, {count(r, 'RUNNING')} running)"
+        f"{r['study']} ({count(r, 'COMPLETE') + count(r, 'PRUNED')} of {r['budget']} trials done, "
+        f"{count(r, 'RUNNING')} running)"
         for r in records
         if count(r, "RUNNING") or count(r, "COMPLETE") + count(r, "PRUNED") < (r["budget"] or 0)
     ]

@@ -159,7 +159,8 @@ def open_study(optuna: Any, storage: Any, plan: Plan, settings: TuneSettings) ->
     if recorded is not None and recorded != plan.setup:
         changed = differences(recorded, plan.setup)
         raise ConfigError(
-            f"study {plan.study_name!r} in {shown(settings.storage)} was made with other settings ({'; '.join(changed[:5])}); "
+            f"study {plan.study_name!r} in {shown(settings.storage)} was made with other settings "
+            f"({'; '.join(changed[:5])}); "
             "re-run with the study's settings, or tune into another --out, --storage or --study"
         )
     study.set_user_attr(BUDGET_KEY, settings.trials)
