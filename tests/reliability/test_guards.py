@@ -273,4 +273,5 @@ def test_run_files_honour_the_umask(tmp_path):
         os.umask(previous)
     modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.is_file()}
     assert modes.pop("group.json") == 0o660
-    assert modes == dict.fromkeys(["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "summary.json"], 0o644)
+    run_files = ["best.pt", "config.yaml", "feature_maps.npz", "last.pt", "metrics.jsonl", "summary.json"]
+    assert modes == dict.fromkeys(run_files, 0o644)
