@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence, cast
 
 from torch import nn
 
@@ -55,6 +55,12 @@ def check_encoder(encoder: object, what: str) -> nn.Module:
             f"output, (C, L) for a feature map or (D,) for a vector; it has {shape!r}"
         )
     return encoder
+
+
+def encoder_output_shape(encoder: nn.Module) -> Sequence[int]:
+    """The ``output_shape`` of an encoder that passed :func:`check_encoder` (``nn.Module`` types any
+    attribute it does not know as a tensor or a module)."""
+    return cast("Sequence[int]", encoder.output_shape)
 
 
 def without_initial_weights(encoder_options: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, object]]:

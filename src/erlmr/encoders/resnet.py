@@ -13,6 +13,7 @@ feature maps are averaged over time. Written here from the architecture; no torc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ class BasicBlock(nn.Module):
             nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
             nn.BatchNorm2d(channels),
         )
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
@@ -156,7 +157,7 @@ def load_torchvision_weights(model: ResNet18, path: str | Path) -> None:
             f"unexpected keys {listing(unexpected)}"
         )
     renamed = {ours[k]: state[k] for k in given}
-    renamed["0.weight"] = adapt_input_channels(renamed["0.weight"], model.trunk[0].in_channels, path)
+    renamed["0.weight"] = adapt_input_channels(renamed["0.weight"], cast(nn.Conv2d, model.trunk[0]).in_channels, path)
     expected = model.trunk.state_dict()
     wrong = [
         f"{k} is {tuple(renamed[o].shape)}, needs {tuple(expected[o].shape)}"

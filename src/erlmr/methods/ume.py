@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..encoders.base import encoder_output_shape
 from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel, pool_positions
 from .base import METHODS, Method, MethodContext, StepResult
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 def encoder_widths(model: MultiModalModel) -> list[int]:
     """Each encoder's output width (channels of a feature map, or the vector's length)."""
-    return [int(model.encoders[m].output_shape[0]) for m in model.modalities]
+    return [int(encoder_output_shape(model.encoders[m])[0]) for m in model.modalities]
 
 
 def refuse_joint_clipping(method: str, step: StepContext) -> None:

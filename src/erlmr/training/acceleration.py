@@ -24,13 +24,19 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from functools import partial
-from typing import Callable, Collection, ContextManager, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, ContextManager, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from .step import StepContext, method_step
+
+if TYPE_CHECKING:
+    from ..methods.base import Method, StepResult
+    from ..nn.model import MultiModalModel
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def resolve_amp(option: bool | None, device: torch.device) -> bool:
@@ -52,9 +58,12 @@ def autocast(device: torch.device, enabled: bool, graphs: bool = False) -> Conte
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphs)
 
 
-def memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
+def memory_format(model: M, channels_last: bool) -> M:
     """``model`` with its 4-D (convolution) weights stored channels-last when asked, in place."""
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    if channels_last:
+        # Module.to converts in place and returns the module; torch's stubs omit its memory_format keyword.
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
 
 
 class CompiledModel(nn.Module):
@@ -81,7 +90,7 @@ class CompiledModel(nn.Module):
             return getattr(self._modules["model"], name)
 
 
-def compile_step(model: nn.Module, method: nn.Module, enabled: bool, backend: str = "inductor") -> nn.Module:
+def compile_step(model: MultiModalModel, method: Method, enabled: bool, backend: str = "inductor") -> nn.Module:
     """The model the training step runs through: ``model`` itself, or compiled (see the module
     docstring) together with the method's losses when the method offers ``compile_losses``."""
     if not enabled:
@@ -93,12 +102,12 @@ def compile_step(model: nn.Module, method: nn.Module, enabled: bool, backend: st
     return CompiledModel(model, compile_fn)
 
 
-StepRunner = Callable[[Mapping[str, torch.Tensor], torch.Tensor, StepContext], object]
+StepRunner = Callable[[Mapping[str, torch.Tensor], torch.Tensor, StepContext], "StepResult"]
 
 
 def step_runner(
-    method: nn.Module,
-    model: nn.Module,
+    method: Method,
+    model: MultiModalModel,
     step_model: nn.Module,
     optimizer: torch.optim.Optimizer,
     parameters: Sequence[nn.Parameter],
@@ -114,7 +123,7 @@ def step_runner(
     return partial(_eager_step, method, model, step_model)
 
 
-def _eager_step(method, model, step_model, inputs, labels, step: StepContext):
+def _eager_step(method: Method, model: MultiModalModel, step_model, inputs, labels, step: StepContext) -> StepResult:
     return method_step(method, model, inputs, labels, step, step_model)
 
 
@@ -135,8 +144,8 @@ class CudaGraphStep:
 
     def __init__(
         self,
-        method: nn.Module,
-        model: nn.Module,
+        method: Method,
+        model: MultiModalModel,
         step_model: nn.Module,
         optimizer: torch.optim.Optimizer,
         parameters: Sequence[nn.Parameter],
@@ -213,7 +222,7 @@ def hyperparameters(optimizer: torch.optim.Optimizer) -> tuple:
     )
 
 
-def check_cuda_graphs(method: nn.Module, device: torch.device, world_size: int) -> None:
+def check_cuda_graphs(method: Method, device: torch.device, world_size: int) -> None:
     """Refuse ``train.cuda_graphs`` where a captured step would not be the step the run asks for."""
     if device.type != "cuda":
         raise ConfigError(

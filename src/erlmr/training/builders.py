@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import Config, ModelConfig, from_dict, load_config, validate
 from ..data import DatasetSplits, Split
 from ..encoders import build_encoder, default_encoder_for, without_initial_weights
+from ..encoders.base import encoder_output_shape
 from ..errors import ConfigError
 from ..methods import Method, MethodContext, build_method, method_class
 from ..nn.euler import EulerRepresentation
@@ -108,14 +109,14 @@ def assemble_model(
     representation = None
     if euler:
         representation = EulerRepresentation(
-            [tuple(encoders[m].output_shape) for m in modalities],
+            [tuple(encoder_output_shape(encoders[m])) for m in modalities],
             config.euler_dim,
             config.euler_dropout,
             config.shared_projection,
         )
         widths = [2 * config.euler_dim] * len(modalities)
     else:
-        widths = [encoders[m].output_shape[0] for m in modalities]
+        widths = [encoder_output_shape(encoders[m])[0] for m in modalities]
     head = FUSIONS.build(config.fusion, config.fusion_options, widths, num_classes)
     return MultiModalModel(modalities, encoders, head, representation, input_shapes, normalizer)
 
@@ -211,8 +212,9 @@ def make_loader(
         batches = [samples[positions] for positions in batches]
     if skip_batches:
         batches = list(batches)[skip_batches:]
+    # A Split is a map-style dataset without deriving from Dataset (DataLoader reads its __len__ and __getitems__).
     return DataLoader(
-        IndexedSplit(split) if with_indices else split,
+        IndexedSplit(split) if with_indices else cast(Dataset, split),
         batch_sampler=batches,
         collate_fn=collate_batch,
         num_workers=num_workers,

@@ -31,7 +31,7 @@ import atexit
 import gc
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -46,6 +46,8 @@ from ..parallel import (
     is_distributed,
     world_size,
 )
+
+M = TypeVar("M", bound=nn.Module)
 
 __all__ = [
     "Cluster",
@@ -120,7 +122,7 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def sync_batch_norm(model: nn.Module, cluster: Cluster) -> nn.Module:
+def sync_batch_norm(model: M, cluster: Cluster) -> M:
     """On CUDA in a distributed run, batch norm with the statistics of the global batch (SyncBatchNorm)."""
     if cluster.distributed and cluster.device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from ..config import Config, from_dict, validate
 from ..data import DatasetSplits
@@ -58,7 +59,7 @@ def load_run(
     return LoadedRun(config, model, method, list(state["spec"]["modalities"]), list(state["classes"]), folder)
 
 
-def restore_weights(path: Path, state: dict, model: MultiModalModel, method: Method) -> None:
+def restore_weights(path: Path, state: Mapping[str, Any], model: MultiModalModel, method: Method) -> None:
     """Load a checkpoint's model and method states, refusing (naming the tensors) ones that do not fit."""
     check_model_fits(path, state["model"], model)
     check_model_fits(path, state["method"], method)

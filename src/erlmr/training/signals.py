@@ -42,9 +42,11 @@ class StopSignals:
         self.received = number
 
     def interrupted(self, run_dir: Path, where: str) -> TrainingInterrupted:
-        name = signal.Signals(self.received).name
+        number = self.received
+        assert number is not None, "interrupted() is asked for after a signal arrived"
+        name = signal.Signals(number).name
         return TrainingInterrupted(
             f"training stopped by {name} {where}; its state is saved in {run_dir / 'last.pt'}. "
             f"Continue with: erlmr train --resume {run_dir}",
-            self.received,
+            number,
         )

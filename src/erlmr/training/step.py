@@ -20,7 +20,7 @@ combines several gradients non-linearly (min-norm weights, per-tensor rescaling)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence, cast
 
 import torch
 from torch import nn
@@ -98,7 +98,9 @@ def method_step(
     (through ``step_model``, e.g. a compiled model, when given), the gradients averaged over ranks,
     then the method's gradient hook (unless the method already updated the model itself). Follow it
     with ``step.finish()``."""
-    result = method.training_step(model if step_model is None else step_model, inputs, labels, step)
+    # A step model (CompiledModel) stands in for the model: it forwards every other attribute to it.
+    through = model if step_model is None else cast("MultiModalModel", step_model)
+    result = method.training_step(through, inputs, labels, step)
     step.synchronize()
     if not step.optimizer_steps:
         method.modify_gradients(model, result, labels)
