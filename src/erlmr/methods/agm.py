@@ -75,6 +75,10 @@ class AGM(Method):
     """
 
     Options = AGMOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    shapley_weights: torch.Tensor
+    running_scores: torch.Tensor
+    steps: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: AGMOptions, context: MethodContext):
         super().__init__(model, options, context)

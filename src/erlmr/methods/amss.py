@@ -146,6 +146,7 @@ class AMSS(Method):
     def mask_gradient(self, parameter: torch.Tensor, ratio: float) -> None:
         """Multiply each row of ``parameter.grad`` by its unit weight (0 for the units not drawn)."""
         grad = parameter.grad
+        assert grad is not None, "modify_gradients masks only the parameters that have gradients"
         importance = unit_importance(grad, parameter, self.options.importance)
         weights = self.unit_weights(importance, math.ceil(len(importance) * ratio))
         grad.mul_(weights.to(grad.dtype).view(-1, *([1] * (grad.dim() - 1))))

@@ -93,7 +93,7 @@ class Method(nn.Module):
     #: ``predict`` works with some modalities absent (the model zero-fills their fusion inputs)
     supports_missing_modalities: bool = True
 
-    def __init__(self, model: MultiModalModel, options: Any, context: MethodContext):
+    def __init__(self, model: MultiModalModel | None, options: Any, context: MethodContext):
         super().__init__()
         self.options = options
         self.context = context

@@ -9,6 +9,7 @@ NeurIPS 2024 (arXiv 2411.01409). Official code: github.com/zrguo/CGGM @ 21e428cb
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,8 @@ class CGGM(Method):
     """
 
     Options = CGGMOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    previous_accuracy: torch.Tensor
     modulates_gradients = True
 
     def __init__(self, model: MultiModalModel, options: CGGMOptions, context: MethodContext):
@@ -166,7 +169,8 @@ class CGGM(Method):
             )
         fused = torch.cat([p.detach() for p in params], dim=1).float().requires_grad_()
         with torch.enable_grad():
-            loss = direction_loss(balance, [c[-1].weight for c in self.classifiers.values()], fused)
+            last_layers = [cast(nn.Linear, cast(nn.Sequential, c)[-1]) for c in self.classifiers.values()]
+            loss = direction_loss(balance, [layer.weight for layer in last_layers], fused)
             (grad,) = torch.autograd.grad(loss, fused)
         for p, part in zip(params, grad.split([p.shape[1] for p in params], dim=1)):
             p.grad.add_(part.to(p.grad.dtype), alpha=self.options.lam)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping, cast
 
 import torch
 from torch import nn
@@ -27,7 +27,12 @@ class ComposedMethod(Method):
 
     @property
     def primary(self) -> Method:
-        return self.parts[0]
+        return cast(Method, self.parts[0])
+
+    @property
+    def methods(self) -> list[Method]:
+        """The parts, typed (an nn.ModuleList gives plain modules)."""
+        return cast("list[Method]", list(self.parts))
 
     def training_step(
         self, model: MultiModalModel, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, step: StepContext
@@ -42,17 +47,17 @@ class ComposedMethod(Method):
         return result
 
     def modify_gradients(self, model: MultiModalModel, result: StepResult, labels: torch.Tensor) -> None:
-        for part in self.parts:
+        for part in self.methods:
             part.modify_gradients(model, result, labels)
 
     def on_epoch_start(self, model: MultiModalModel, epoch: int) -> None:
         super().on_epoch_start(model, epoch)
-        for part in self.parts:
+        for part in self.methods:
             part.on_epoch_start(model, epoch)
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         logs: dict[str, float] = {}
-        for part in self.parts:
+        for part in self.methods:
             logs.update(part.on_epoch_end(model, epoch))
         return logs
 

@@ -127,4 +127,4 @@ class ERLMR(Method):
 
     def compile_losses(self, compile_fn: Callable) -> None:
         """Compile :meth:`losses` with ``train.compile`` (forward and backward fused with the model's)."""
-        self.losses = compile_fn(self.losses)
+        self.losses = compile_fn(self.losses)  # type: ignore[method-assign]  # the compiled losses replace the method's

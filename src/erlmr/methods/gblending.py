@@ -87,6 +87,10 @@ class GBlending(Method):
     """
 
     Options = GBlendingOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    weights: torch.Tensor
+    snapshot: torch.Tensor
+    measured: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: GBlendingOptions, context: MethodContext):
         super().__init__(model, options, context)

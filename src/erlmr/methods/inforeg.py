@@ -78,6 +78,9 @@ class InfoReg(Method):
     """
 
     Options = InfoRegOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    epoch_trace: torch.Tensor
+    trace_history: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: InfoRegOptions, context: MethodContext):
         super().__init__(model, options, context)

@@ -133,6 +133,8 @@ class LFM(Method):
     """
 
     Options = LFMOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    align_weight: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: LFMOptions, context: MethodContext):
         super().__init__(model, options, context)

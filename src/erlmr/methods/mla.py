@@ -84,6 +84,9 @@ class MLA(Method):
     """
 
     Options = MLAOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    projection: torch.Tensor
+    updates: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: MLAOptions, context: MethodContext):
         super().__init__(model, options, context)
@@ -130,6 +133,7 @@ class MLA(Method):
         mean_feature = all_reduce_mean(feature.mean(dim=0)).to(self.projection.dtype)
         self.projection.copy_(update_projection(self.projection, mean_feature, alpha))
         weight = self.head.weight
+        assert weight.grad is not None, "the head's gradient is projected after its backward pass"
         weight.grad = weight.grad @ self.projection.T
 
     def fuse(self, logits: list[torch.Tensor]) -> torch.Tensor:

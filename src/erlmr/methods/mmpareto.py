@@ -42,7 +42,7 @@ def pareto_weights(multimodal: torch.Tensor, unimodal: torch.Tensor) -> tuple[to
 
 def combine_gradients(
     multimodal: Sequence[torch.Tensor], unimodal: Sequence[torch.Tensor], weights: torch.Tensor, gamma: float
-) -> list[torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """Per tensor: ``g = 2(w₀ g_mm + w₁ g_u)``, scaled up to the norm of ``g_mm + g_u`` if smaller, times γ."""
     combined = torch._foreach_mul(list(multimodal), 2 * weights[0])
     torch._foreach_add_(combined, torch._foreach_mul(list(unimodal), 2 * weights[1]))
@@ -86,7 +86,8 @@ class MMPareto(Method):
         """Every trainable parameter, encoder by encoder first (each encoder's gradients one slice)."""
         encoder_params = {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in model.modalities}
         encoder_ids = {id(p) for params in encoder_params.values() for p in params}
-        params, slices = [], {}
+        params: list[nn.Parameter] = []
+        slices: dict[str, slice] = {}
         for m, group in encoder_params.items():
             slices[m] = slice(len(params), len(params) + len(group))
             params += group

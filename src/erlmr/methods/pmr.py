@@ -60,6 +60,8 @@ class PMR(Method):
     """
 
     Options = PMROptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    has_prototypes: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: PMROptions, context: MethodContext):
         super().__init__(model, options, context)
@@ -86,25 +88,26 @@ class PMR(Method):
         was_training = model.training
         model.eval()
         num_classes = self.context.num_classes
-        sums, counts = None, None
+        sums: list[torch.Tensor] | None = None
+        counts: torch.Tensor | None = None
         for inputs, labels in batches:
             features = model(inputs).features
-            if sums is None:
+            if sums is None or counts is None:  # both are set together, at the first batch
                 sums = [features[m].new_zeros(num_classes, features[m].shape[1]) for m in self.modalities]
                 counts = labels.new_zeros(num_classes, dtype=features[self.modalities[0]].dtype)
             for total, m in zip(sums, self.modalities):
                 total.index_add_(0, labels, features[m])
             counts += torch.bincount(labels, minlength=num_classes).to(counts.dtype)
         model.train(was_training)
-        if sums is None:
+        if sums is None or counts is None:
             raise ConfigError("method 'pmr' got no samples to compute prototypes from")
         sums = [all_reduce_sum(s) for s in sums]
         counts = all_reduce_sum(counts)
         seen = (counts > 0).unsqueeze(1)
         means = [s / counts.clamp(min=1).unsqueeze(1) for s in sums]
-        m = 0.0 if not self.has_prototypes else self.options.momentum
+        momentum = 0.0 if not self.has_prototypes else self.options.momentum
         for new, old in zip(means, self.prototypes):
-            old.copy_(torch.where(seen, (1 - m) * new + m * old, old) if self.has_prototypes else new)
+            old.copy_(torch.where(seen, (1 - momentum) * new + momentum * old, old) if self.has_prototypes else new)
         self.has_prototypes.fill_(True)
 
     def prototype_logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:

@@ -115,6 +115,8 @@ class ReconBoost(Method):
     """
 
     Options = ReconBoostOptions
+    # Buffers (add_state), typed: nn.Module types an attribute it does not know as a tensor or a module.
+    learners: torch.Tensor
 
     def __init__(self, model: MultiModalModel, options: ReconBoostOptions, context: MethodContext):
         super().__init__(model, options, context)
