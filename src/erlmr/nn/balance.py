@@ -18,7 +18,7 @@ same weights from the gradients of the whole batch and writes the same update.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 
 import torch
 from torch import nn
@@ -140,9 +140,8 @@ def balanced_backward(
         weights = _weights_from_features(grads, targets or losses, normalization, weight_floor, on_device)
         book.backward(weighted_sum(weights, losses))
     else:
-        weights = _backward_on_parameters(
-            losses, targets, parameters, shared, book, normalization, weight_floor, on_device
-        )
+        params = cast("list[nn.Parameter]", parameters)  # without features, made a list above
+        weights = _backward_on_parameters(losses, targets, params, shared, book, normalization, weight_floor, on_device)
     if gradients is None:
         book.synchronize()
     return weights
@@ -271,7 +270,7 @@ def squared_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
 
 
 def gram_of_two(
-    first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], extra: torch.Tensor
+    first: list[torch.Tensor], second: list[torch.Tensor], extra: torch.Tensor
 ) -> tuple[list[list[float]], list[float]]:
     """The Gram matrix of two gradients given as lists of tensors, without a copy of either, and the
     values of ``extra`` (fetched in the same transfer).

@@ -10,7 +10,7 @@ Kiela et al. 2018 as used by OGM-GE.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -63,7 +63,7 @@ class ConcatFusion(FusionHead):
         self.linear = nn.Linear(sum(self.in_features), num_classes)
 
     def output_weights(self) -> list[nn.Parameter]:
-        return [self.linear.weight]
+        return [cast(nn.Parameter, self.linear.weight)]  # torch types a layer's weight as a plain Tensor
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         weights = self.linear.weight.split(self.in_features, dim=1)
@@ -81,7 +81,7 @@ class SumFusion(FusionHead):
         self.linears = nn.ModuleList(nn.Linear(d, num_classes) for d in self.in_features)
 
     def output_weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.linears]
+        return [cast(nn.Parameter, layer.weight) for layer in self.linears]
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         modality_logits = [layer(x) for layer, x in zip(self.linears, features)]
@@ -111,7 +111,7 @@ class FiLMFusion(FusionHead):
         self.out = nn.Linear(first + second, num_classes)
 
     def output_weights(self) -> list[nn.Parameter]:
-        return [self.out.weight]
+        return [cast(nn.Parameter, self.out.weight)]  # torch types a layer's weight as a plain Tensor
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         gamma_0, beta_0 = self.films[0](features[0]).chunk(2, dim=1)
@@ -145,7 +145,7 @@ class GatedFusion(FusionHead):
         self.out = nn.Linear(width, num_classes)
 
     def output_weights(self) -> list[nn.Parameter]:
-        return [self.out.weight]
+        return [cast(nn.Parameter, self.out.weight)]  # torch types a layer's weight as a plain Tensor
 
     def forward(self, features: Sequence[torch.Tensor]) -> FusionOutput:
         hidden = [layer(x) for layer, x in zip(self.projections, features)]

@@ -142,8 +142,8 @@ class MultiModalModel(nn.Module):
             ]
             joined = join_parts(*self.euler.projected_parts(maps))
             features = {m: f for m, f in zip(self.modalities, joined) if m in encoded}
-        reference = next(iter(features.values()), None)
-        reference = next(self.head.parameters()) if reference is None else reference
+        present = next(iter(features.values()), None)
+        reference = next(self.head.parameters()) if present is None else present
         widths = self.head.in_features
         full = {
             m: features[m] if m in features else reference.new_zeros(batch, widths[i])

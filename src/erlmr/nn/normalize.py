@@ -78,11 +78,11 @@ class ChannelMoments:
     def update(self, values: torch.Tensor) -> None:
         """Merge a block ``(channels, values)`` (see :func:`by_channel`) into the running moments."""
         finite = torch.isfinite(values)
-        count = finite.sum(1).double()
+        counted = finite.sum(1).double()
         kept = torch.where(finite, values, 0.0)
-        mean = kept.sum(1) / count.clamp_min(1)
-        squares = torch.where(finite, values - mean[:, None], 0.0).pow(2).sum(1)
-        count, mean, squares = count.numpy(), mean.numpy(), squares.numpy()
+        batch_mean = kept.sum(1) / counted.clamp_min(1)
+        batch_squares = torch.where(finite, values - batch_mean[:, None], 0.0).pow(2).sum(1)
+        count, mean, squares = counted.numpy(), batch_mean.numpy(), batch_squares.numpy()
         total = self.count + count
         delta = mean - self.mean
         share = np.divide(count, total, out=np.zeros_like(total), where=total > 0)

@@ -25,10 +25,13 @@ def gradient_scale(norm: float, loss: float | None, normalization: str) -> float
         return 1.0
     if normalization == "l2":
         return norm
+    assert loss is not None  # checked above for "loss" and "loss+"
     return loss if normalization == "loss" else loss * norm
 
 
-def _scales(norms: Sequence[float], losses: Sequence[float] | None, normalization: str, eps: float) -> list[float]:
+def _scales(
+    norms: Sequence[float], losses: Sequence[float] | torch.Tensor | None, normalization: str, eps: float
+) -> list[float]:
     per_loss = [None] * len(norms) if losses is None else [float(loss) for loss in losses]
     return [max(gradient_scale(n, loss, normalization), eps) for n, loss in zip(norms, per_loss)]
 
