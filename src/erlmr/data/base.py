@@ -62,7 +62,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def __getitems__(self, indices: Sequence[int] | torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         rows = index if self.rows is None else self.rows[index]
         return {name: x[rows].float() for name, x in self.inputs.items()}, self.labels[index]
@@ -80,7 +80,7 @@ class Split:
             inputs, labels = self.__getitems__(range(start, min(start + batch_size, len(self))))
             yield {m: x.to(device) for m, x in inputs.items()}, labels.to(device)
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "Split":
+    def subset(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> "Split":
         index = torch.as_tensor(indices, dtype=torch.long)
         if self.rows is not None:
             return Split(self.inputs, self.labels[index], self.rows[index])
@@ -109,7 +109,7 @@ class DatasetSplits:
     test: Split
     default_encoders: dict[str, str] = field(default_factory=dict)
     normalization: str = "none"
-    groups: dict[str, Sequence] = field(default_factory=dict)
+    groups: Mapping[str, Sequence | np.ndarray] = field(default_factory=dict)
     augment: BatchAugment | None = None
 
     @property

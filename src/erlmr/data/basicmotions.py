@@ -32,8 +32,8 @@ def load_basicmotions(root: str | None = None, seed: int = 0, val_fraction: floa
     std = x_train.std(axis=(0, 2), keepdims=True) + 1e-6
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
-        x = torch.from_numpy((x - mean) / std)
-        inputs = {m: x[:, channels].contiguous() for m, channels in MODALITY_CHANNELS.items()}
+        tensor = torch.from_numpy((x - mean) / std)
+        inputs = {m: tensor[:, channels].contiguous() for m, channels in MODALITY_CHANNELS.items()}
         return Split(inputs, torch.tensor([index[str(c)] for c in y]))
 
     train, test = split(x_train, y_train), split(x_test, y_test)

@@ -21,7 +21,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ class NpyWriter:
             {
                 "descr": np.lib.format.dtype_to_descr(self.dtype),
                 "fortran_order": False,
-                "shape": (self.rows, *self.sample_shape),
+                "shape": (self.rows, *self.sample_shape),  # type: ignore[misc]  # set by the first append
             }
         )
         room = self.HEADER_BYTES - len(np.lib.format.magic(1, 0)) - 2
@@ -307,7 +307,7 @@ def build_cache(folder: Path, recipe: Recipe, skip_bad: bool) -> None:
         row_record, skipped = decode_all(recipe, writers, skip_bad)
         arrays, stats = finish(recipe, writers, row_record)
         for array in arrays.values():
-            array.flush()
+            cast(np.memmap, array).flush()  # NpyWriter.close returns memory maps
         del arrays
         np.save(partial / "row_record.npy", np.asarray(row_record, dtype=np.int64))
         index = {
@@ -359,6 +359,7 @@ def materialize(recipe: Recipe, root: Path, cache: bool, cache_dir: str | None, 
     if decoded is None:
         build_cache(folder, recipe, skip_bad)
         decoded = open_cache(folder, recipe)
+        assert decoded is not None, f"the cache {folder} just built does not open"
     if decoded.skipped and not skip_bad:
         raise DataError(
             f"the cache {folder} was built without {len(decoded.skipped)} bad sample(s), the first: "

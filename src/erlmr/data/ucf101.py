@@ -70,7 +70,7 @@ def read_flow(u_root: Path, v_root: Path, video: str, frames: int, size: int) ->
 
 
 def read_classes(path: Path) -> list[str]:
-    classes = []
+    classes: list[str] = []
     for number, line in read_lines(path, "the UCF101 class index"):
         fields = line.split()
         if len(fields) != 2 or fields[0] != str(len(classes) + 1):

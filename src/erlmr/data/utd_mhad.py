@@ -92,7 +92,8 @@ def load_utd_mhad(
     root: str | None,
     seed: int = 0,
     val_fraction: float = 0.1,
-    modalities: list = ("inertial", "skeleton"),
+    # The options check reads the `list` annotation (a YAML list); the default stays an immutable tuple.
+    modalities: list = ("inertial", "skeleton"),  # type: ignore[assignment]
     steps: int = 128,
     frames: int = 4,
     image_size: int = 224,

@@ -142,7 +142,7 @@ def write_video(
         for image in frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
         container.mux(video.encode())
-        if sound is not None:
+        if audio is not None:  # sound is the audio stream, added exactly when there is audio
             encode_audio(container, sound, audio, audio_rate)
 
 
