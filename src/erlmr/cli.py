@@ -6,9 +6,12 @@ import argparse
 import json
 import shlex
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 from .errors import ConfigError, ErlmrError, TrainingInterrupted
+
+if TYPE_CHECKING:
+    from .data.store import RecordedSplits
 
 # Flags that are shorthands for config keys: flag dest -> dotted config key.
 TRAIN_FLAGS = {
@@ -277,7 +280,8 @@ def command_data_prepare(args: argparse.Namespace) -> int:
     from .data import DATASETS, load_dataset
     from .errors import ConfigError
 
-    if "cache" not in DATASETS.options_type(args.name).__dataclass_fields__:
+    # An options type is a dataclass (registry.options_type types it as a plain type).
+    if "cache" not in DATASETS.options_type(args.name).__dataclass_fields__:  # type: ignore[attr-defined]
         raise ConfigError(f"dataset {args.name!r} is read directly from its files; it has no cache to prepare")
     options = {}
     for text in args.set:
@@ -290,7 +294,8 @@ def command_data_prepare(args: argparse.Namespace) -> int:
         options["cache_dir"] = args.cache_dir
     if args.workers is not None:
         options["workers"] = args.workers
-    splits = load_dataset(args.name, args.root, 0, 0.1, options)
+    # A dataset with a cache option loads as RecordedSplits, which name the skipped samples and the cache.
+    splits = cast("RecordedSplits", load_dataset(args.name, args.root, 0, 0.1, options))
     shapes = "  ".join(f"{m} {tuple(s)}" for m, s in splits.input_shapes().items())
     print(
         f"{args.name}: {len(splits.train) + len(splits.val)} train / {len(splits.test)} test samples, "

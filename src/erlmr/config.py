@@ -125,7 +125,7 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "config") 
     for name, value in data.items():
         hint = hints[name]
         key = f"{where}.{name}" if where != "config" else name
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             values[name] = from_dict(hint, value, key)
         else:
             values[name] = _coerce(value, hint, key)

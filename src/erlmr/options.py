@@ -176,7 +176,7 @@ def parse_distribution(text: str) -> Distribution:
 
 
 def ranged(
-    default: float,
+    default: float | None,
     *,
     ge: float | None = None,
     gt: float | None = None,
@@ -187,7 +187,7 @@ def ranged(
     """A dataclass field whose value must satisfy every bound given (``ge`` means ``value >= ge``);
     ``search`` is the range ``erlmr tune`` explores, which must lie inside the bounds."""
     bounds = {name: limit for name, limit in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if limit is not None}
-    metadata = {"bounds": bounds}
+    metadata: dict[str, Any] = {"bounds": bounds}
     if search is not None:
         search.check()
         metadata["search"] = search
@@ -301,7 +301,8 @@ def options_from_signature(factory: Callable, positional: Sequence[str], name: s
     ``factory`` after its first ``len(positional)`` parameters (whatever they are called, so a user's
     factory may name them as it likes): its type, its default, and the range or choices declared with
     :class:`Bounds` / :class:`Choices` in an ``Annotated`` type."""
-    target = factory.__init__ if isinstance(factory, type) else factory
+    # A class's own __init__ carries the annotations (mypy calls reading it off a class unsound).
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     hints = typing.get_type_hints(target, include_extras=True)
     fields = []
     parameters = list(inspect.signature(factory).parameters.values())[len(positional) :]

@@ -19,7 +19,7 @@ import sys
 import warnings
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar, cast
 
 from .errors import ConfigError
 
@@ -76,7 +76,7 @@ class Registry(Generic[T]):
 
         A plug-in whose name erlmr registers itself is skipped with a warning: the built-in one wins.
         """
-        found = {}
+        found: dict[str, EntryPoint] = {}
         for point in entry_points(group=self.group):
             if point.name in self._entries:
                 warnings.warn(
@@ -116,7 +116,7 @@ class Registry(Generic[T]):
     def build(self, name: str, values: Mapping[str, Any] | None, *args: Any) -> Any:
         """Call the factory of ``name`` with ``args`` and its validated options as keyword arguments (a
         factory that takes ``**kwargs`` gets the options as given and checks them itself)."""
-        factory = self.get(name)
+        factory = cast(Callable[..., Any], self.get(name))  # the registries that build hold factories
         if _takes_any_keyword(factory):
             return factory(*args, **dict(values or {}))
         options = self.options(name, values)

@@ -187,11 +187,11 @@ def summary_row(summary: dict) -> dict:
 
 
 def mean_std(values: Sequence[float | None], digits: int = 3) -> str:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not present:
         return "n/a"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+    spread = statistics.stdev(present) if len(present) > 1 else 0.0
+    return f"{statistics.mean(present):.{digits}f} ± {spread:.{digits}f}"
 
 
 def relative_step_times(rows: Sequence[dict]) -> list[float | None]:

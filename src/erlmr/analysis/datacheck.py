@@ -174,7 +174,7 @@ def probe_features(
     return fused
 
 
-def shared_groups(groups: Mapping[str, Sequence]) -> dict[str, dict[str, Any]]:
+def shared_groups(groups: Mapping[str, Sequence | np.ndarray]) -> dict[str, dict[str, Any]]:
     """For each pair of splits with group ids, the groups in both."""
     shared = {}
     names = [s for s in SPLITS if s in groups]
@@ -369,7 +369,7 @@ def probe_findings(report: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
         for m, a in scores.items()
         if a <= chance + CHANCE_MARGIN
     ]
-    best = max(scores, key=scores.get)
+    best = max(scores, key=scores.__getitem__)
     weak = [m for m, a in scores.items() if scores[best] - a >= GAP_NOTE]
     notes = (
         [
@@ -394,7 +394,7 @@ def orders(ratio: float) -> str:
     return f"{np.log10(ratio):.1f} orders of magnitude"
 
 
-def class_list(classes: Sequence[str], indices: Sequence[int]) -> str:
+def class_list(classes: Sequence[str], indices: Sequence[int] | np.ndarray) -> str:
     """``"class 'cat' has"`` / ``"classes 'cat', 'dog' have"``, to be followed by what they have."""
     shown = ", ".join(repr(classes[i]) for i in indices[:6]) + (
         f" and {len(indices) - 6} more" if len(indices) > 6 else ""

@@ -104,7 +104,7 @@ def logits_of(output: Any) -> torch.Tensor:
     return logits
 
 
-def _modality_accuracy(model: Callable[..., Any], data: list[Batch], order: Sequence[str]) -> dict[str, float]:
+def _modality_accuracy(model: Callable[..., Any], data: Sequence[Batch], order: Sequence[str]) -> dict[str, float]:
     """Each modality's accuracy from the per-modality logits the model returns (``modality_logits``), if any."""
     predictions: dict[str, list[torch.Tensor]] = {}
     for inputs, _ in data:

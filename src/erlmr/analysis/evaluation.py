@@ -43,7 +43,8 @@ def evaluate(
     """Fused accuracy, loss and macro-F1, and each present modality's accuracy from its own logits."""
     model.eval()
     method.eval()
-    fused, per_modality, labels_all = [], {m: [] for m in model.modalities if m not in absent}, []
+    per_modality: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities if m not in absent}
+    fused, labels_all = [], []
     total_loss = 0.0
     for inputs, labels in split.batches(batch_size, device):
         batch = predict_batch(model, method, inputs, labels, absent)

@@ -71,7 +71,12 @@ def pool_trailing(x: torch.Tensor, budget: int) -> torch.Tensor:
     if factor >= 1:
         return x
     target = [max(1, int(size * factor)) for size in rest]
-    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[len(rest)]
+    pools: dict[int, Callable[..., torch.Tensor]] = {
+        1: F.adaptive_avg_pool1d,
+        2: F.adaptive_avg_pool2d,
+        3: F.adaptive_avg_pool3d,
+    }
+    pool = pools[len(rest)]
     return pool(x, target)
 
 

@@ -93,7 +93,11 @@ def validation_accuracy_figure(methods: MethodRuns) -> Figure:
         if fused is not None:
             plot_band(axes, fused, "fused", color="black", linewidth=2)
         for modality in runs[0].summary["modalities"]:
-            series = epoch_series(runs, lambda r, m=modality: r.get("val_modality_accuracy", {}).get(m))
+
+            def modality_accuracy(r: dict, m: str = modality) -> float | None:
+                return r.get("val_modality_accuracy", {}).get(m)
+
+            series = epoch_series(runs, modality_accuracy)
             if series is not None:
                 plot_band(axes, series, modality)
         label_axes(axes, title=method, xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1.02))
@@ -171,7 +175,11 @@ def erlmr_figure(methods: MethodRuns) -> Figure:
         if series is not None:
             plot_band(cosine_axes, series, method)
         for key, style in (("pareto_weight_fusion", "-"), ("pareto_weight_mmc", "--")):
-            series = epoch_series(runs, lambda r, k=key: r.get("method", {}).get(k))
+
+            def pareto_weight(r: dict, k: str = key) -> float | None:
+                return r.get("method", {}).get(k)
+
+            series = epoch_series(runs, pareto_weight)
             if series is not None:
                 plot_band(weight_axes, series, f"{method}: {key.removeprefix('pareto_weight_')}", linestyle=style)
     label_axes(cosine_axes, xlabel="epoch", ylabel="phase cosine (train mean)", title="phase alignment")

@@ -63,7 +63,7 @@ class Difference:
 
     @property
     def excludes_zero(self) -> bool:
-        return self.low is not None and (self.low > 0 or self.high < 0)
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
     def format(self, digits: int = 3) -> str:
         if self.low is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 import yaml
 
@@ -175,7 +175,11 @@ def tuned_grid(records: Sequence[dict], out: Path) -> list[tuple[str, GridMethod
         if best is None:
             continue
         config_path = out / "tuned" / f"{folder_name(record['study'])}.yaml"
-        atomic_write(config_path, lambda f, c=record["config"]: f.write(yaml.safe_dump(c, sort_keys=False)), mode="w")
+
+        def write_config(f: IO[str], config: dict = record["config"]) -> None:
+            f.write(yaml.safe_dump(config, sort_keys=False))
+
+        atomic_write(config_path, write_config, mode="w")
         method = record["config"]["method"]
         label = with_options(method["name"], method["options"])
         # Where `erlmr bench` puts the method's runs, unless studies of the same method on variants of one

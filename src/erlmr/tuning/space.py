@@ -80,6 +80,7 @@ def check_user_space(user: UserSpace) -> None:
     """Every key names a registered method's option or a config key, and its range fits that value."""
     from ..methods import METHODS
 
+    metadata: Mapping[str, Any]
     for key, distribution in user.items():
         head, _, rest = key.partition(".")
         if head in SHARED_SECTIONS:

@@ -158,6 +158,7 @@ def open_study(optuna: Any, storage: Any, plan: Plan, settings: TuneSettings) ->
     recorded = study.user_attrs.get(SETUP_KEY)
     if recorded is not None and recorded != plan.setup:
         changed = differences(recorded, plan.setup)
+        assert settings.storage is not None, "tune() sets the storage before it opens the studies"
         raise ConfigError(
             f"study {plan.study_name!r} in {shown(settings.storage)} was made with other settings "
             f"({'; '.join(changed[:5])}); "
