@@ -1,6 +1,6 @@
 """Bench tables: the paired interval of each method's difference to joint, and whether fusion pays."""
 
-from erlmr.analysis.bench import markdown_table, summary_tables
+from erlmr.analysis.bench import data_lines, markdown_table, summary_tables
 
 
 def rows(method, accuracies, **extra):
@@ -35,3 +35,12 @@ def test_difference_to_joint_is_paired_by_seed_and_fusion_that_does_not_pay_is_f
     assert cells["erlmr"][-1] == "yes" and cells["joint"][-1] == "**no**" and cells["ogm"][-1] == "**no**"
     assert cells["joint"][-2] == "" and cells["unimodal (modality=audio)"][-1] == ""
     assert "**no**" in markdown_table(grid)
+
+
+def test_the_header_names_each_datasets_fingerprint_and_flags_runs_on_other_data():
+    same = [{"dataset": "d", "data_fingerprint": "ab12"}, {"dataset": "d", "data_fingerprint": "ab12"}]
+    assert data_lines(same) == ["- data d: fingerprint ab12"]
+    mixed = [*same, {"dataset": "d", "data_fingerprint": "cd34"}, {"dataset": "e"}]
+    lines = data_lines(mixed)
+    assert lines[0] == "- data d: fingerprint ab12, cd34 (**the runs did not all see the same data**)"
+    assert lines[1] == "- data e: fingerprint not recorded"

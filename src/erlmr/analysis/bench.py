@@ -468,6 +468,19 @@ def shard_lock_name(shard: tuple[int, int] | None) -> str:
     return LOCK_NAME if shard is None else f"{LOCK_NAME}-shard{shard[0]}of{shard[1]}"
 
 
+def data_lines(summaries: Sequence[dict]) -> list[str]:
+    """Each dataset's data fingerprint (a hash of the splits as the runs loaded them): two machines that built
+    a dataset differently (another espeak-ng, say) show it here before anyone compares their numbers."""
+    found: dict[str, set[str]] = {}
+    for summary in summaries:
+        found.setdefault(dataset_label(summary), set()).add(summary.get("data_fingerprint") or "not recorded")
+    return [
+        f"- data {name}: fingerprint {', '.join(sorted(prints))}"
+        + (" (**the runs did not all see the same data**)" if len(prints) > 1 else "")
+        for name, prints in found.items()
+    ]
+
+
 def write_results(
     out: Path, summaries: Sequence[dict], failures: Mapping, command: str | None, record: Mapping
 ) -> tuple[str, list[Path]]:
@@ -481,6 +494,7 @@ def write_results(
         "",
         f"- command: `{command or 'erlmr bench'}`",
         f"- machine: {machine}",
+        *data_lines(summaries),
         f"- date: {date}",
         "- cells: mean ± std over seeds of test-split metrics; imbalance degree = mean |difference| of the "
         "modalities' Shapley contributions to accuracy; linear probe = test accuracy of a logistic regression on "
