@@ -387,6 +387,14 @@ def test_skip_bad_reports_how_many_were_skipped(tmp_path, capsys):
         load_dataset("crema-d", str(tmp_path), 0, 0.1, SMALL_IMAGES)
 
 
+def test_every_sample_bad_is_one_clear_error_with_skip_bad(tmp_path):
+    info = fx.write_crema_d(tmp_path)
+    for clip in info["clips"]:
+        (tmp_path / "AudioWAV" / f"{clip}.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(DataError, match="no recording of crema-d could be decoded; the first: cannot read WAV"):
+        load_crema(tmp_path, skip_bad=True)
+
+
 def test_prepare_refuses_a_dataset_without_files(tmp_path, capsys):
     assert main(["data", "prepare", "synthetic", "--root", str(tmp_path)]) == 2
     assert "no cache to prepare" in capsys.readouterr().err

@@ -72,6 +72,13 @@ def test_labels_out_of_range(tmp_path):
         erlmr.train(arrays_config(root, tmp_path / "run"))
 
 
+def test_a_negative_label_without_a_class_count_is_a_data_error(tmp_path):
+    from erlmr.data.arrays import check_labels
+
+    with pytest.raises(DataError, match=r"label -2 at index 1 is out of range; labels must be 0 or more"):
+        check_labels(tmp_path / "train.npz", np.array([0, -2, 1]), None)
+
+
 def test_modalities_with_different_sample_counts(tmp_path):
     root = write_folder(tmp_path / "data", **{"train.npz": {"b": np.zeros((39, 2, 8))}})
     with pytest.raises(DataError, match=r"modality sample counts \{'a': 40, 'b': 39\} differ from the 40 labels"):

@@ -118,12 +118,8 @@ def check_labels(path: Path, array: np.ndarray, num_classes: int | None) -> torc
         raise DataError(f"{path}: the split is empty; it needs at least one sample")
     bad = np.flatnonzero((array < 0) | (array >= (num_classes if num_classes is not None else np.inf)))
     if len(bad):
-        raise DataError(
-            # erlmr always passes num_classes; a caller passing None with a negative label gets a TypeError here.
-            f"{path}: label {array[bad[0]]} at index {bad[0]} is out of range; "
-            f"labels must be in 0..{num_classes - 1} "  # type: ignore[operator]
-            f"({num_classes} classes)"
-        )
+        allowed = "0 or more" if num_classes is None else f"in 0..{num_classes - 1} ({num_classes} classes)"
+        raise DataError(f"{path}: label {array[bad[0]]} at index {bad[0]} is out of range; labels must be {allowed}")
     return torch.from_numpy(array.astype(np.int64))
 
 

@@ -277,11 +277,11 @@ def standardize_channels(array: np.ndarray, train_rows: np.ndarray, axis: int, c
 
 
 def finish(recipe: Recipe, writers: dict[str, Any], row_record: list[int]) -> tuple[dict[str, np.ndarray], dict]:
-    arrays = {m: writers[m].close() for m in recipe.modalities}
     rows = np.asarray(row_record)
     train = np.flatnonzero(np.isin(rows, [i for i, r in enumerate(recipe.records) if r.split == "train"]))
-    if not len(train):
+    if not len(train):  # checked before the writers close: with no sample at all they have no shape to write
         raise DataError(f"{recipe.name}: no training sample could be decoded from {recipe.sources['train']}")
+    arrays = {m: writers[m].close() for m in recipe.modalities}
     stats = {m: standardize_channels(arrays[m], train, axis) for m, axis in recipe.standardize.items()}
     return arrays, stats
 
