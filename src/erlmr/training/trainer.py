@@ -125,6 +125,22 @@ class Trainer:
         )
         check_batch_size(cfg, self.splits.train)
         self.spec = model_spec(cfg, self.splits)
+        self._build_model_and_method(cfg, restoring)
+        self._build_optimisation(cfg)
+        self.step_timer = StepTimer(self.device)
+        self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
+        self.folder = RunFolder.for_config(cfg)
+        self.position = Position()
+        self.resumed = False
+        self.mid_epoch_checkpoint: dict | None = None
+        self.stop = StopSignals()
+        self.on_epoch = on_epoch
+        self.alarm = None
+        if cfg.train.imbalance_alarm:
+            probe = lambda: check_data(self.splits, cfg.data.normalize, cfg.train.seed)  # noqa: E731
+            self.alarm = ImbalanceAlarm(self.splits, self.method.trained_modalities, probe)
+
+    def _build_model_and_method(self, cfg: Config, restoring: bool) -> None:
         # A run restored from a checkpoint gets every weight from it, not from a pretrained file.
         model = build_model(cfg.model, self.spec, initial_weights=not restoring)
         if model.normalizer is not None and not restoring:  # train-split statistics; a checkpoint holds them
@@ -134,6 +150,8 @@ class Trainer:
         )
         self.method = build_training_method(cfg, self.model, self.device, self.splits)
         broadcast_from_main([self.model, self.method], self.cluster)
+
+    def _build_optimisation(self, cfg: Config) -> None:
         self.parameters = trainable_parameters(self.model, self.method)
         # The model training steps run through (compiled or not); self.model stays the bare one.
         self.step_model = acceleration.compile_step(self.model, self.method, cfg.train.compile)
@@ -149,18 +167,6 @@ class Trainer:
             self.cluster.world_size,
         )
         self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.step_timer = StepTimer(self.device)
-        self.tensorboard = TensorBoardLogger() if cfg.train.tensorboard else None
-        self.folder = RunFolder.for_config(cfg)
-        self.position = Position()
-        self.resumed = False
-        self.mid_epoch_checkpoint: dict | None = None
-        self.stop = StopSignals()
-        self.on_epoch = on_epoch
-        self.alarm = None
-        if cfg.train.imbalance_alarm:
-            probe = lambda: check_data(self.splits, cfg.data.normalize, cfg.train.seed)  # noqa: E731
-            self.alarm = ImbalanceAlarm(self.splits, self.method.trained_modalities, probe)
 
     # ------------------------------------------------------------------------------------ resuming
     @classmethod
