@@ -167,47 +167,40 @@ def load_tuning(source: str, heartbeat: int = 60) -> list[dict]:
 def tuned_grid(records: Sequence[dict], out: Path) -> list[tuple[str, GridMethod, GridMethod]]:
     """(dataset, default, tuned) for each study with a finished trial: the method at its defaults and at
     its best setting, both from the study's config (written to ``out/tuned/<study>.yaml``)."""
-    grid = []
     (out / "tuned").mkdir(parents=True, exist_ok=True)
     names = [(r["dataset"], r["method"]) for r in records]
-    for record in records:
-        best = record["best"]
-        if best is None:
-            continue
-        config_path = out / "tuned" / f"{folder_name(record['study'])}.yaml"
+    # Where `erlmr bench` puts a method's runs, unless studies of the same method on variants of one
+    # dataset (other data options) would share that folder.
+    return [
+        (record["dataset"], *tuned_pair(record, out, names.count((record["dataset"], record["method"])) > 1))
+        for record in records
+        if record["best"] is not None
+    ]
 
-        def write_config(f: IO[str], config: dict = record["config"]) -> None:
-            f.write(yaml.safe_dump(config, sort_keys=False))
 
-        atomic_write(config_path, write_config, mode="w")
-        method = record["config"]["method"]
-        label = with_options(method["name"], method["options"])
-        # Where `erlmr bench` puts the method's runs, unless studies of the same method on variants of one
-        # dataset (other data options) would share that folder.
-        shared = names.count((record["dataset"], record["method"])) > 1
-        folder = folder_name(record["method"] + (f" {record['dataset_label']}" if shared else ""))
-        tuned = {
-            "label": label + TUNED_SUFFIX,
-            "study": record["study"],
-            "trial": best["number"],
-            "value": best["value"],
-            "metric": record["metric"],
-            "params": best["params"],
-        }
-        grid.append(
-            (
-                record["dataset"],
-                GridMethod(label, (), folder, str(config_path)),
-                GridMethod(
-                    label + TUNED_SUFFIX,
-                    tuple(as_overrides(best["params"])),
-                    f"{folder}-tuned",
-                    str(config_path),
-                    tuned,
-                ),
-            )
-        )
-    return grid
+def tuned_pair(record: dict, out: Path, shared: bool) -> tuple[GridMethod, GridMethod]:
+    """One study's method at its defaults and at its best trial's setting, its config written beside."""
+    best = record["best"]
+    config_path = out / "tuned" / f"{folder_name(record['study'])}.yaml"
+
+    def write_config(f: IO[str], config: dict = record["config"]) -> None:
+        f.write(yaml.safe_dump(config, sort_keys=False))
+
+    atomic_write(config_path, write_config, mode="w")
+    method = record["config"]["method"]
+    label = with_options(method["name"], method["options"])
+    folder = folder_name(record["method"] + (f" {record['dataset_label']}" if shared else ""))
+    tuned = {
+        "label": label + TUNED_SUFFIX,
+        "study": record["study"],
+        "trial": best["number"],
+        "value": best["value"],
+        "metric": record["metric"],
+        "params": best["params"],
+    }
+    default = GridMethod(label, (), folder, str(config_path))
+    overrides = tuple(as_overrides(best["params"]))
+    return default, GridMethod(label + TUNED_SUFFIX, overrides, f"{folder}-tuned", str(config_path), tuned)
 
 
 def check_finished(records: Sequence[dict], source: str) -> None:
