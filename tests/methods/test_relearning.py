@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from resumable import train_stop_and_resume
 
 from erlmr.methods import relearning
+from erlmr.methods.compose import build_method
 from erlmr.methods.relearning import cluster_purity, purity
 from reliability.conftest import at_step  # noqa: F401 (a fixture)
 from support import method_setup
@@ -35,7 +37,16 @@ def test_cluster_purity_finds_separated_blobs():
 
 def test_reinit_is_due_after_every_reinit_epoch_at_most_reinit_num_times():
     _, _, method, _ = method_setup("relearning")
-    assert [e for e in range(100) if method.due(e)] == [20, 40, 60]
+    assert [e for e in range(100) if method.due(e)] == [20, 40, 60]  # outside a run: the official epochs
+
+
+def test_the_default_schedule_scales_with_the_run_so_a_short_run_still_relearns():
+    splits, model, _, context = method_setup("relearning")
+    for epochs, expected in ((90, [20, 40, 60]), (20, [4, 8, 12]), (3, [1, 2])):
+        method = build_method("relearning", {}, model, replace(context, epochs=epochs))
+        assert [e for e in range(epochs) if method.due(e)] == expected
+    method = build_method("relearning", {"reinit_epoch": 5}, model, replace(context, epochs=20))
+    assert [e for e in range(20) if method.due(e)] == [5, 10, 15]
 
 
 @pytest.mark.parametrize("val_purity", [0.5, 1.0])

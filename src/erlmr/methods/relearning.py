@@ -21,13 +21,17 @@ from ..options import CheckedOptions, log_uniform, ranged
 from ..parallel import all_reduce_mean
 from .base import METHODS, Method, MethodContext, require_splits
 
+#: the official schedule (``ours.sh``): a diagnosis every 20 epochs of a 90-epoch run
+OFFICIAL_REINIT_EPOCH, OFFICIAL_EPOCHS = 20, 90
+
 
 @dataclass
 class RelearningOptions(CheckedOptions):
     #: λ in α_m = tanh(λ·|purity_train − purity_val|) (``--move_lambda``)
     move_lambda: float = ranged(3.0, ge=0, search=log_uniform(0.5, 10.0))
-    #: diagnose after every epoch e > 0 with e % reinit_epoch == 0 (0-based, as the official loop)
-    reinit_epoch: int = ranged(20, ge=1)
+    #: diagnose after every epoch e > 0 with e % reinit_epoch == 0 (0-based, as the official loop); unset:
+    #: the official 20 of its 90 epochs, scaled to the run's length (at least 1)
+    reinit_epoch: int | None = ranged(None, ge=1)
     #: at most this many re-initialisations
     reinit_num: int = ranged(3, ge=0)
     #: k-means restarts; scikit-learn < 1.4, which the official code ran on, defaulted to 10
@@ -84,7 +88,8 @@ class Relearning(Method):
     batch-norm statistics and the optimiser's state are left as they are, as in the official code.
     The initial encoder weights are a declared state (saved in checkpoints).
 
-    Defaults: λ 3, reinit_epoch 20, reinit_num 3 (``ours.sh``; BalanceBenchmark uses 15 and 2). The
+    Defaults: λ 3, reinit_epoch 20 of 90 epochs (scaled to the run), reinit_num 3 (``ours.sh``;
+    BalanceBenchmark uses 15 and 2). The
     official diagnosis uses the training transforms on the train features and leaves k-means'
     restarts to scikit-learn's default of its time (10), pinned here; BalanceBenchmark diagnoses on its
     "val" loader, which is the test split for most datasets, and matches parameters by a substring of
@@ -106,8 +111,18 @@ class Relearning(Method):
             self.initial_names[m] = names
 
     def due(self, epoch: int) -> bool:
-        every = self.options.reinit_epoch
+        every = self.reinit_every()
         return epoch > 0 and epoch % every == 0 and epoch // every <= self.options.reinit_num
+
+    def reinit_every(self) -> int:
+        """Epochs between two diagnoses: the option, else 2/9 of the run (the official 20 of 90), else 20.
+        A fixed 20 would never re-initialise a run of 20 epochs or fewer: it would be joint training."""
+        if self.options.reinit_epoch is not None:
+            return self.options.reinit_epoch
+        epochs = self.context.epochs
+        return (
+            OFFICIAL_REINIT_EPOCH if epochs is None else max(round(epochs * OFFICIAL_REINIT_EPOCH / OFFICIAL_EPOCHS), 1)
+        )
 
     def on_epoch_end(self, model: MultiModalModel, epoch: int) -> dict[str, float]:
         if not self.due(epoch):
