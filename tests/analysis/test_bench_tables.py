@@ -38,9 +38,14 @@ def test_difference_to_joint_is_paired_by_seed_and_fusion_that_does_not_pay_is_f
 
 
 def test_the_header_names_each_datasets_fingerprint_and_flags_runs_on_other_data():
-    same = [{"dataset": "d", "data_fingerprint": "ab12"}, {"dataset": "d", "data_fingerprint": "ab12"}]
-    assert data_lines(same) == ["- data d: fingerprint ab12"]
-    mixed = [*same, {"dataset": "d", "data_fingerprint": "cd34"}, {"dataset": "e"}]
+    same = [
+        {"dataset": "d", "seed": 0, "data_fingerprint": "ab12"},
+        {"dataset": "d", "seed": 0, "data_fingerprint": "ab12"},
+        {"dataset": "d", "seed": 1, "data_fingerprint": "ef56"},  # another seed, another validation split
+    ]
+    assert data_lines(same) == ["- data d: fingerprint by seed 0 ab12, 1 ef56"]
+    mixed = [*same, {"dataset": "d", "seed": 0, "data_fingerprint": "cd34"}, {"dataset": "e", "seed": 0}]
     lines = data_lines(mixed)
-    assert lines[0] == "- data d: fingerprint ab12, cd34 (**the runs did not all see the same data**)"
-    assert lines[1] == "- data e: fingerprint not recorded"
+    flagged = " (**runs of one seed did not all see the same data**)"
+    assert lines[0] == "- data d: fingerprint by seed 0 ab12/cd34, 1 ef56" + flagged
+    assert lines[1] == "- data e: fingerprint by seed 0 not recorded"

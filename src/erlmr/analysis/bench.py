@@ -469,16 +469,22 @@ def shard_lock_name(shard: tuple[int, int] | None) -> str:
 
 
 def data_lines(summaries: Sequence[dict]) -> list[str]:
-    """Each dataset's data fingerprint (a hash of the splits as the runs loaded them): two machines that built
-    a dataset differently (another espeak-ng, say) show it here before anyone compares their numbers."""
-    found: dict[str, set[str]] = {}
+    """Each dataset's data fingerprint per seed (a hash of the splits as the runs loaded them; the validation
+    split is drawn per seed, so each seed has its own): two machines that built a dataset differently
+    (another espeak-ng, say) show it here before anyone compares their numbers."""
+    found: dict[str, dict[int, set[str]]] = {}
     for summary in summaries:
-        found.setdefault(dataset_label(summary), set()).add(summary.get("data_fingerprint") or "not recorded")
-    return [
-        f"- data {name}: fingerprint {', '.join(sorted(prints))}"
-        + (" (**the runs did not all see the same data**)" if len(prints) > 1 else "")
-        for name, prints in found.items()
-    ]
+        seeds = found.setdefault(dataset_label(summary), {})
+        seeds.setdefault(summary.get("seed", 0), set()).add(summary.get("data_fingerprint") or "not recorded")
+    lines = []
+    for name, seeds in found.items():
+        listed = ", ".join(f"{seed} {'/'.join(sorted(prints))}" for seed, prints in sorted(seeds.items()))
+        differ = any(len(prints) > 1 for prints in seeds.values())
+        lines.append(
+            f"- data {name}: fingerprint by seed {listed}"
+            + (" (**runs of one seed did not all see the same data**)" if differ else "")
+        )
+    return lines
 
 
 def write_results(

@@ -126,7 +126,8 @@ class DatasetSplits:
     def fingerprint(self, rows: int = 512) -> str:
         """A short hash of the data as loaded: classes, every split's labels and sample shapes, and the
         values of up to ``rows`` evenly spaced samples per split. Two builds that differ (another
-        espeak-ng, another cache) get different fingerprints; reading a few rows keeps it cheap."""
+        espeak-ng, another cache) get different fingerprints; reading a few rows keeps it cheap.
+        The validation split is drawn per seed, so each seed's splits have their own fingerprint."""
         digest = hashlib.sha256(json.dumps([self.name, self.modalities, self.classes]).encode())
         for split in (self.train, self.val, self.test):
             digest.update(split.labels.numpy().tobytes())
