@@ -49,3 +49,13 @@ def test_the_header_names_each_datasets_fingerprint_and_flags_runs_on_other_data
     flagged = " (**runs of one seed did not all see the same data**)"
     assert lines[0] == "- data d: fingerprint by seed 0 ab12/cd34, 1 ef56" + flagged
     assert lines[1] == "- data e: fingerprint by seed 0 not recorded"
+
+
+def test_the_machine_line_names_the_cpu_kernels_runs_depend_on(monkeypatch):
+    import torch
+
+    from erlmr.analysis.cost import machine_description
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    line = machine_description(["AMD EPYC (1 threads)"])
+    assert f"torch {torch.__version__} (CPU kernels AVX2); runs on AMD EPYC (1 threads)" in line

@@ -162,8 +162,11 @@ def device_name(device: torch.device) -> str:
 
 
 def machine_description(devices: Sequence[str]) -> str:
-    """The host and the software versions, plus the devices the runs reported."""
+    """The host and the software versions, plus the devices the runs reported. The CPU kernels torch
+    dispatches to (AVX2, AVX512, ...; ``ATEN_CPU_CAPABILITY`` chooses them) are named because they change
+    the last bits of CPU training: runs reproduce to the bit only where they match (docs/metrics.md)."""
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; runs on {', '.join(devices) or 'n/a'}"
+        f"torch {torch.__version__} (CPU kernels {torch.backends.cpu.get_cpu_capability()}); "
+        f"runs on {', '.join(devices) or 'n/a'}"
     )
