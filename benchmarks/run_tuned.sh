@@ -5,7 +5,8 @@
 # per-modality accuracy, and the report with each method's validation score over trials.
 # Resumable: the studies and finished runs are kept, so re-running finishes an interrupted benchmark.
 # Settings (environment): OUT, TRIALS, EPOCHS, SEEDS, WORKERS (tuning processes sharing the studies),
-# JOBS (benchmark runs at once), DEVICE, METHODS (default: every method, unimodal once per modality).
+# JOBS (benchmark runs at once), DEVICE, METHODS (default: every method, unimodal once per modality), BENCH_ARGS
+# (more flags for the final bench, e.g. "--set train.linear_probe=false").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -29,6 +30,7 @@ for _ in $(seq "$WORKERS"); do
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
-erlmr bench --tuned "$OUT/tune" --seeds "$SEEDS" --jobs "$JOBS" --device "$DEVICE" --out "$OUT"
+# shellcheck disable=SC2086  # BENCH_ARGS holds several flags
+erlmr bench --tuned "$OUT/tune" --seeds "$SEEDS" --jobs "$JOBS" --device "$DEVICE" --out "$OUT" ${BENCH_ARGS:-}
 erlmr report "$OUT" --out "$OUT/report"
 echo "done: $OUT/results.md (default against tuned), $OUT/tune/tuning.md, $OUT/report/report.html"
