@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import statistics
 import subprocess
@@ -27,11 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from erlmr.analysis.bench import parse_method_spec, run_bench, summary_row  # noqa: E402
-from erlmr.analysis.cost import cpu_model  # noqa: E402
+from erlmr.analysis.cost import machine_description  # noqa: E402
 from erlmr.analysis.runs import find_runs, with_options  # noqa: E402
 from erlmr.analysis.stats import by_seed, paired_difference  # noqa: E402
 
@@ -178,11 +176,10 @@ def summary_table(data: DataSet, rows: list[dict]) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    return (
-        f"{cpu_model()}, {torch.get_num_threads()} torch threads per run, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
-    )
+def machine(out: Path) -> str:
+    """The host (as erlmr bench tables name it, CPU kernels included) and the devices the runs reported."""
+    devices = sorted({run.summary.get("cost", {}).get("device", "unknown") for run in find_runs(out)})
+    return machine_description(devices)
 
 
 def write_summary(args: argparse.Namespace, sets: dict[str, DataSet]) -> None:
@@ -190,7 +187,7 @@ def write_summary(args: argparse.Namespace, sets: dict[str, DataSet]) -> None:
         "# ERL-MR ablation",
         "",
         f"- command: `python benchmarks/ablation.py {shlex.join(sys.argv[1:])}`",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine()}",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine(args.out)}",
         "- test split, model selected on validation; Δ: paired by seed, Student's t 95 % interval; "
         "* marks an interval that excludes 0",
         "",
