@@ -30,7 +30,7 @@ from step_cost import (
     workloads,
 )
 
-from erlmr.training.builders import make_loader, to_device
+from erlmr.training.builders import make_loader, resolve_device, to_device
 
 
 def loader_epoch(entry: Entry, split, batch_size: int, seed: int, workers: int, device: torch.device) -> float:
@@ -64,13 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if args.device == "auto"
-        else args.device
-    )
+    device = resolve_device(args.device)
     workload = workloads()["avdigits"]
     split = synthetic_splits(workload, args.samples, 0).train
     resident = ({m: x.to(device) for m, x in split.inputs.items()}, split.labels.to(device))

@@ -45,7 +45,7 @@ from erlmr.methods.base import StepResult
 from erlmr.nn.model import MultiModalModel
 from erlmr.parallel import all_reduce_mean_lists
 from erlmr.training.acceleration import StepRunner, autocast, compile_step, memory_format, step_runner
-from erlmr.training.builders import ModelSpec, build_model, build_optimizer, trainable_parameters
+from erlmr.training.builders import ModelSpec, build_model, build_optimizer, resolve_device, trainable_parameters
 from erlmr.training.step import StepContext
 
 
@@ -634,13 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the report to this markdown file")
     args = parser.parse_args(argv)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if args.device == "auto"
-        else args.device
-    )
+    device = resolve_device(args.device)
     table = workloads()
     names = [n for n in args.workloads.split(",") if n]
     unknown = sorted(set(names) - set(table))
