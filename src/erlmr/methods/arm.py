@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, one_of, ranged
 from ..parallel import all_reduce_mean
-from .base import METHODS, Method, MethodContext, StepResult
+from .base import METHODS, Method, MethodContext, StepResult, equal_feature_width
 from .scores import mean_of_others
 
 if TYPE_CHECKING:
@@ -144,15 +143,13 @@ class ARM(Method):
 
     def __init__(self, model: MultiModalModel, options: ARMOptions, context: MethodContext):
         super().__init__(model, options, context)
-        widths = dict(zip(model.modalities, model.head.in_features))
-        if len(set(widths.values())) != 1:
-            raise ConfigError(
-                f"arm pairs the elements of every modality's feature with those of the fused one, so the feature "
-                f"widths must match; got {widths}. Give every encoder the same output width in "
-                "model.encoder_options, or use model.euler: true"
-            )
+        width = equal_feature_width(
+            model,
+            "arm pairs the elements of every modality's feature with those of the fused one, so the feature "
+            "widths must match",
+        )
         self.modalities = list(model.modalities)
-        width, count = next(iter(widths.values())), len(self.modalities)
+        count = len(self.modalities)
         self.fuse = nn.Linear(count * width, width)
         self.classifier = nn.Linear(width, context.num_classes)
         if options.init_std > 0:

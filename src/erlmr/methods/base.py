@@ -157,6 +157,18 @@ class Method(nn.Module):
         raise TypeError(f"{type(self).__name__} is a training method; call training_step or predict, not the module")
 
 
+def equal_feature_width(model: MultiModalModel, reason: str) -> int:
+    """The one fusion-head input width every modality shares; a ConfigError starting with ``reason`` (why
+    the method needs them equal) when they differ."""
+    widths = dict(zip(model.modalities, model.head.in_features))
+    if len(set(widths.values())) != 1:
+        raise ConfigError(
+            f"{reason}; got {widths}. Give every encoder the same output width in model.encoder_options, "
+            "or use model.euler: true"
+        )
+    return next(iter(widths.values()))
+
+
 def require_splits(method: str, context: MethodContext) -> DatasetSplits:
     """The run's splits for a method that reads the data in its training hooks."""
     if context.splits is None:

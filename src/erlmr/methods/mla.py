@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..nn.model import ModelOutput, MultiModalModel
 from ..options import CheckedOptions, ranged
 from ..parallel import all_reduce_mean
-from .base import METHODS, Method, MethodContext, StepResult
+from .base import METHODS, Method, MethodContext, StepResult, equal_feature_width
 
 if TYPE_CHECKING:
     from ..training.step import StepContext
@@ -90,13 +89,7 @@ class MLA(Method):
 
     def __init__(self, model: MultiModalModel, options: MLAOptions, context: MethodContext):
         super().__init__(model, options, context)
-        widths = dict(zip(model.modalities, model.head.in_features))
-        if len(set(widths.values())) != 1:
-            raise ConfigError(
-                f"mla shares one head across modalities, so their feature widths must match; got {widths}. "
-                "Give every encoder the same output width in model.encoder_options, or use model.euler: true"
-            )
-        width = next(iter(widths.values()))
+        width = equal_feature_width(model, "mla shares one head across modalities, so their feature widths must match")
         self.head = nn.Linear(width, context.num_classes)
         self.add_state("projection", torch.eye(width))
         self.add_state("updates", torch.zeros((), dtype=torch.long))
