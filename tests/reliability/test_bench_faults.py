@@ -4,6 +4,7 @@ continues its partial runs and ends with the table of an uninterrupted bench."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -178,4 +179,28 @@ def test_a_partial_run_of_other_settings_is_not_continued(tmp_path, at_step, mon
     assert (
         "holds an unfinished run with other settings than this bench's: train.epochs: 3 in the folder, 4 now"
         in capsys.readouterr().out
+    )
+
+
+def test_a_finished_run_of_other_settings_is_refused_before_any_run(tmp_path, capsys):
+    """A finished run (left by a bench with other flags, or copied in from another bench) must not fill a
+    cell of this bench silently: the bench stops before it trains anything."""
+    out = tmp_path / "bench"
+    assert main([*bench_args(out), "--methods", "joint"]) == 0
+    summary = (run_dir_for(out, "synthetic", "joint", 0) / "summary.json").read_text()
+    capsys.readouterr()
+    assert main([*bench_args(out), "--epochs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run with other settings than this bench's: train.epochs: 3 in the folder, 4 now" in err
+    assert not run_dir_for(out, "synthetic", "unimodal[modality=m0]", 0).exists()  # nothing trained
+    assert (run_dir_for(out, "synthetic", "joint", 0) / "summary.json").read_text() == summary
+    # What a run records beside its numbers is not a setting: the same bench without the probes reuses it.
+    assert main([*bench_args(out), "--methods", "joint", "--set", "train.linear_probe=false"]) == 0
+    # The same settings on other data (a run copied from a machine that built the dataset differently).
+    path = run_dir_for(out, "synthetic", "joint", 0) / "summary.json"
+    path.write_text(summary.replace(json.loads(summary)["data_fingerprint"], "0123456789abcdef"))
+    capsys.readouterr()
+    assert main([*bench_args(out), "--methods", "joint"]) == 2
+    assert "trained on other data than this bench loads (data fingerprint 0123456789abcdef in the folder" in (
+        capsys.readouterr().err
     )

@@ -268,6 +268,24 @@ def test_bench_tuned_trains_the_best_setting_and_the_report_compares_it_with_the
     assert "Default against tuned" in html and "tuning-trials.png" in html and "joint (tuned)" in html
 
 
+def test_bench_tuned_copies_the_default_runs_where_the_defaults_won(tmp_path):
+    """A study whose best trial is its first (the defaults) has nothing new to train: the tuned rows are the
+    default runs, copied and marked, and the comparison says so."""
+    tune_out, out = tmp_path / "tune", tmp_path / "bench"
+    hopeless = ["--space", "optim.lr=log_uniform(1e-7, 1e-6)", "--space", "optim.weight_decay=log_uniform(1e-5, 1e-4)"]
+    assert main(tune_args(tune_out, "--no-prune", *hopeless, trials=2)) == 0
+    assert study_of(sqlite(tune_out)).best_trial.number == 0
+    assert main(["bench", "--tuned", str(tune_out), "--seeds", "2", "--out", str(out), "--quiet"]) == 0
+    for seed in (0, 1):
+        default, tuned = (out / "synthetic" / folder / f"seed{seed}" for folder in ("joint", "joint-tuned"))
+        # The measured step time too: the tuned run was not trained again.
+        assert json.loads((tuned / "summary.json").read_text()) == json.loads((default / "summary.json").read_text())
+        assert json.loads((tuned / "tuned.json").read_text())["copied_from"] == "joint"
+        assert not (default / "tuned.json").exists()
+    results = (out / "results.md").read_text()
+    assert "| joint (defaults best) | 2/2 |" in results and "| joint (tuned) | 2 |" in results
+
+
 def test_pruning_stops_a_hopeless_trial_early(tmp_path):
     out = tmp_path / "out"
     flags = [

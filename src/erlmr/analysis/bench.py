@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
+import shutil
 import signal
 import statistics
 from dataclasses import dataclass
@@ -14,9 +16,10 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
-from ..config import load_config
+from ..config import Config, load_config
+from ..data import load_dataset
 from ..data.store import usable_cores
-from ..errors import ConfigError, ErlmrError, TrainingInterrupted
+from ..errors import ConfigError, DataError, ErlmrError, TrainingInterrupted
 from ..training.checkpoint import atomic_write, write_json
 from ..training.lock import LOCK_NAME, FolderLock
 from ..training.run_folder import RunFolder
@@ -81,6 +84,9 @@ class GridMethod:
     config: str | None = None
     tuned: Mapping[str, Any] | None = None
     variant: Mapping[str, Any] | None = None
+    #: the folder of another grid method whose runs have exactly this method's settings: a tuned setting
+    #: that is the defaults is not trained twice, its runs are copies of the default's (``tuned.json`` added)
+    same_runs_as: str | None = None
 
 
 def grid_method(spec: str) -> GridMethod:
@@ -108,29 +114,82 @@ def run_one(
         if record is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / marker, dict(record))
-    grid_keys = [
-        f"data.dataset={dataset}",
-        *method.overrides,
-        f"train.seed={seed}",
-        f"train.run_dir={run_dir}",
-        "train.quiet=true",
-    ]
-    config = load_config(method.config or base_config, list(overrides) + grid_keys)
+    config = entry_config(out, (dataset, method, seed), base_config, overrides)
     if RunFolder(run_dir).has("last.pt"):
         check_same_settings(run_dir, config.to_dict())
         return resume(run_dir).summary
     return train(config).summary
 
 
+def entry_config(out: Path, entry: Entry, base_config: str | None, overrides: Sequence[str]) -> Config:
+    dataset, method, seed = entry
+    grid_keys = [
+        f"data.dataset={dataset}",
+        *method.overrides,
+        f"train.seed={seed}",
+        f"train.run_dir={entry_dir(out, entry)}",
+        "train.quiet=true",
+    ]
+    return load_config(method.config or base_config, list(overrides) + grid_keys)
+
+
 def check_same_settings(run_dir: Path, config: dict) -> None:
-    """Refuse to continue a partial run that an earlier bench started with other settings."""
-    saved = RunFolder(run_dir).read_config().to_dict()
+    """Refuse a run in the folder that was trained, or started, with other settings than this bench's: an
+    earlier bench with other flags, or a run copied in from another bench, must not fill a cell silently."""
+    folder = RunFolder(run_dir)
+    saved = folder.read_config().to_dict()
     if config_fingerprint(saved) != config_fingerprint(config):
+        state = "a finished" if folder.finished else "an unfinished"
         raise ConfigError(
-            f"{run_dir} holds an unfinished run with other settings than this bench's: "
+            f"{run_dir} holds {state} run with other settings than this bench's: "
             f"{differences(result_config(saved), result_config(config), ('in the folder', 'now'))}; re-run the "
             "bench with the settings it was started with, or move that folder away to train it afresh"
         )
+
+
+def check_finished_runs(entries: Sequence[Entry], out: Path, base_config: str | None, overrides: Sequence[str]) -> None:
+    """Every finished run the grid would count was trained with the settings this bench would train it with,
+    on the data it would load (its fingerprint: a run copied from a machine whose espeak-ng or cache built
+    other data has the same config and other numbers)."""
+    fingerprints: dict[str, str] = {}
+    for entry in entries:
+        run_dir = entry_dir(out, entry)
+        if entry[1].same_runs_as is not None or not RunFolder(run_dir).finished:
+            continue
+        config = entry_config(out, entry, base_config, overrides)
+        check_same_settings(run_dir, config.to_dict())
+        recorded = read_summary(run_dir).get("data_fingerprint")
+        if recorded is not None and recorded != (now := data_fingerprint(config, fingerprints)):
+            raise DataError(
+                f"{run_dir} holds a finished run trained on other data than this bench loads (data fingerprint "
+                f"{recorded} in the folder, {now} now: the dataset was built differently, docs/metrics.md 'What "
+                "reproduces'); move that folder away to train it afresh on this data"
+            )
+
+
+def data_fingerprint(config: Config, known: dict[str, str]) -> str:
+    """The fingerprint of the splits ``config`` loads (each dataset and seed loaded once)."""
+    key = json.dumps([config.to_dict()["data"], config.train.seed], sort_keys=True, default=str)
+    if key not in known:
+        data = config.data
+        splits = load_dataset(data.dataset, data.root, config.train.seed, data.val_fraction, data.options)
+        known[key] = splits.fingerprint()
+    return known[key]
+
+
+def copy_same_runs(entries: Sequence[Entry], out: Path) -> None:
+    """Fill each finished run of a method with ``same_runs_as`` from the run it equals, marker added."""
+    for dataset, method, seed in entries:
+        if method.same_runs_as is None:
+            continue
+        source, target = (
+            run_dir_for(out, dataset, method.same_runs_as, seed),
+            run_dir_for(out, dataset, method.folder, seed),
+        )
+        if RunFolder(source).finished and not RunFolder(target).finished:
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(LOCK_NAME), dirs_exist_ok=True)
+            if method.tuned is not None:
+                write_json(target / TUNED_MARKER, {**method.tuned, "copied_from": method.same_runs_as})
 
 
 def attempt(
@@ -183,6 +242,8 @@ def summary_row(summary: dict) -> dict:
     row.update({f"acc_without_{m}": a for m, a in test.get("missing_modality_accuracy", {}).items()})
     for key in ("parameters", "flops_per_sample", "step_time_s", "peak_memory_mb"):
         row[key] = cost.get(key)
+    if "copied_from" in summary.get("tuned", {}):
+        row["tuned_is_default"] = True
     return row
 
 
@@ -305,7 +366,8 @@ def comparison_tables(rows: Sequence[dict]) -> dict[str, tuple[list[str], list[l
                 r["accuracy"] for r in runs[default]
             )
             seeds = f"{len(runs[default])}/{len(runs[tuned])}"
-            lines.append([default, seeds, *cells, f"{gain:+.3f}"])
+            name = default + (" (defaults best)" if any(r.get("tuned_is_default") for r in runs[tuned]) else "")
+            lines.append([name, seeds, *cells, f"{gain:+.3f}"])
         tables[dataset] = (headings, lines)
     return tables
 
@@ -365,7 +427,7 @@ def run_grid(
     SIGINT or SIGTERM stops the running entries, which save their state, and raises
     :class:`~erlmr.errors.TrainingInterrupted`; the same bench run again continues them.
     """
-    pending = [e for e in entries if not RunFolder(entry_dir(out, e)).finished]
+    pending = [e for e in entries if e[1].same_runs_as is None and not RunFolder(entry_dir(out, e)).finished]
     failures: dict[tuple[str, str, int], str] = {}
     children: ChildRuns[tuple[str, str, int]] = ChildRuns(process_context(), max(1, usable_cores() // jobs))
     with tqdm(
@@ -455,7 +517,9 @@ def run_entries(
     with FolderLock(
         out, "bench folder", f"wait for {which} to finish, or choose another --out", shard_lock_name(shard)
     ):
+        check_finished_runs(entries, out, base_config, overrides)
         failures = run_grid(shard_of(entries, shard), out, base_config, overrides, jobs, progress)
+        copy_same_runs(entries, out)
         summaries = [
             read_summary(entry_dir(out, entry)) for entry in entries if RunFolder(entry_dir(out, entry)).finished
         ]

@@ -200,7 +200,9 @@ def tuned_pair(record: dict, out: Path, shared: bool) -> tuple[GridMethod, GridM
     }
     default = GridMethod(label, (), folder, str(config_path))
     overrides = tuple(as_overrides(best["params"]))
-    return default, GridMethod(label + TUNED_SUFFIX, overrides, f"{folder}-tuned", str(config_path), tuned)
+    # The defaults won the tuning: their runs are the tuned runs too (training them again gives the same numbers).
+    same = folder if best["default"] else None
+    return default, GridMethod(label + TUNED_SUFFIX, overrides, f"{folder}-tuned", str(config_path), tuned, None, same)
 
 
 def check_finished(records: Sequence[dict], source: str) -> None:
