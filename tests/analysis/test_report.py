@@ -61,7 +61,7 @@ def bench_dir(tmp_path_factory) -> Path:
             train(
                 load_config(None, SMALL + [f"method.name={method}", f"train.seed={seed}", f"train.run_dir={run_dir}"])
             )
-    run_bench(["synthetic"], ["joint", "erlmr"], 2, out, progress=False)
+    run_bench(["synthetic"], ["joint", "erlmr"], 2, out, overrides=SMALL, progress=False)  # the runs' settings
     return out
 
 

@@ -16,8 +16,10 @@ from lightning_ddp_worker import fit  # noqa: E402
 WORKER = Path(__file__).parent / "lightning_ddp_worker.py"
 SRC = Path(__file__).resolve().parents[2] / "src"
 # 2 ranks of 16 samples against 1 process of 32: the same global batches, means of means against one mean,
-# so the runs differ by float summation order only (at most 2.4e-5 of a tensor's largest entry after 8 Adam steps).
-TOLERANCE = 1e-4
+# so the runs differ by float summation order only. After 8 Adam steps that is at most 2.4e-5 of a tensor's largest
+# entry on one AMD EPYC and 1.4e-4 (one entry of 1024) on another: Adam divides tiny gradients by their own size,
+# which magnifies summation order. A missed gradient reduction shows in the replicas differing (torch.equal below).
+TOLERANCE = 5e-4
 
 
 @pytest.mark.slow
